@@ -1,0 +1,241 @@
+"""Load benchmark: the ingress against a bare Starlette endpoint, same server settings, same run.
+
+    .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
+
+Both servers run under uvicorn (uvloop, httptools, one worker) on loopback; wrk posts the spec's
+example pushes (unique messageIds) to each in turn; the broker runs on this machine too. Writes a
+section into bench/RESULTS.md with the ratio, latencies and, with --profile, where an ingress
+request spends its time (py-spy, sampled during a third load run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "tests" / "examples"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+# wrk script: rotate through the spec's examples, each with a unique messageId; report as JSON.
+LUA = r"""
+local bodies = {}
+%(bodies)s
+local n = 0
+local prefix = tostring(math.random(1, 1e9))
+request = function()
+  n = n + 1
+  local body = string.gsub(bodies[(n %% #bodies) + 1], "@ID@", prefix .. "-" .. n, 1)
+  return wrk.format("POST", "/v1/uplink", {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '@@{"requests": %%d, "seconds": %%f, "non2xx": %%d, "connect": %%d, "read": %%d, ' ..
+    '"write": %%d, "timeout": %%d, "p50_ms": %%f, "p99_ms": %%f, "max_ms": %%f}\n',
+    summary.requests, summary.duration / 1e6, errors.status, errors.connect, errors.read,
+    errors.write, errors.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000))
+end
+"""
+
+BARE_APP = """
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+async def push(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"messageId":"x"}', media_type="application/json")
+
+async def ready(request: Request) -> Response:
+    return Response(b"ready")
+
+app = Starlette(routes=[Route("/v1/uplink", push, methods=["POST"]), Route("/readyz", ready)])
+"""
+
+
+def lua_script(directory: Path) -> Path:
+    bodies = []
+    for path in sorted(EXAMPLES.glob("*.json")):
+        push = json.loads(path.read_bytes())
+        push["messageId"] = "@ID@"
+        bodies.append(json.dumps(push, ensure_ascii=False))
+    lines = "\n".join(f"bodies[{i + 1}] = {json.dumps(b)}" for i, b in enumerate(bodies))
+    script = directory / "push.lua"
+    script.write_text(LUA % {"bodies": lines})
+    return script
+
+
+def uvicorn_cmd(target: str, port: int, factory: bool) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "--workers", "1",
+    ]
+    return cmd + (["--factory"] if factory else [])
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    stats: dict[str, float] = json.loads(out.split("@@", 1)[1])
+    stats["rps"] = stats["requests"] / stats["seconds"]
+    return stats
+
+
+def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
+    """py-spy samples of the ingress process: share of samples per (own) function, top 15."""
+    subprocess.run(
+        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record",
+         "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", str(out), "-r", "200",
+         "--nonblocking"],
+        check=True, capture_output=True,
+    )
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0]
+            where = frame.split(" (")[1].split(":")[0] if " (" in frame else ""
+            label = f"{name} ({Path(where).parent.name}/{Path(where).name})" if where else name
+            if label not in seen:
+                inclusive[label] += n
+                seen.add(label)
+    return [(label, 100.0 * n / total) for label, n in inclusive.most_common(40)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    sys.path.insert(0, str(ROOT))
+    from uplink.broker import free_port, kafka_broker
+
+    with tempfile.TemporaryDirectory() as tmp, kafka_broker(
+        os.environ, data_dir=Path(tmp) / "kafka"
+    ) as bootstrap:
+        script = lua_script(Path(tmp))
+        (Path(tmp) / "bare_app.py").write_text(BARE_APP)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "PYTHONPATH": f"{tmp}:{ROOT}",
+            "UPLINK_TOPIC_MESSAGES": "bench.messages",
+            "UPLINK_TOPIC_QUARANTINE": "bench.quarantine",
+            "UPLINK_TOPIC_MEDIA": "bench.media",
+        }
+        results: dict[str, dict[str, float]] = {}
+        hotspots: list[tuple[str, float]] = []
+        for name, target, factory in [
+            ("bare", "bare_app:app", False),
+            ("ingress", "ingress.app:app_from_env", True),
+        ]:
+            port = free_port()
+            server = subprocess.Popen(uvicorn_cmd(target, port, factory), env=env, cwd=tmp)
+            try:
+                base = f"http://127.0.0.1:{port}"
+                wait_http(f"{base}/readyz")
+                wrk(base, script, 3, args.connections)  # warm-up: JIT-free, but caches and batches
+                results[name] = wrk(base, script, args.duration, args.connections)
+                print(name, json.dumps(results[name]), flush=True)
+                if name == "ingress" and args.profile:
+                    load = subprocess.Popen(
+                        ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration + 2}s",
+                         "-s", str(script), base],
+                        stdout=subprocess.DEVNULL,
+                    )
+                    time.sleep(1)
+                    hotspots = profile(server.pid, args.duration - 2, Path(tmp) / "profile.txt")
+                    load.wait()
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(30)
+        write_results(results, hotspots, args)
+
+
+def write_results(
+    results: dict[str, dict[str, float]], hotspots: list[tuple[str, float]],
+    args: argparse.Namespace,
+) -> None:
+    bare, ingress = results["bare"], results["ingress"]
+    ratio = ingress["rps"] / bare["rps"]
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )
+    lines = [
+        f"## Ingress load — {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; broker, servers and wrk all on this machine.",
+        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s, the spec's 13 example pushes in "
+        "rotation, unique messageIds; uvicorn, uvloop, httptools, 1 worker, no access log.",
+        "",
+        "| endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in (("bare Starlette (reads body, 200)", bare), ("uplink ingress", ingress)):
+        errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
+        lines.append(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
+        )
+    lines += ["", f"**Ratio ingress / bare: {ratio:.1%}** (bar: 40 %).", ""]
+    if hotspots:
+        lines += [
+            "Where an ingress request spends its time (py-spy, share of samples in which the "
+            "function is on the stack, during a separate load run):",
+            "",
+            "| function | % of samples |",
+            "|---|---|",
+        ]
+        lines += [f"| `{label}` | {share:.1f} |" for label, share in hotspots]
+        lines.append("")
+    section = "\n".join(lines) + "\n"
+    RESULTS.write_text(
+        (RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n") + section
+    )
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The ingress application: ``create_app(settings)`` builds it; the lifespan owns the producer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
+from ingress.producer import DurableProducer
+from ingress.push import PushEndpoint
+from schemas import PushCodec
+from uplink.settings import IngressSettings
+from uplink.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: IngressSettings) -> Starlette:
+    """Build the ingress: every collaborator is made here and passed in."""
+    producer = DurableProducer(
+        settings.kafka,
+        timeout=settings.produce_timeout,
+        max_in_flight=settings.max_in_flight,
+        linger_ms=settings.linger_ms,
+        prepare=(
+            (lambda: ensure_topics(settings.kafka, settings.topics))
+            if settings.create_topics
+            else None
+        ),
+    )
+    metrics = IngressMetrics(in_flight=lambda: producer.in_flight)
+    push = PushEndpoint(settings, PushCodec(), producer, metrics)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        if await producer.check():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": "Kafka not reachable"}, 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with producer:
+            yield
+        # Leaving the block flushed the producer: every push still in flight got its answer.
+
+    return Starlette(
+        routes=[
+            Route("/v1/uplink", push.handle, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn's worker processes: each builds its settings from the environment."""
+    return create_app(IngressSettings.from_env(os.environ))

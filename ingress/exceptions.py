@@ -1,0 +1,26 @@
+"""The ingress's errors. ``retriable`` says whether the provider's retry may succeed (→ 503)."""
+
+from __future__ import annotations
+
+
+class IngressError(Exception):
+    retriable = False
+
+
+class NotDurable(IngressError):
+    """The broker did not acknowledge the record: the push is not kept, the provider must retry."""
+
+    retriable = True
+
+
+class Overloaded(NotDurable):
+    """Too many pushes already await the broker: shed this one rather than queue without bound."""
+
+
+class BodyTooLarge(IngressError):
+    """The body passed the size limit; ``prefix`` holds the bytes read up to the limit."""
+
+    def __init__(self, limit: int, prefix: bytes) -> None:
+        super().__init__(f"body exceeds the limit of {limit} bytes")
+        self.limit = limit
+        self.prefix = prefix

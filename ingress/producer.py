@@ -1,0 +1,172 @@
+"""The ingress's Kafka producer: acks=all, bounded in-flight, an answer within the produce timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, UnsupportedVersionError
+
+from ingress.exceptions import NotDurable, Overloaded
+from uplink.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class DurableProducer:
+    """Sends a record and returns only once the broker has acknowledged it (acks=all).
+
+    ``start()`` does not wait for the broker: ``prepare`` (creating topics) and the connection run in
+    the background, retrying, so an ingress started before its broker answers 503 (and /readyz says
+    not ready) until then.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        timeout: float,
+        max_in_flight: int,
+        linger_ms: int,
+        prepare: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self._prepare = prepare
+        self._timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        if self._connecting is not None:
+            return
+        self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
+        self._connecting.add_done_callback(_log_crash)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """For start-up paths that prefer to wait for the broker (tests, `uplink dev`)."""
+        if self._connecting is None:
+            return self.connected
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
+        except TimeoutError:
+            return False
+        return self.connected
+
+    def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self._kafka.client_options(),
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=self._linger_ms,
+            max_request_size=self._kafka.max_request_size,
+            # Batches that cannot reach the broker fail rather than wait for ever; the provider's
+            # retry (1, 3, 5 min) is the real recovery path for a push we answered 503.
+            request_timeout_ms=max(int(self._timeout * 1000), 1000),
+            retry_backoff_ms=100,
+        )
+
+    async def _connect(self) -> None:
+        idempotent = True
+        delay = 0.2
+        while not self._closed:
+            producer = self._new_producer(idempotent)
+            try:
+                if self._prepare is not None:
+                    await self._prepare()
+                await producer.start()
+            except UnsupportedVersionError:
+                await producer.stop()
+                # "the idempotent producer where the broker allows": fall back to plain acks=all.
+                log.warning("broker refuses the idempotent producer; using acks=all without it")
+                idempotent = False
+                continue
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("Kafka not ready (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._closed:
+                await producer.stop()
+                return
+            self._producer = producer
+            log.info("producer connected to %s", self._kafka.bootstrap_servers)
+            return
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        """Return once the record is durable; raise NotDurable (or Overloaded) otherwise."""
+        producer = self._producer
+        if producer is None:
+            raise NotDurable("not connected to Kafka yet")
+        if self._in_flight >= self._max_in_flight:
+            raise Overloaded(f"{self._in_flight} pushes already await the broker")
+        self._in_flight += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                delivery = await producer.send(topic, value, key=key, headers=headers)
+                await delivery
+        except TimeoutError:
+            raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
+        except KafkaError as exc:
+            raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
+        finally:
+            self._in_flight -= 1
+
+    async def check(self, timeout: float = 2.0) -> bool:
+        """A metadata round trip: is a broker answering right now?"""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError):
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Flush what is buffered (in-flight pushes still get their answer) and disconnect."""
+        self._closed = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> DurableProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Kafka connect task failed", exc_info=task.exception())

@@ -1,0 +1,387 @@
+"""JSON push → Avro record, and the Avro single-object framing of that record.
+
+The typed view is best effort: whatever does not fit a field's type becomes null there, while
+`raw` keeps the exact body, so nothing is lost and a push is never rejected for a data quirk.
+Normalisation is compiled once per schema node into small converter closures (the ingress calls
+`parse` and `encode` on its hot path), driven by the schema itself rather than per message type.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, Final, cast
+
+import orjson
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as schema_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+
+from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
+
+# Avro spec, "Single object encoding": 2-byte marker, 8-byte little-endian CRC-64-AVRO of the
+# writer schema's Parsing Canonical Form, then the binary datum.
+MARKER: Final = b"\xc3\x01"
+HEADER_SIZE: Final = 10
+
+# Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
+INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
+
+Converter = Callable[[Any], Any]
+
+
+def load_push_schema() -> dict[str, Any]:
+    """The shipped push.avsc as a plain (unparsed) JSON schema."""
+    text = resources.files("schemas").joinpath("push.avsc").read_text(encoding="utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+# --- scalar converters: JSON value → Avro value or None (never raise) -------------------------
+
+# Bounded, so int() never sees thousands of digits; leading zeros are fine.
+_INT_TEXT = re.compile(r"[+-]?0*[0-9]{1,19}")
+_BOOL_TEXT: Final = {"true": True, "false": False, "1": True, "0": False}
+_EXACT_FLOAT_INT: Final = 2**53  # floats beyond this no longer hold every integer exactly
+
+
+def _to_str(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return cast(str, value)
+    if kind is int:  # bool is its own type, so True never becomes "True"
+        return str(value)
+    if kind is float:
+        return _float_text(value)
+    return None
+
+
+def _float_text(value: float) -> str:
+    # 9.1856321412e10 is a phone number that lost its quotes: render it as digits, no ".0".
+    if value.is_integer() and abs(value) < _EXACT_FLOAT_INT:
+        return str(int(value))
+    return repr(value)
+
+
+def _to_json_text(value: Any) -> str | None:
+    """A string field the table documents as an Object: keep any JSON value as its JSON text."""
+    if value is None or type(value) is str:
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError):  # e.g. an int beyond 64 bits from the lenient parser
+        try:
+            return json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return None
+
+
+def _int_converter(low: int, high: int) -> Converter:
+    def convert(value: Any) -> int | None:
+        kind = type(value)
+        if kind is int:
+            number = cast(int, value)
+        elif kind is str and _INT_TEXT.fullmatch(text := value.strip()):
+            number = int(text)
+        elif kind is float and value.is_integer():
+            number = int(value)
+        else:
+            return None
+        return number if low <= number <= high else None
+
+    return convert
+
+
+def _to_bool(value: Any) -> bool | None:
+    kind = type(value)
+    if kind is bool:
+        return cast(bool, value)
+    if kind is str:
+        return _BOOL_TEXT.get(value.strip().lower())
+    if (kind is int or kind is float) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+_PRIMITIVES: Final[dict[str, Converter]] = {
+    "string": _to_str,
+    "int": _int_converter(-(2**31), 2**31 - 1),
+    "long": _int_converter(-(2**63), 2**63 - 1),
+    "boolean": _to_bool,
+}
+
+# Field-level schema attribute ("coerce": "json") selecting a non-default converter; Avro keeps
+# unknown attributes as metadata and the Parsing Canonical Form strips them.
+_COERCIONS: Final[dict[str, Converter]] = {"json": _to_json_text}
+
+
+# --- composite converters ---------------------------------------------------------------------
+
+
+def _array_converter(item: Converter) -> Converter:
+    def convert(value: Any) -> list[Any] | None:
+        if type(value) is not list:
+            return None
+        # An item of the wrong shape is dropped from the typed view (it stays in raw).
+        return [converted for converted in map(item, value) if converted is not None]
+
+    return convert
+
+
+def _record_converter(fields: dict[str, Converter], all_names: list[str]) -> Converter:
+    template: dict[str, Any] = dict.fromkeys(all_names)
+
+    def convert(value: Any) -> dict[str, Any] | None:
+        if type(value) is not dict:
+            return None
+        out = template.copy()
+        for key, item in value.items():
+            field = fields.get(key)
+            if field is not None:
+                out[key] = field(item)
+                continue
+            # A key with stray spaces ("frequently_forwarded ") still matches its field,
+            # unless the exact key is present too, which then wins.
+            name = key.strip()
+            if name != key and name not in value:
+                field = fields.get(name)
+                if field is not None:
+                    out[name] = field(item)
+        return out
+
+    return convert
+
+
+class _Compiler:
+    """Walks an Avro schema once and builds the JSON → record converter for each node."""
+
+    def __init__(self) -> None:
+        self._named: dict[str, Converter] = {}
+
+    def push(self, schema: dict[str, Any]) -> Converter:
+        """The converter of the top-level record, whose ingress fields no body key can set."""
+        return self._record(schema, "", skip=INGRESS_FIELDS)
+
+    def node(self, schema: Any, namespace: str, coerce: str | None = None) -> Converter:
+        if isinstance(schema, list):
+            branches = [branch for branch in schema if branch != "null"]
+            if len(branches) != 1:
+                raise ValueError(f"only [null, T] unions have a JSON view: {schema!r}")
+            return self.node(branches[0], namespace, coerce)
+        if isinstance(schema, str):
+            if coerce is not None:
+                if schema != "string":
+                    raise ValueError(f"coerce applies to strings, not to {schema!r}")
+                return _COERCIONS[coerce]
+            if schema in _PRIMITIVES:
+                return _PRIMITIVES[schema]
+            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            if full not in self._named:
+                raise ValueError(f"unknown (or recursive) named type {schema!r}")
+            return self._named[full]
+        kind = schema["type"]
+        if kind == "record":
+            return self._record(schema, namespace)
+        if kind == "array":
+            return _array_converter(self.node(schema["items"], namespace))
+        if isinstance(kind, str) and kind in _PRIMITIVES:  # e.g. a long with a logicalType
+            return self.node(kind, namespace, coerce)
+        raise ValueError(f"no JSON view for Avro type {kind!r}")
+
+    def _record(
+        self, schema: dict[str, Any], namespace: str, skip: frozenset[str] = frozenset()
+    ) -> Converter:
+        name: str = schema["name"]
+        if "." in name:
+            full = name
+            namespace = name.rpartition(".")[0]
+        else:
+            namespace = schema.get("namespace", namespace)
+            full = f"{namespace}.{name}" if namespace else name
+        fields: dict[str, Converter] = {}
+        for field in schema["fields"]:
+            if field["name"] not in skip:
+                fields[field["name"]] = self.node(field["type"], namespace, field.get("coerce"))
+        converter = _record_converter(fields, [field["name"] for field in schema["fields"]])
+        self._named[full] = converter
+        return converter
+
+
+# --- JSON loading -----------------------------------------------------------------------------
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_KINDS: Final[dict[type, str]] = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        strict_error = error
+    # Rare path. orjson refuses a few bodies that are still JSON (RFC 8259): a leading UTF-8
+    # BOM, escaped lone surrogates ("\ud800"), numbers beyond a double. Those are quirks, not
+    # reasons to reject a push, so retry with the standard library before giving up.
+    if not raw.strip(b" \t\r\n"):
+        raise NotAPush("body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise NotAPush(f"body is not valid UTF-8 (byte {error.start})") from None
+    try:
+        value = json.loads(text.removeprefix("\ufeff"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise NotAPush(f"body is not JSON: {strict_error}") from None
+    return _replace_lone_surrogates(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _replace_lone_surrogates(root: Any) -> Any:
+    """Make every string UTF-8 encodable (Avro strings are UTF-8); iterative, so depth is free."""
+
+    def fix(text: str) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    if type(root) is str:
+        return fix(root)
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if type(node) is dict:
+            if any(_LONE_SURROGATE.search(key) for key in node):
+                items = list(node.items())
+                node.clear()
+                node.update((fix(key), value) for key, value in items)
+            for key, value in node.items():
+                if type(value) is str:
+                    node[key] = fix(value)
+                elif type(value) in (dict, list):
+                    pending.append(value)
+        elif type(node) is list:
+            for index, value in enumerate(node):
+                if type(value) is str:
+                    node[index] = fix(value)
+                elif type(value) in (dict, list):
+                    pending.append(value)
+    return root
+
+
+def _message_id_problem(body: dict[str, Any]) -> str:
+    key = "messageId"
+    if key not in body:
+        key = next((k for k in body if k.strip() == "messageId"), key)
+    if key not in body:
+        return "messageId is missing"
+    value = body[key]
+    if value is None:
+        return "messageId is null"
+    if type(value) is str:
+        return "messageId is empty"
+    return f"messageId is a JSON {_JSON_KINDS.get(type(value))}, not a string or number"
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    return schema
+
+
+# --- the codec --------------------------------------------------------------------------------
+
+
+class PushCodec:
+    """Turns a push body into a record and frames records for Kafka; build once, reuse."""
+
+    schema: dict[str, Any]
+    fingerprint: bytes
+    header: bytes
+
+    def __init__(self, schema: dict[str, Any] | None = None) -> None:
+        source = load_push_schema() if schema is None else schema
+        self.schema = cast(dict[str, Any], parse_schema(source))
+        canonical = to_parsing_canonical_form(self.schema)
+        # fastavro gives the hex of the fingerprint's bytes already in little-endian order.
+        self.fingerprint = bytes.fromhex(schema_fingerprint(canonical, "CRC-64-AVRO"))
+        self.header = MARKER + self.fingerprint
+        # Same wire format (the canonical form drops logicalType) but receivedAt reads back as
+        # the int of epoch millis the record was built with, not a datetime.
+        self._datum_schema = parse_schema(_without_logical_types(source))
+        self._push = _Compiler().push(source)
+        # An all-null Message, for pushes that carry only a top-level `type`.
+        self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
+
+    def parse(self, raw: bytes, received_at_ms: int) -> dict[str, Any]:
+        """A push body → record; raises NotAPush when the body is not a push at all."""
+        if not raw:
+            raise NotAPush("body is empty")
+        body = _load_json(raw)
+        if type(body) is not dict:
+            raise NotAPush(f"body is a JSON {_JSON_KINDS.get(type(body))}, not an object")
+        record: dict[str, Any] = self._push(body)
+        message_id = record["messageId"]
+        if message_id is None or not message_id.strip():
+            raise NotAPush(_message_id_problem(body))
+        if self._empty_message is not None:
+            self._lift_top_level_type(body, record)
+        record["raw"] = raw
+        record["receivedAt"] = received_at_ms
+        return record
+
+    def _lift_top_level_type(self, body: dict[str, Any], record: dict[str, Any]) -> None:
+        # The spec's "unknown" example puts `type` at top level, with no message object.
+        message = record["message"]
+        if message is not None and message["type"] is not None:
+            return
+        top_type = _to_str(body.get("type"))
+        if top_type is None:
+            return
+        if message is None:
+            message = record["message"] = dict(cast(dict[str, Any], self._empty_message))
+        message["type"] = top_type
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Avro single-object encoding of a record."""
+        out = io.BytesIO()
+        out.write(self.header)
+        schemaless_writer(out, self._datum_schema, record)
+        return out.getvalue()
+
+    def decode(self, data: bytes | memoryview) -> dict[str, Any]:
+        """Inverse of encode; raises UnknownSchema or CorruptRecord."""
+        if data[:2] != MARKER:
+            raise UnknownSchema("not Avro single-object encoded (no C3 01 marker)")
+        found = bytes(data[2:HEADER_SIZE])
+        if found != self.fingerprint:
+            raise UnknownSchema(f"unknown writer schema, fingerprint {found.hex()}", found)
+        source = io.BytesIO(data)
+        source.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(source, self._datum_schema, None)
+        except Exception as error:  # untrusted bytes: any decoder failure means a corrupt datum
+            raise CorruptRecord(f"undecodable datum: {error!r}") from error
+        if source.tell() != len(data):
+            raise CorruptRecord(f"{len(data) - source.tell()} trailing bytes after the datum")
+        if not isinstance(record, dict):
+            raise CorruptRecord("datum is not a record")
+        return record
+
+    @staticmethod
+    def key(record: dict[str, Any]) -> bytes:
+        """Kafka key: the conversation, `businessPhone:from.phone` (missing parts empty)."""
+        sender = record.get("from")
+        phone = sender.get("phone") if sender else None
+        return f"{record.get('businessPhone') or ''}:{phone or ''}".encode()

@@ -1,0 +1,134 @@
+"""Fixtures: a real Kafka broker for the session, random topic names per test, servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from uplink.broker import free_port, kafka_broker
+from uplink.settings import IngressSettings, KafkaSettings, Topics
+
+EXAMPLES = Path(__file__).parent / "examples"
+
+Reader = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
+Server = Callable[[Any], Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers with Docker → local broker from jars."""
+    with kafka_broker(os.environ, data_dir=tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """Fresh topic names for each test, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:10]
+    return Topics(
+        messages=f"test.messages.{suffix}",
+        quarantine=f"test.quarantine.{suffix}",
+        media=f"test.media.{suffix}",
+        messages_partitions=3,
+        partitions=1,
+    )
+
+
+@pytest.fixture
+def ingress_settings(kafka_bootstrap: str, topics: Topics) -> IngressSettings:
+    return IngressSettings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap), topics=topics)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Server]:
+    """Serve ASGI apps with uvicorn on loopback in this event loop; returns their base URL."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(app: Any) -> str:
+        port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        servers.append((server, task))
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()  # startup failed: raise why
+                await asyncio.sleep(0.01)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, task in servers:
+        server.should_exit = True
+    for _, task in servers:
+        await task
+
+
+async def wait_ready(client: httpx.AsyncClient, base_url: str, timeout: float = 60) -> None:
+    """Until /readyz says 200: the producer is connected and the topics exist."""
+    async with asyncio.timeout(timeout):
+        while (await client.get(f"{base_url}/readyz")).status_code != 200:
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def read_records(kafka_bootstrap: str) -> Reader:
+    async def read(
+        topic: str, count: int | None = None, timeout: float = 30.0, bootstrap: str | None = None
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Records of ``topic`` from the beginning: ``count`` of them, or all up to the end."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap or kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        try:
+            async with asyncio.timeout(timeout):
+                tps = await _partitions(bootstrap or kafka_bootstrap, topic)
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = await consumer.end_offsets(tps)
+                records: list[ConsumerRecord[bytes, bytes]] = []
+                while (
+                    len(records) < count
+                    if count is not None
+                    else any([await consumer.position(tp) < ends[tp] for tp in tps])
+                ):
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for part in batch.values():
+                        records.extend(part)
+                return records
+        finally:
+            await consumer.stop()
+
+    return read
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    assert described["partitions"], f"topic {topic} does not exist"
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]

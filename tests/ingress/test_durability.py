@@ -1,0 +1,134 @@
+"""Kill the broker (SIGKILL) mid-traffic: 503s within the produce timeout, never a lost 200."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from ingress.app import create_app
+from schemas import PushCodec
+from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from uplink.broker import BrokerSettings, LocalBroker, free_port
+from uplink.settings import IngressSettings, KafkaSettings, Topics
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+PRODUCE_TIMEOUT = 2.0
+TEMPLATE = orjson.loads(EXAMPLES.joinpath("text.json").read_bytes())
+
+
+@dataclass
+class Outcome:
+    message_id: str
+    status: int
+    seconds: float
+    phase: str
+    retry_after: str | None
+
+
+class Traffic:
+    """Concurrent pushers with unique messageIds; phases mark what the broker was doing."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.phase = "up"
+        self.outcomes: list[Outcome] = []
+        self.changed = asyncio.Event()
+        self._stop = False
+        self._next = 0
+
+    def count(self, phase: str, status: int) -> int:
+        return sum(1 for o in self.outcomes if o.phase == phase and o.status == status)
+
+    async def until(self, phase: str, status: int, n: int, timeout: float = 90) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count(phase, status) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def pusher(self) -> None:
+        while not self._stop:
+            self._next += 1
+            message_id = f"durable-{self._next}"
+            body = orjson.dumps({**TEMPLATE, "messageId": message_id})
+            phase = self.phase
+            started = time.monotonic()
+            response = await self.client.post(f"{self.url}/v1/uplink", content=body)
+            self.outcomes.append(
+                Outcome(
+                    message_id,
+                    response.status_code,
+                    time.monotonic() - started,
+                    phase,
+                    response.headers.get("retry-after"),
+                )
+            )
+            self.changed.set()
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
+    tmp_path: Path, serve: Server, topics: Topics, read_records: Reader
+) -> None:
+    settings = BrokerSettings(
+        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
+    )
+    log = (tmp_path / "broker.log").open("w")
+    broker = LocalBroker(settings, log_sink=log)
+    await asyncio.to_thread(broker.start)
+    try:
+        ingress = IngressSettings(
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+            topics=topics,
+            produce_timeout=PRODUCE_TIMEOUT,
+        )
+        url = await serve(create_app(ingress))
+        async with httpx.AsyncClient(timeout=30) as client:
+            await wait_ready(client, url)
+            traffic = Traffic(client, url)
+            pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
+            try:
+                await traffic.until("up", 200, 300)
+                traffic.phase = "down"
+                await asyncio.to_thread(broker.kill)
+                await traffic.until("down", 503, 50)
+                traffic.phase = "restarting"
+                broker = LocalBroker(settings, log_sink=log)
+                await asyncio.to_thread(broker.start)
+                traffic.phase = "restarted"
+                await traffic.until("restarted", 200, 300)
+            finally:
+                traffic.stop()
+                await asyncio.gather(*pushers)
+
+        statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
+        assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
+        unavailable = [o for o in traffic.outcomes if o.status == 503]
+        assert all(o.retry_after == "5" for o in unavailable)
+        # Answered within the produce timeout (plus scheduling slack on a loaded 2-core machine).
+        slowest = max(o.seconds for o in unavailable)
+        assert slowest < PRODUCE_TIMEOUT + 1.5, slowest
+
+        acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
+        codec = PushCodec()
+        kept = {
+            codec.decode(record.value)["messageId"]
+            for record in await read_records(
+                topics.messages, bootstrap=broker.bootstrap_servers, timeout=60
+            )
+        }
+        lost = acknowledged - kept
+        assert not lost, f"{len(lost)} acknowledged pushes are not in the topic: {sorted(lost)[:5]}"
+    finally:
+        await asyncio.to_thread(broker.stop)
+        log.close()

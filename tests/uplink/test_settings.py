@@ -1,0 +1,72 @@
+"""Settings are read at the edge; a bad value stops start-up naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from uplink.cli import main
+from uplink.exceptions import ConfigError
+from uplink.settings import IngressSettings, Secret
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = IngressSettings.from_env({})
+    assert settings.topics.messages == "uplink.messages.v1"
+    assert settings.topics.quarantine == "uplink.quarantine.v1"
+    assert settings.topics.media == "uplink.media.v1"
+    assert settings.topics.dlq("archive") == "uplink.archive.dlq.v1"
+    assert settings.topics.messages_partitions == 12
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.produce_timeout == 5.0
+    assert settings.token is None
+
+
+def test_environment_is_read_and_explicit_values_win() -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "UPLINK_TOKEN": "t0ken",
+        "UPLINK_PRODUCE_TIMEOUT": "2.5",
+        "UPLINK_MAX_IN_FLIGHT": "10",
+        "UPLINK_MESSAGES_PARTITIONS": "24",
+        "UPLINK_CREATE_TOPICS": "false",
+    }
+    settings = IngressSettings.from_env(env, max_in_flight=99)
+    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.token == Secret("t0ken")
+    assert settings.produce_timeout == 2.5
+    assert settings.max_in_flight == 99
+    assert settings.topics.messages_partitions == 24
+    assert settings.create_topics is False
+
+
+def test_secrets_do_not_show_in_reprs() -> None:
+    settings = IngressSettings.from_env({"UPLINK_TOKEN": "t0ken"})
+    assert "t0ken" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"UPLINK_PRODUCE_TIMEOUT": "soon"}, "UPLINK_PRODUCE_TIMEOUT"),
+        ({"UPLINK_PRODUCE_TIMEOUT": "0"}, "UPLINK_PRODUCE_TIMEOUT"),
+        ({"UPLINK_MAX_IN_FLIGHT": "-1"}, "UPLINK_MAX_IN_FLIGHT"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "no-port"}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"UPLINK_CREATE_TOPICS": "maybe"}, "UPLINK_CREATE_TOPICS"),
+        ({"UPLINK_KAFKA_SECURITY_PROTOCOL": "tls"}, "UPLINK_KAFKA_SECURITY_PROTOCOL"),
+        ({"UPLINK_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "UPLINK_KAFKA_SASL_MECHANISM"),
+        ({"UPLINK_MAX_BODY_BYTES": str(64 * 1024 * 1024)}, "UPLINK_MAX_BODY_BYTES"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        IngressSettings.from_env(env)
+    assert caught.value.setting == setting
+    assert setting in str(caught.value)
+
+
+def test_cli_stops_with_the_setting_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("UPLINK_MAX_IN_FLIGHT", "lots")
+    assert main(["ingress", "--port", "1"]) == 2
+    assert "UPLINK_MAX_IN_FLIGHT" in capsys.readouterr().err

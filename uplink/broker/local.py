@@ -1,0 +1,287 @@
+"""A single-node Apache Kafka (KRaft, broker and controller in one JVM) from Maven Central jars.
+
+The Kafka tarball is not reachable from every machine, Maven Central is: Maven copies the broker's
+jars into a cache outside the repository once, then every start is a plain ``java`` process.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from uplink.exceptions import BrokerError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.2.1"
+_READY_LINE = "Kafka Server started"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "uplink"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    port: int = 9092
+    controller_port: int | None = None  # default: port + 1
+    data_dir: Path = Path("var/kafka")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    kafka_version: str = KAFKA_VERSION
+    heap: str = "1g"
+    ready_timeout: float = 120.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
+    """Copy the broker's runtime jars from Maven Central into the cache; returns the jar folder.
+
+    Safe to call from several processes at once (a file lock), and a no-op once complete.
+    """
+    libs = cache_dir / f"kafka-{kafka_version}" / "libs"
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError("the local Kafka broker needs Maven (`mvn`) on PATH to fetch its jars")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return libs
+        pom = resources.files("uplink.broker").joinpath("pom.xml")
+        (libs.parent / "pom.xml").write_bytes(pom.read_bytes())
+        log.info("fetching Apache Kafka %s jars from Maven Central into %s", kafka_version, libs)
+        result = subprocess.run(
+            [
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(libs.parent / "pom.xml"),
+                "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-Dkafka.version={kafka_version}",
+                f"-DoutputDirectory={libs}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"mvn could not fetch Kafka {kafka_version} jars (exit {result.returncode}):\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+        done.touch()
+    return libs
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+class LocalBroker:
+    """One Kafka process: ``start()`` returns once it serves, ``stop()`` is safe to call twice.
+
+    Output goes to ``log_sink`` (stderr by default) line by line; readiness is the broker's own
+    "Kafka Server started" line.
+    """
+
+    def __init__(self, settings: BrokerSettings, log_sink: IO[str] | None = None) -> None:
+        self.settings = settings
+        self._sink = log_sink
+        self._process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+        self._pump: threading.Thread | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.settings.bootstrap_servers
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _controller_port(self) -> int:
+        return self.settings.controller_port or self.settings.port + 1
+
+    def _write_config(self, data_dir: Path) -> Path:
+        port, cport = self.settings.port, self._controller_port()
+        config = data_dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
+                    f"CONTROLLER://127.0.0.1:{cport}",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data_dir / 'logs'}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Topics are created by uplink with their partition counts; a typo must not
+                    # silently create a one-partition topic.
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def _java(self, classpath: str, *args: str) -> list[str]:
+        log4j = resources.files("uplink.broker").joinpath("log4j2.properties")
+        return [
+            "java",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            *args,
+        ]
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise BrokerError("broker already started")
+        if shutil.which("java") is None:
+            raise BrokerError("the local Kafka broker needs Java 17+ (`java`) on PATH")
+        libs = fetch_jars(self.settings.cache_dir, self.settings.kafka_version)
+        classpath = str(libs / "*")
+        data_dir = self.settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config(data_dir)
+        formatted = subprocess.run(
+            self._java(
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--ignore-formatted",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(config),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if formatted.returncode != 0:
+            raise BrokerError(f"formatting {data_dir} failed:\n{formatted.stderr[-2000:]}")
+        self._ready.clear()
+        self._process = subprocess.Popen(
+            [
+                "java",
+                f"-Xmx{self.settings.heap}",
+                "-Xms256m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                *self._java(classpath, "kafka.Kafka", str(config))[1:],
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            # Its own process group: Ctrl-C in a terminal reaches uplink, which stops the broker last.
+            start_new_session=True,
+        )
+        self._pump = threading.Thread(target=self._copy_output, name="kafka-log", daemon=True)
+        self._pump.start()
+        if not self._ready.wait(self.settings.ready_timeout) or self._process.poll() is not None:
+            code = self._process.poll()
+            self.kill()
+            raise BrokerError(
+                f"Kafka did not start within {self.settings.ready_timeout:.0f}s"
+                + (f" (exited with {code})" if code is not None else "")
+                + f"; ports {self.settings.port}/{self._controller_port()} may be taken"
+            )
+        log.info("Kafka %s serving on %s", self.settings.kafka_version, self.bootstrap_servers)
+
+    def _copy_output(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        sink = self._sink if self._sink is not None else sys.stderr
+        for line in self._process.stdout:
+            if _READY_LINE in line:
+                self._ready.set()
+            sink.write(line)
+            sink.flush()
+        self._ready.set()  # the process ended: wake start() so it reports the failure
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM), SIGKILL if it takes longer than ``timeout``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._join_pump(process)
+
+    def terminate(self) -> None:
+        """Ask for a controlled shutdown without waiting (safe inside a signal handler)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: what a crashed machine looks like to clients."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self._join_pump(process)
+
+    def wait(self) -> int:
+        """Block until the broker exits; returns its exit code."""
+        if self._process is None:
+            raise BrokerError("broker not started")
+        return self._process.wait()
+
+    def _join_pump(self, process: subprocess.Popen[str]) -> None:
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+            self._pump = None
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,138 @@
+"""The ``uplink`` command: one verb per process kind. Settings are read here, at the edge."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from uplink.exceptions import ConfigError, UplinkError
+
+log = logging.getLogger("uplink")
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from uplink.broker import BrokerSettings, LocalBroker, fetch_jars
+
+    settings = BrokerSettings(
+        port=args.port, controller_port=args.controller_port, data_dir=Path(args.data_dir)
+    )
+    if args.fetch_only:
+        print(fetch_jars(settings.cache_dir, settings.kafka_version))
+        return 0
+    broker = LocalBroker(settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        broker.terminate()  # the main thread's wait() returns once Kafka has shut down
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with broker:
+        print(f"Kafka serving on {broker.bootstrap_servers} (data in {settings.data_dir})", flush=True)
+        broker.wait()
+    return 0
+
+
+def _serve_ingress(host: str, port: int, workers: int, access_log: bool) -> None:
+    import uvicorn
+
+    from uplink.settings import IngressSettings
+
+    settings = IngressSettings.from_env(os.environ)  # validate before any worker starts
+    uvicorn.run(
+        "ingress.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=access_log,
+        # In-flight pushes get their answer before the producer is flushed and closed.
+        timeout_graceful_shutdown=int(settings.produce_timeout) + 5,
+    )
+
+
+def _ingress(args: argparse.Namespace) -> int:
+    _serve_ingress(args.host, args.port, args.workers, args.access_log)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from uplink.broker import kafka_broker
+
+    var = Path(args.var_dir)
+    with kafka_broker(os.environ, data_dir=var / "kafka", port=args.kafka_port) as bootstrap:
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        print(
+            f"\nuplink dev\n  Kafka    {bootstrap}\n"
+            f"  ingress  http://{args.host}:{args.port}/v1/uplink"
+            f"  (/healthz /readyz /metrics)\n"
+            f"  data     {var.resolve()}\n"
+            f"  try:     curl -s -XPOST -H 'content-type: application/json' "
+            f"--data-binary @tests/examples/text.json http://{args.host}:{args.port}/v1/uplink\n",
+            flush=True,
+        )
+        _serve_ingress(args.host, args.port, 1, args.access_log)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("UPLINK_LOG_LEVEL", "INFO"))
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    broker = verbs.add_parser("broker", help="run a local single-node Apache Kafka (KRaft)")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--controller-port", type=int, default=None, help="default: port + 1")
+    broker.add_argument("--data-dir", default="var/kafka")
+    broker.add_argument(
+        "--fetch-only", action="store_true", help="fetch the broker's jars and exit"
+    )
+    broker.set_defaults(run=_broker)
+
+    ingress = verbs.add_parser("ingress", help="serve POST /v1/uplink (settings from env)")
+    ingress.add_argument("--host", default="0.0.0.0")
+    ingress.add_argument("--port", type=int, default=8080)
+    ingress.add_argument("--workers", type=int, default=1)
+    ingress.add_argument("--access-log", action="store_true")
+    ingress.set_defaults(run=_ingress)
+
+    dev = verbs.add_parser("dev", help="everything on this machine: local Kafka + ingress")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--var-dir", default="var")
+    dev.add_argument("--access-log", action="store_true")
+    dev.set_defaults(run=_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"uplink: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UplinkError as exc:
+        print(f"uplink: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

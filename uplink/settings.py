@@ -1,0 +1,216 @@
+"""Frozen settings, built once at the edge from the environment and CLI flags.
+
+Everything that reads ``os.environ`` lives here; the rest of the code receives a settings object.
+Explicit values (CLI flags, keyword arguments) win over the environment, which wins over defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from uplink.exceptions import ConfigError
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names (contract defaults) and how to create them when missing."""
+
+    messages: str = "uplink.messages.v1"
+    quarantine: str = "uplink.quarantine.v1"
+    media: str = "uplink.media.v1"
+    messages_partitions: int = 12
+    partitions: int = 3  # every other uplink topic
+    replication_factor: int = 1
+
+    def dlq(self, worker: str) -> str:
+        return f"uplink.{worker}.dlq.v1"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach the cluster; shared by every producer, consumer and admin client."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "uplink"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: str | None = None
+    # A push is at most max_body_bytes of raw JSON plus its typed view: leave room for both.
+    max_request_size: int = 4 * MiB
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", "must name at least one host:port")
+        for server in self.bootstrap_servers.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
+        allowed = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+        if self.security_protocol not in allowed:
+            raise ConfigError(
+                "UPLINK_KAFKA_SECURITY_PROTOCOL",
+                f"{self.security_protocol!r} is not one of {sorted(allowed)}",
+            )
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ConfigError(
+                "UPLINK_KAFKA_SASL_MECHANISM",
+                "SASL needs UPLINK_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD",
+            )
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client takes."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.reveal() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        return options
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    """Everything the HTTP ingress needs; see the README's configuration table."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: Topics = field(default_factory=Topics)
+    token: Secret | None = None
+    max_body_bytes: int = 1 * MiB
+    produce_timeout: float = 5.0  # seconds until a push that is not acked gets 503
+    max_in_flight: int = 4096  # pushes awaiting the broker; beyond this → 503 (shed)
+    retry_after: int = 5  # seconds, sent with every 503
+    linger_ms: int = 2  # producer batching window: bigger batches under load
+    create_topics: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("UPLINK_MAX_BODY_BYTES", self.max_body_bytes)
+        _positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
+        _positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
+        _positive("UPLINK_RETRY_AFTER", self.retry_after)
+        if self.linger_ms < 0:
+            raise ConfigError("UPLINK_LINGER_MS", "must be >= 0")
+        if self.max_body_bytes * 2 + 64 * 1024 > self.kafka.max_request_size:
+            raise ConfigError(
+                "UPLINK_MAX_BODY_BYTES",
+                "a record holds the body twice (raw and typed); raise UPLINK_KAFKA_MAX_REQUEST_SIZE",
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> IngressSettings:
+        """Settings from ``environ``; keyword arguments win over it."""
+        env = _Env(environ)
+        values: dict[str, Any] = {
+            "kafka": kafka_from_env(environ),
+            "topics": topics_from_env(environ),
+            "token": env.get("UPLINK_TOKEN", Secret),
+            "max_body_bytes": env.get("UPLINK_MAX_BODY_BYTES", int),
+            "produce_timeout": env.get("UPLINK_PRODUCE_TIMEOUT", float),
+            "max_in_flight": env.get("UPLINK_MAX_IN_FLIGHT", int),
+            "retry_after": env.get("UPLINK_RETRY_AFTER", int),
+            "linger_ms": env.get("UPLINK_LINGER_MS", int),
+            "create_topics": env.get("UPLINK_CREATE_TOPICS", _boolean),
+        }
+        values.update(explicit)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
+    env = _Env(environ)
+    values = {
+        "bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", str),
+        "client_id": env.get("UPLINK_KAFKA_CLIENT_ID", str),
+        "security_protocol": env.get("UPLINK_KAFKA_SECURITY_PROTOCOL", str.upper),
+        "sasl_mechanism": env.get("UPLINK_KAFKA_SASL_MECHANISM", str),
+        "sasl_username": env.get("UPLINK_KAFKA_SASL_USERNAME", str),
+        "sasl_password": env.get("UPLINK_KAFKA_SASL_PASSWORD", Secret),
+        "ssl_cafile": env.get("UPLINK_KAFKA_SSL_CAFILE", str),
+        "max_request_size": env.get("UPLINK_KAFKA_MAX_REQUEST_SIZE", int),
+    }
+    return KafkaSettings(**{k: v for k, v in values.items() if v is not None})
+
+
+def topics_from_env(environ: Mapping[str, str]) -> Topics:
+    env = _Env(environ)
+    values = {
+        "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
+        "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
+        "media": env.get("UPLINK_TOPIC_MEDIA", str),
+        "messages_partitions": env.get("UPLINK_MESSAGES_PARTITIONS", int),
+        "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),
+        "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),
+    }
+    topics = Topics(**{k: v for k, v in values.items() if v is not None})
+    _positive("UPLINK_MESSAGES_PARTITIONS", topics.messages_partitions)
+    _positive("UPLINK_TOPIC_PARTITIONS", topics.partitions)
+    _positive("UPLINK_REPLICATION_FACTOR", topics.replication_factor)
+    return topics
+
+
+class _Env:
+    """Typed reads of environment variables; an unparsable value names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, parse: Callable[[str], T]) -> T | None:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(name, f"cannot parse {raw!r}: {exc}") from None
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(name, f"must be > 0, got {value}")
