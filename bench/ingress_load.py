@@ -82,9 +82,23 @@ def lua_script(directory: Path) -> Path:
 
 def uvicorn_cmd(target: str, port: int, factory: bool) -> list[str]:
     cmd = [
-        sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        "--workers", "1",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--workers",
+        "1",
     ]
     return cmd + (["--factory"] if factory else [])
 
@@ -104,9 +118,20 @@ def wait_http(url: str, timeout: float = 90) -> None:
 
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     stats: dict[str, float] = json.loads(out.split("@@", 1)[1])
     stats["rps"] = stats["requests"] / stats["seconds"]
@@ -116,10 +141,23 @@ def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, fl
 def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
     """py-spy samples of the ingress process: share of samples per (own) function, top 15."""
     subprocess.run(
-        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record",
-         "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", str(out), "-r", "200",
-         "--nonblocking"],
-        check=True, capture_output=True,
+        [
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(seconds),
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "-r",
+            "200",
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
     )
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -150,9 +188,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from uplink.broker import free_port, kafka_broker
 
-    with tempfile.TemporaryDirectory() as tmp, kafka_broker(
-        os.environ, data_dir=Path(tmp) / "kafka"
-    ) as bootstrap:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        kafka_broker(os.environ, data_dir=Path(tmp) / "kafka") as bootstrap,
+    ):
         script = lua_script(Path(tmp))
         (Path(tmp) / "bare_app.py").write_text(BARE_APP)
         env = {
@@ -179,8 +218,15 @@ def main() -> None:
                 print(name, json.dumps(results[name]), flush=True)
                 if name == "ingress" and args.profile:
                     load = subprocess.Popen(
-                        ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration + 2}s",
-                         "-s", str(script), base],
+                        [
+                            "wrk",
+                            "-t1",
+                            f"-c{args.connections}",
+                            f"-d{args.duration + 2}s",
+                            "-s",
+                            str(script),
+                            base,
+                        ],
                         stdout=subprocess.DEVNULL,
                     )
                     time.sleep(1)
@@ -193,14 +239,19 @@ def main() -> None:
 
 
 def write_results(
-    results: dict[str, dict[str, float]], hotspots: list[tuple[str, float]],
+    results: dict[str, dict[str, float]],
+    hotspots: list[tuple[str, float]],
     args: argparse.Namespace,
 ) -> None:
     bare, ingress = results["bare"], results["ingress"]
     ratio = ingress["rps"] / bare["rps"]
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
     )
     lines = [
         f"## Ingress load — {datetime.date.today().isoformat()}",

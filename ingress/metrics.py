@@ -9,7 +9,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "IngressMetrics"]
 
-# Produce latency is dominated by linger + broker fsync policy: milliseconds, with a tail to the timeout.
+# Produce latency: milliseconds (linger + broker round trip), with a tail up to the timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

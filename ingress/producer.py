@@ -1,4 +1,4 @@
-"""The ingress's Kafka producer: acks=all, bounded in-flight, an answer within the produce timeout."""
+"""The ingress's Kafka producer: acks=all, bounded in-flight, an answer within the timeout."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ Headers = Sequence[tuple[str, bytes]]
 class DurableProducer:
     """Sends a record and returns only once the broker has acknowledged it (acks=all).
 
-    ``start()`` does not wait for the broker: ``prepare`` (creating topics) and the connection run in
-    the background, retrying, so an ingress started before its broker answers 503 (and /readyz says
-    not ready) until then.
+    ``start()`` does not wait for the broker: ``prepare`` (creating topics) and the connection
+    run in the background, retrying, so an ingress started before its broker answers 503 (and
+    /readyz says not ready) until then.
     """
 
     def __init__(
@@ -59,16 +59,6 @@ class DurableProducer:
             return
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """For start-up paths that prefer to wait for the broker (tests, `uplink dev`)."""
-        if self._connecting is None:
-            return self.connected
-        try:
-            await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
-        except TimeoutError:
-            return False
-        return self.connected
 
     def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -151,8 +141,16 @@ class DurableProducer:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        if producer is None:
+            return
+        try:
+            # Bounded: with the broker gone, a flush would otherwise wait for ever. Every push
+            # still buffered was already answered 503 by its own timeout.
+            async with asyncio.timeout(self._timeout + 1):
+                await producer.stop()
+        except TimeoutError:
+            log.error("Kafka unreachable at shutdown: unflushed records were answered 503")
+            await producer.client.close()
 
     async def __aenter__(self) -> DurableProducer:
         await self.start()

@@ -83,7 +83,7 @@ class PushEndpoint:
         status: int,
         truncated: bool = False,
     ) -> Response:
-        """Keep a body that is not a push, then say why it was refused (503 if it cannot be kept)."""
+        """Keep a body that is not a push, then say why it was refused (503 if not kept)."""
         headers = [
             ("uplink-reason", reason.encode()),
             ("uplink-received-at", str(received_at).encode()),

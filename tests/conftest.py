@@ -1,4 +1,4 @@
-"""Fixtures: a real Kafka broker for the session, random topic names per test, servers on loopback."""
+"""Fixtures: a real Kafka broker per session, random topic names per test, loopback servers."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def serve() -> AsyncIterator[Server]:
         return f"http://127.0.0.1:{port}"
 
     yield start
-    for server, task in servers:
+    for server, _ in servers:
         server.should_exit = True
     for _, task in servers:
         await task
@@ -84,7 +84,7 @@ async def serve() -> AsyncIterator[Server]:
 async def wait_ready(client: httpx.AsyncClient, base_url: str, timeout: float = 60) -> None:
     """Until /readyz says 200: the producer is connected and the topics exist."""
     async with asyncio.timeout(timeout):
-        while (await client.get(f"{base_url}/readyz")).status_code != 200:
+        while (await client.get(f"{base_url}/readyz")).status_code != 200:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 

@@ -33,7 +33,8 @@ def _broker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     with broker:
-        print(f"Kafka serving on {broker.bootstrap_servers} (data in {settings.data_dir})", flush=True)
+        print(f"Kafka serving on {broker.bootstrap_servers} (data in {settings.data_dir})")
+        sys.stdout.flush()
         broker.wait()
     return 0
 

@@ -132,7 +132,8 @@ class IngressSettings:
         if self.max_body_bytes * 2 + 64 * 1024 > self.kafka.max_request_size:
             raise ConfigError(
                 "UPLINK_MAX_BODY_BYTES",
-                "a record holds the body twice (raw and typed); raise UPLINK_KAFKA_MAX_REQUEST_SIZE",
+                "a record holds the body twice (raw and typed): "
+                "raise UPLINK_KAFKA_MAX_REQUEST_SIZE too",
             )
 
     @classmethod
@@ -156,7 +157,7 @@ class IngressSettings:
 
 def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
     env = _Env(environ)
-    values = {
+    values: dict[str, Any] = {
         "bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", str),
         "client_id": env.get("UPLINK_KAFKA_CLIENT_ID", str),
         "security_protocol": env.get("UPLINK_KAFKA_SECURITY_PROTOCOL", str.upper),
@@ -171,7 +172,7 @@ def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
 
 def topics_from_env(environ: Mapping[str, str]) -> Topics:
     env = _Env(environ)
-    values = {
+    values: dict[str, Any] = {
         "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
         "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
         "media": env.get("UPLINK_TOPIC_MEDIA", str),

@@ -21,6 +21,7 @@ from uplink.settings import IngressSettings, KafkaSettings, Topics
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 PRODUCE_TIMEOUT = 2.0
+MAX_IN_FLIGHT = 8  # half the pushers: while the broker is down, the other half is shed at once
 TEMPLATE = orjson.loads(EXAMPLES.joinpath("text.json").read_bytes())
 
 
@@ -36,8 +37,7 @@ class Outcome:
 class Traffic:
     """Concurrent pushers with unique messageIds; phases mark what the broker was doing."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
-        self.client = client
+    def __init__(self, url: str) -> None:
         self.url = url
         self.phase = "up"
         self.outcomes: list[Outcome] = []
@@ -55,13 +55,19 @@ class Traffic:
                 await self.changed.wait()
 
     async def pusher(self) -> None:
+        # A client per pusher, like independent provider connections: one shared pool would
+        # queue requests client-side and blur what the server answered when.
+        async with httpx.AsyncClient(timeout=30) as client:
+            await self._push_until_stopped(client)
+
+    async def _push_until_stopped(self, client: httpx.AsyncClient) -> None:
         while not self._stop:
             self._next += 1
             message_id = f"durable-{self._next}"
             body = orjson.dumps({**TEMPLATE, "messageId": message_id})
             phase = self.phase
             started = time.monotonic()
-            response = await self.client.post(f"{self.url}/v1/uplink", content=body)
+            response = await client.post(f"{self.url}/v1/uplink", content=body)
             self.outcomes.append(
                 Outcome(
                     message_id,
@@ -91,11 +97,12 @@ async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
             kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
             topics=topics,
             produce_timeout=PRODUCE_TIMEOUT,
+            max_in_flight=MAX_IN_FLIGHT,
         )
         url = await serve(create_app(ingress))
         async with httpx.AsyncClient(timeout=30) as client:
             await wait_ready(client, url)
-            traffic = Traffic(client, url)
+            traffic = Traffic(url)
             pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
             try:
                 await traffic.until("up", 200, 300)
@@ -110,6 +117,7 @@ async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
             finally:
                 traffic.stop()
                 await asyncio.gather(*pushers)
+            metrics = (await client.get(f"{url}/metrics")).text
 
         statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
         assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
@@ -118,6 +126,11 @@ async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
         # Answered within the produce timeout (plus scheduling slack on a loaded 2-core machine).
         slowest = max(o.seconds for o in unavailable)
         assert slowest < PRODUCE_TIMEOUT + 1.5, slowest
+
+        # The bound on in-flight pushes sheds at once instead of queueing behind a dead broker.
+        assert min(o.seconds for o in unavailable) < 0.5
+        assert 'uplink_ingress_shed_total{cause="overloaded"}' in metrics
+        assert 'uplink_ingress_shed_total{cause="kafka"}' in metrics
 
         acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
         codec = PushCodec()

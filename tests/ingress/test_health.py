@@ -47,4 +47,3 @@ async def test_without_a_broker_pushes_get_503_with_retry_after_and_not_ready(
         assert (await client.post(f"{url}/v1/uplink", content=b"nope")).status_code == 503
         metrics = (await client.get(f"{url}/metrics")).text
     assert 'uplink_ingress_shed_total{cause="kafka"} 2.0' in metrics
-

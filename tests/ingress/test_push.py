@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
 import httpx
+import orjson
 import pytest
 
 from ingress.app import create_app

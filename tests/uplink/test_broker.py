@@ -19,9 +19,16 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 async def test_uplink_broker_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uplink.cli", "broker",
-        "--port", str(port), "--controller-port", str(free_port()),
-        "--data-dir", str(tmp_path / "kafka"),
+        sys.executable,
+        "-m",
+        "uplink.cli",
+        "broker",
+        "--port",
+        str(port),
+        "--controller-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "kafka"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -165,16 +165,8 @@ class LocalBroker:
             *args,
         ]
 
-    def start(self) -> None:
-        if self._process is not None:
-            raise BrokerError("broker already started")
-        if shutil.which("java") is None:
-            raise BrokerError("the local Kafka broker needs Java 17+ (`java`) on PATH")
-        libs = fetch_jars(self.settings.cache_dir, self.settings.kafka_version)
-        classpath = str(libs / "*")
-        data_dir = self.settings.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        config = self._write_config(data_dir)
+    def _format(self, classpath: str, config: Path) -> None:
+        """Format a new data directory (a restart on the same data keeps its cluster id)."""
         formatted = subprocess.run(
             self._java(
                 classpath,
@@ -192,7 +184,20 @@ class LocalBroker:
             check=False,
         )
         if formatted.returncode != 0:
-            raise BrokerError(f"formatting {data_dir} failed:\n{formatted.stderr[-2000:]}")
+            raise BrokerError(f"formatting {config.parent} failed:\n{formatted.stderr[-2000:]}")
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise BrokerError("broker already started")
+        if shutil.which("java") is None:
+            raise BrokerError("the local Kafka broker needs Java 17+ (`java`) on PATH")
+        libs = fetch_jars(self.settings.cache_dir, self.settings.kafka_version)
+        classpath = str(libs / "*")
+        data_dir = self.settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config(data_dir)
+        if not (data_dir / "logs" / "meta.properties").exists():
+            self._format(classpath, config)
         self._ready.clear()
         self._process = subprocess.Popen(
             [
@@ -207,7 +212,7 @@ class LocalBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            # Its own process group: Ctrl-C in a terminal reaches uplink, which stops the broker last.
+            # Own process group: Ctrl-C reaches uplink only, and uplink stops the broker last.
             start_new_session=True,
         )
         self._pump = threading.Thread(target=self._copy_output, name="kafka-log", daemon=True)

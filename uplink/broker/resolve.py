@@ -29,7 +29,7 @@ def docker_engine_answers(environ: Mapping[str, str]) -> bool:
         # No engine to ask; the Docker SDK would leak a socket finding that out.
         return False
     try:
-        import docker  # type: ignore[import-untyped]  # comes with testcontainers (test extra)
+        import docker  # comes with testcontainers (test extra)
     except ImportError:
         return False
     try:
