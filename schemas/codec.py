@@ -16,10 +16,11 @@ from importlib import resources
 from typing import Any, Final, cast
 
 import orjson
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint as schema_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.encoder import compile_encoder
 from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
 
 # Avro spec, "Single object encoding": 2-byte marker, 8-byte little-endian CRC-64-AVRO of the
@@ -321,6 +322,7 @@ class PushCodec:
         # the int of epoch millis the record was built with, not a datetime.
         self._datum_schema = parse_schema(_without_logical_types(source))
         self._push = _Compiler().push(source)
+        self._encode = compile_encoder(source, prefix=self.header)
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -354,11 +356,8 @@ class PushCodec:
         message["type"] = top_type
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        """Avro single-object encoding of a record."""
-        out = io.BytesIO()
-        out.write(self.header)
-        schemaless_writer(out, self._datum_schema, record)
-        return out.getvalue()
+        """Avro single-object encoding of a record (as built by ``parse``)."""
+        return self._encode(record)
 
     def decode(self, data: bytes | memoryview) -> dict[str, Any]:
         """Inverse of encode; raises UnknownSchema or CorruptRecord."""
