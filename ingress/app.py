@@ -29,6 +29,7 @@ def create_app(settings: IngressSettings) -> Starlette:
         timeout=settings.produce_timeout,
         max_in_flight=settings.max_in_flight,
         linger_ms=settings.linger_ms,
+        batch_bytes=settings.batch_bytes,
         prepare=(
             (lambda: ensure_topics(settings.kafka, settings.topics))
             if settings.create_topics
@@ -57,7 +58,7 @@ def create_app(settings: IngressSettings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/v1/uplink", push.handle, methods=["POST"]),
+            Route("/v1/uplink", push, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

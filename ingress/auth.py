@@ -6,8 +6,7 @@ Providers often let a customer configure only a URL, hence the query parameter.
 from __future__ import annotations
 
 import hmac
-
-from starlette.requests import Request
+from urllib.parse import parse_qs
 
 from uplink.settings import Secret
 
@@ -16,12 +15,13 @@ class TokenAuth:
     def __init__(self, token: Secret) -> None:
         self._token = token.reveal().encode()
 
-    def allows(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "bearer" and credential:
+    def allows(self, headers: dict[bytes, bytes], query_string: bytes) -> bool:
+        """``headers`` as ASGI gives them: lower-case names, raw bytes."""
+        scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and credential.strip():
             offered = credential.strip()
         else:
-            offered = request.query_params.get("token", "")
+            values = parse_qs(query_string.decode("latin-1")).get("token", [""])
+            offered = values[-1].encode()
         # Constant time: the comparison must not tell an attacker how many bytes were right.
-        return hmac.compare_digest(offered.encode(), self._token)
+        return hmac.compare_digest(offered, self._token)

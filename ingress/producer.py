@@ -34,6 +34,7 @@ class DurableProducer:
         timeout: float,
         max_in_flight: int,
         linger_ms: int,
+        batch_bytes: int = 16384,
         prepare: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._kafka = kafka
@@ -41,6 +42,7 @@ class DurableProducer:
         self._timeout = timeout
         self._max_in_flight = max_in_flight
         self._linger_ms = linger_ms
+        self._batch_bytes = batch_bytes
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
@@ -66,6 +68,7 @@ class DurableProducer:
             acks="all",
             enable_idempotence=idempotent,
             linger_ms=self._linger_ms,
+            max_batch_size=self._batch_bytes,
             max_request_size=self._kafka.max_request_size,
             # Batches that cannot reach the broker fail rather than wait for ever; the provider's
             # retry (1, 3, 5 min) is the real recovery path for a push we answered 503.

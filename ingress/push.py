@@ -1,4 +1,9 @@
-"""``POST /v1/uplink``: validate a push, make it durable in Kafka, and only then answer 200."""
+"""``POST /v1/uplink``: validate a push, make it durable in Kafka, and only then answer 200.
+
+A plain ASGI app rather than a ``func(request) -> response`` endpoint: it is the hot path, and
+building Request and Response objects per push cost a tenth of a request's CPU
+(bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import logging
 import time
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
 from ingress.body import read_body
@@ -19,7 +24,7 @@ from uplink.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
-_JSON = "application/json"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class PushEndpoint:
@@ -38,27 +43,35 @@ class PushEndpoint:
         self._producer = producer
         self._metrics = metrics
         self._auth = TokenAuth(settings.token) if settings.token is not None else None
-        self._retry_after = {"Retry-After": str(settings.retry_after)}
+        self._unavailable_headers = [
+            *_JSON_HEADERS,
+            (b"retry-after", str(settings.retry_after).encode()),
+        ]
         self._produce_seconds = metrics.produce_seconds.labels(settings.topics.messages)
         self._answered = {
             code: metrics.pushes.labels(str(code)) for code in (200, 400, 401, 413, 503)
         }
 
-    async def handle(self, request: Request) -> Response:
-        if self._auth is not None and not self._auth.allows(request):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        if self._auth is not None and not self._auth.allows(headers, scope["query_string"]):
             # Not quarantined: anyone on the internet could fill the topic with junk.
-            return self._answer(401, {"error": "unauthorized"})
+            return await self._answer(send, 401, {"error": "unauthorized"})
         received_at = time.time_ns() // 1_000_000
         try:
-            body = await read_body(request, self._settings.max_body_bytes)
+            body = await read_body(receive, self._settings.max_body_bytes)
+        except ClientDisconnect:
+            # Gone before the body arrived: nothing was accepted, the provider retries.
+            log.info("client disconnected before sending the whole body")
+            return None
         except BodyTooLarge as exc:
             return await self._quarantine(
-                request, exc.prefix, str(exc), received_at, status=413, truncated=True
+                send, headers, exc.prefix, str(exc), received_at, status=413, truncated=True
             )
         try:
             record = self._codec.parse(body, received_at)
         except NotAPush as exc:
-            return await self._quarantine(request, body, exc.reason, received_at, status=400)
+            return await self._quarantine(send, headers, body, exc.reason, received_at, status=400)
 
         started = time.perf_counter()
         try:
@@ -66,54 +79,62 @@ class PushEndpoint:
                 self._topics.messages, self._codec.encode(record), key=self._codec.key(record)
             )
         except NotDurable as exc:
-            return self._unavailable(exc)
+            return await self._unavailable(send, exc)
         self._produce_seconds.observe(time.perf_counter() - started)
         self._answered[200].inc()
-        return Response(
-            b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}", media_type=_JSON
+        await _respond(
+            send, 200, _JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
         )
 
     async def _quarantine(
         self,
-        request: Request,
+        send: Send,
+        request_headers: dict[bytes, bytes],
         body: bytes,
         reason: str,
         received_at: int,
         *,
         status: int,
         truncated: bool = False,
-    ) -> Response:
+    ) -> None:
         """Keep a body that is not a push, then say why it was refused (503 if not kept)."""
         headers = [
             ("uplink-reason", reason.encode()),
             ("uplink-received-at", str(received_at).encode()),
-            ("uplink-content-type", request.headers.get("content-type", "").encode()),
+            ("uplink-content-type", request_headers.get(b"content-type", b"")),
         ]
         if truncated:
             headers.append(("uplink-truncated", b"true"))
-            headers.append(
-                ("uplink-content-length", request.headers.get("content-length", "").encode())
-            )
+            headers.append(("uplink-content-length", request_headers.get(b"content-length", b"")))
         try:
             await self._producer.send(self._topics.quarantine, body, headers=headers)
         except NotDurable as exc:
             # The body must not be lost: the provider's retry is its way back in.
-            return self._unavailable(exc)
+            return await self._unavailable(send, exc)
         self._metrics.quarantined.labels("too_large" if truncated else "not_a_push").inc()
         log.info("quarantined a body (%d bytes): %s", len(body), reason)
         error = "body too large" if truncated else "not a push"
-        return self._answer(status, {"error": error, "reason": reason})
+        await self._answer(send, status, {"error": error, "reason": reason})
 
-    def _unavailable(self, exc: NotDurable) -> Response:
+    async def _unavailable(self, send: Send, exc: NotDurable) -> None:
         self._metrics.shed.labels("overloaded" if isinstance(exc, Overloaded) else "kafka").inc()
         self._answered[503].inc()
-        return Response(
-            orjson.dumps({"error": "not durable, retry later", "reason": str(exc)}),
-            status_code=503,
-            headers=self._retry_after,
-            media_type=_JSON,
-        )
+        payload = orjson.dumps({"error": "not durable, retry later", "reason": str(exc)})
+        await _respond(send, 503, self._unavailable_headers, payload)
 
-    def _answer(self, status: int, payload: dict[str, str]) -> Response:
+    async def _answer(self, send: Send, status: int, payload: dict[str, str]) -> None:
         self._answered[status].inc()
-        return Response(orjson.dumps(payload), status_code=status, media_type=_JSON)
+        await _respond(send, status, _JSON_HEADERS, orjson.dumps(payload))
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

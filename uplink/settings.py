@@ -120,6 +120,9 @@ class IngressSettings:
     max_in_flight: int = 4096  # pushes awaiting the broker; beyond this → 503 (shed)
     retry_after: int = 5  # seconds, sent with every 503
     linger_ms: int = 2  # producer batching window: bigger batches under load
+    # Per partition. aiokafka keeps one produce request in flight per broker, so under load
+    # the batch size, not the linger, bounds how many pushes one round trip can acknowledge.
+    batch_bytes: int = 256 * 1024
     create_topics: bool = True
 
     def __post_init__(self) -> None:
@@ -127,6 +130,7 @@ class IngressSettings:
         _positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
         _positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
         _positive("UPLINK_RETRY_AFTER", self.retry_after)
+        _positive("UPLINK_BATCH_BYTES", self.batch_bytes)
         if self.linger_ms < 0:
             raise ConfigError("UPLINK_LINGER_MS", "must be >= 0")
         if self.max_body_bytes * 2 + 64 * 1024 > self.kafka.max_request_size:
@@ -149,6 +153,7 @@ class IngressSettings:
             "max_in_flight": env.get("UPLINK_MAX_IN_FLIGHT", int),
             "retry_after": env.get("UPLINK_RETRY_AFTER", int),
             "linger_ms": env.get("UPLINK_LINGER_MS", int),
+            "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
             "create_topics": env.get("UPLINK_CREATE_TOPICS", _boolean),
         }
         values.update(explicit)
