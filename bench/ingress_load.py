@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -211,49 +213,57 @@ def main() -> None:
             "UPLINK_TOPIC_QUARANTINE": "bench.quarantine",
             "UPLINK_TOPIC_MEDIA": "bench.media",
         }
-        results: dict[str, dict[str, float]] = {}
+        servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
-        for name, target, factory in [
-            ("bare", "bare_app:app", False),
-            ("ingress", "ingress.app:app_from_env", True),
-        ]:
-            port = free_port()
-            server = subprocess.Popen(uvicorn_cmd(target, port, factory), env=env, cwd=tmp)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                wait_http(f"{base}/readyz")
-                wrk(base, script, 3, args.connections)  # warm-up: JIT-free, but caches and batches
-                results[name] = wrk(base, script, args.duration, args.connections)
-                print(name, json.dumps(results[name]), flush=True)
-                if name == "ingress" and args.profile:
-                    load = subprocess.Popen(
-                        [
-                            "wrk",
-                            "-t1",
-                            f"-c{args.connections}",
-                            f"-d{args.duration + 2}s",
-                            "-s",
-                            str(script),
-                            base,
-                        ],
-                        stdout=subprocess.DEVNULL,
-                    )
-                    time.sleep(1)
-                    hotspots = profile(server.pid, args.duration - 2, Path(tmp) / "profile.txt")
-                    load.wait()
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(30)
-        write_results(results, hotspots, args)
+        try:
+            for name, target, factory in [
+                ("bare", "bare_app:app", False),
+                ("ingress", "ingress.app:app_from_env", True),
+            ]:
+                port = free_port()
+                process = subprocess.Popen(uvicorn_cmd(target, port, factory), env=env, cwd=tmp)
+                servers[name] = (process, f"http://127.0.0.1:{port}")
+                wait_http(f"{servers[name][1]}/readyz")
+                wrk(servers[name][1], script, 3, args.connections)  # warm-up
+            # Alternate the two, several rounds: the machine is shared and drifts over a minute.
+            for _ in range(args.rounds):
+                measured = {}
+                for name, (_, base) in servers.items():
+                    measured[name] = wrk(base, script, args.duration, args.connections)
+                    print(name, json.dumps(measured[name]), flush=True)
+                rounds.append(measured)
+            if args.profile:
+                process, base = servers["ingress"]
+                load = subprocess.Popen(
+                    [
+                        "wrk",
+                        "-t1",
+                        f"-c{args.connections}",
+                        f"-d{args.duration + 2}s",
+                        "-s",
+                        str(script),
+                        base,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                time.sleep(1)
+                hotspots = profile(process.pid, args.duration - 2, Path(tmp) / "profile.txt")
+                load.wait()
+        finally:
+            for process, _ in servers.values():
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+        write_results(rounds, hotspots, args)
 
 
 def write_results(
-    results: dict[str, dict[str, float]],
+    rounds: list[dict[str, dict[str, float]]],
     hotspots: list[tuple[str, float, float]],
     args: argparse.Namespace,
 ) -> None:
-    bare, ingress = results["bare"], results["ingress"]
-    ratio = ingress["rps"] / bare["rps"]
+    ratios = [r["ingress"]["rps"] / r["bare"]["rps"] for r in rounds]
+    ratio = statistics.median(ratios)
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -267,19 +277,27 @@ def write_results(
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; broker, servers and wrk all on this machine.",
-        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s, the spec's 13 example pushes in "
-        "rotation, unique messageIds, 50,000 senders; uvicorn, uvloop, httptools, 1 worker, no access log.",
+        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds "
+        "alternating bare and ingress; the spec's 13 example pushes in rotation, unique "
+        "messageIds, 50,000 senders; uvicorn, uvloop, httptools, 1 worker, no access log.",
         "",
-        "| endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|",
+        "| round | endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in (("bare Starlette (reads body, 200)", bare), ("uplink ingress", ingress)):
-        errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
-        lines.append(
-            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
-        )
-    lines += ["", f"**Ratio ingress / bare: {ratio:.1%}** (bar: 40 %).", ""]
+    for number, measured in enumerate(rounds, 1):
+        for name, r in measured.items():
+            errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
+            label = "bare Starlette (reads body, 200)" if name == "bare" else "uplink ingress"
+            lines.append(
+                f"| {number} | {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
+            )
+    lines += [
+        "",
+        f"**Ratio ingress / bare: {ratio:.1%}** (median of "
+        f"{', '.join(f'{r:.1%}' for r in ratios)}; bar: 40 %).",
+        "",
+    ]
     if hotspots:
         lines += [
             "Where an ingress request spends its time (py-spy at 200 Hz during a separate load "

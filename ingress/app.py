@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -69,4 +70,17 @@ def create_app(settings: IngressSettings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes: each builds its settings from the environment."""
-    return create_app(IngressSettings.from_env(os.environ))
+    app = create_app(IngressSettings.from_env(os.environ))
+    _tune_gc()
+    return app
+
+
+def _tune_gc() -> None:
+    """Process-wide, so only at the process's edge: fewer collections on the hot path.
+
+    A push allocates many short-lived objects (codec, aiokafka futures and batches); at the default
+    gen0 threshold of 700 the collector ran every few requests. Freezing what start-up allocated
+    keeps it out of every later full collection. Measured: +10-15 % pushes/s (bench/RESULTS.md).
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,7 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
+from aiokafka.partitioner import murmur2
 
 from ingress.exceptions import NotDurable, Overloaded
 from uplink.settings import KafkaSettings
@@ -47,6 +49,8 @@ class DurableProducer:
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._closed = False
+        # Keys are conversations and repeat; aiokafka's murmur2 is pure Python.
+        self._hash = functools.lru_cache(maxsize=1 << 16)(murmur2)
 
     @property
     def in_flight(self) -> int:
@@ -116,7 +120,13 @@ class DurableProducer:
         self._in_flight += 1
         try:
             async with asyncio.timeout(self._timeout):
-                delivery = await producer.send(topic, value, key=key, headers=headers)
+                delivery = await producer.send(
+                    topic,
+                    value,
+                    key=key,
+                    partition=self._partition(producer, topic, key),
+                    headers=headers,
+                )
                 await delivery
         except TimeoutError:
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
@@ -124,6 +134,19 @@ class DurableProducer:
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
+
+    def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
+        """The Java client's choice (murmur2 of the key modulo the partition count), memoised.
+
+        None leaves the choice to aiokafka: no key, or the topic's metadata is not known yet.
+        """
+        if key is None:
+            return None
+        partitions = producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        index: int = self._hash(key) & 0x7FFFFFFF
+        return index % len(partitions)
 
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""

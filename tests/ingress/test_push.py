@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from ingress.app import create_app
 from schemas import PushCodec
@@ -53,6 +54,9 @@ async def test_spec_examples_are_kept_byte_for_byte(
         assert decoded["from"]["phone"] == pushed["from"]["phone"]
         assert record.key == f"{pushed.get('businessPhone', '')}:{pushed['from']['phone']}".encode()
         assert record.value[:2] == b"\xc3\x01"
+        # The Java client's partition for the key, so any producer co-partitions conversations.
+        partitions = list(range(ingress_settings.topics.messages_partitions))
+        assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
 
 
 async def test_quirks_are_normalised_not_rejected(
