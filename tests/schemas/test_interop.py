@@ -212,10 +212,9 @@ def _from_avro_json(schema: Any, value: Any) -> Any:
     return value
 
 
-@pytest.mark.skipif(
-    shutil.which("avrocat") is None, reason="avrocat (Debian avro-bin) not installed"
-)
 def test_avro_c_reads_what_the_codec_writes(tmp_path: Path) -> None:
+    # scripts/test installs it; a machine without it must say so rather than skip the check.
+    assert shutil.which("avrocat"), "avrocat missing: apt-get install avro-bin"
     records = [CODEC.parse(body, RECEIVED_AT) for body in BODIES]
     path = tmp_path / "pushes.avro"
     path.write_bytes(_container([CODEC.encode(record)[10:] for record in records]))
