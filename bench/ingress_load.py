@@ -84,7 +84,7 @@ def lua_script(directory: Path) -> Path:
     return script
 
 
-def uvicorn_cmd(target: str, port: int, factory: bool) -> list[str]:
+def uvicorn_cmd(target: str, port: int, factory: bool, workers: int) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -102,7 +102,7 @@ def uvicorn_cmd(target: str, port: int, factory: bool) -> list[str]:
         "--log-level",
         "warning",
         "--workers",
-        "1",
+        str(workers),
     ]
     return cmd + (["--factory"] if factory else [])
 
@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -222,7 +223,9 @@ def main() -> None:
                 ("ingress", "ingress.app:app_from_env", True),
             ]:
                 port = free_port()
-                process = subprocess.Popen(uvicorn_cmd(target, port, factory), env=env, cwd=tmp)
+                process = subprocess.Popen(
+                    uvicorn_cmd(target, port, factory, args.workers), env=env, cwd=tmp
+                )
                 servers[name] = (process, f"http://127.0.0.1:{port}")
                 wait_http(f"{servers[name][1]}/readyz")
                 wrk(servers[name][1], script, 3, args.connections)  # warm-up
@@ -233,7 +236,7 @@ def main() -> None:
                     measured[name] = wrk(base, script, args.duration, args.connections)
                     print(name, json.dumps(measured[name]), flush=True)
                 rounds.append(measured)
-            if args.profile:
+            if args.profile and args.workers == 1:  # py-spy follows the one server process
                 process, base = servers["ingress"]
                 load = subprocess.Popen(
                     [
@@ -279,7 +282,8 @@ def write_results(
         f"Python {platform.python_version()}; broker, servers and wrk all on this machine.",
         f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds "
         "alternating bare and ingress; the spec's 13 example pushes in rotation, unique "
-        "messageIds, 50,000 senders; uvicorn, uvloop, httptools, 1 worker, no access log.",
+        "messageIds, 50,000 senders; uvicorn, uvloop, httptools, "
+        f"{args.workers} worker(s) each, no access log.",
         "",
         "| round | endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
         "|---|---|---|---|---|---|---|---|",
