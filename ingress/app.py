@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -19,9 +18,6 @@ from ingress.push import PushEndpoint
 from schemas import PushCodec
 from uplink.settings import IngressSettings
 from uplink.topics import ensure_topics
-
-log = logging.getLogger(__name__)
-
 
 def create_app(settings: IngressSettings) -> Starlette:
     """Build the ingress: every collaborator is made here and passed in."""
