@@ -19,6 +19,7 @@ from schemas import PushCodec
 from uplink.settings import IngressSettings
 from uplink.topics import ensure_topics
 
+
 def create_app(settings: IngressSettings) -> Starlette:
     """Build the ingress: every collaborator is made here and passed in."""
     producer = DurableProducer(
