@@ -34,7 +34,7 @@ def create_app(settings: IngressSettings) -> Starlette:
             else None
         ),
     )
-    metrics = IngressMetrics(in_flight=lambda: producer.in_flight)
+    metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
     push = PushEndpoint(settings, PushCodec(), producer, metrics)
 
     async def healthz(request: Request) -> Response:

@@ -47,10 +47,8 @@ class PushEndpoint:
             *_JSON_HEADERS,
             (b"retry-after", str(settings.retry_after).encode()),
         ]
-        self._produce_seconds = metrics.produce_seconds.labels(settings.topics.messages)
-        self._answered = {
-            code: metrics.pushes.labels(str(code)) for code in (200, 400, 401, 413, 503)
-        }
+        self._produce_seconds = metrics.produce_seconds
+        self._answered = metrics.pushes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
@@ -81,7 +79,7 @@ class PushEndpoint:
         except NotDurable as exc:
             return await self._unavailable(send, exc)
         self._produce_seconds.observe(time.perf_counter() - started)
-        self._answered[200].inc()
+        self._answered[200] += 1
         await _respond(
             send, 200, _JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
         )
@@ -111,19 +109,19 @@ class PushEndpoint:
         except NotDurable as exc:
             # The body must not be lost: the provider's retry is its way back in.
             return await self._unavailable(send, exc)
-        self._metrics.quarantined.labels("too_large" if truncated else "not_a_push").inc()
+        self._metrics.quarantined["too_large" if truncated else "not_a_push"] += 1
         log.info("quarantined a body (%d bytes): %s", len(body), reason)
         error = "body too large" if truncated else "not a push"
         await self._answer(send, status, {"error": error, "reason": reason})
 
     async def _unavailable(self, send: Send, exc: NotDurable) -> None:
-        self._metrics.shed.labels("overloaded" if isinstance(exc, Overloaded) else "kafka").inc()
-        self._answered[503].inc()
+        self._metrics.shed["overloaded" if isinstance(exc, Overloaded) else "kafka"] += 1
+        self._answered[503] += 1
         payload = orjson.dumps({"error": "not durable, retry later", "reason": str(exc)})
         await _respond(send, 503, self._unavailable_headers, payload)
 
     async def _answer(self, send: Send, status: int, payload: dict[str, str]) -> None:
-        self._answered[status].inc()
+        self._answered[status] += 1
         await _respond(send, status, _JSON_HEADERS, orjson.dumps(payload))
 
 
