@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 from aiokafka.partitioner import murmur2
 
+from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded
 from uplink.settings import KafkaSettings
 
@@ -48,6 +49,7 @@ class DurableProducer:
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._deadlines = Deadlines(timeout)
         self._closed = False
         # Keys are conversations and repeat; aiokafka's murmur2 is pure Python.
         self._hash = functools.lru_cache(maxsize=1 << 16)(murmur2)
@@ -63,6 +65,7 @@ class DurableProducer:
     async def start(self) -> None:
         if self._connecting is not None:
             return
+        self._deadlines.start()
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -119,7 +122,7 @@ class DurableProducer:
             raise Overloaded(f"{self._in_flight} pushes already await the broker")
         self._in_flight += 1
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines():
                 delivery = await producer.send(
                     topic,
                     value,
@@ -128,7 +131,7 @@ class DurableProducer:
                     headers=headers,
                 )
                 await delivery
-        except TimeoutError:
+        except DeadlineExceeded:
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
         except KafkaError as exc:
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
@@ -167,11 +170,16 @@ class DurableProducer:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
+        try:
+            if producer is not None:
+                await self._flush_and_close(producer)
+        finally:
+            self._deadlines.stop()  # last: sends still in flight keep their deadline
+
+    async def _flush_and_close(self, producer: AIOKafkaProducer) -> None:
         try:
             # Bounded: with the broker gone, a flush would otherwise wait for ever. Every push
-            # still buffered was already answered 503 by its own timeout.
+            # still buffered was already answered 503 by its own deadline.
             async with asyncio.timeout(self._timeout + 1):
                 await producer.stop()
         except TimeoutError:
