@@ -1,13 +1,11 @@
 """Prometheus metrics of one ingress process, in a registry of its own (no module globals).
 
-Counted in plain ints and rendered by a collector at scrape time: prometheus-client's Counter and
-Histogram take a lock per update, which cost ~2 µs on every push (bench/RESULTS.md). The event
-loop is the only writer, so no lock is needed.
+Counted in plain ints and rendered at scrape time (see uplink/metrics.py): prometheus-client's
+locked updates cost ~2 µs on every push (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -16,32 +14,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
+from uplink.metrics import LatencyHistogram
+
 __all__ = ["CONTENT_TYPE_LATEST", "IngressMetrics"]
-
-# Produce latency: milliseconds (broker round trip), with a tail up to the timeout.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class LatencyHistogram:
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = buckets
-        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        total, rows = 0, []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            total += count
-            rows.append((bound, float(total)))
-        return rows
 
 
 class IngressMetrics:
@@ -62,15 +40,11 @@ class IngressMetrics:
         for code in sorted({200, 400, 401, 413, 503} | set(self.pushes)):
             pushes.add_metric([str(code)], self.pushes[code])
         yield pushes
-        produce = HistogramMetricFamily(
+        yield self.produce_seconds.family(
             "uplink_ingress_produce_seconds",
             "Time from produce to the broker's acknowledgement",
-            labels=["topic"],
+            {"topic": self._topic},
         )
-        produce.add_metric(
-            [self._topic], self.produce_seconds.cumulative(), self.produce_seconds.sum
-        )
-        yield produce
         yield GaugeMetricFamily(
             "uplink_ingress_in_flight",
             "Records awaiting the broker's acknowledgement",

@@ -48,9 +48,10 @@ class Topics:
     messages_partitions: int = 12
     partitions: int = 3  # every other uplink topic
     replication_factor: int = 1
+    dlq_pattern: str = "uplink.{worker}.dlq.v1"
 
     def dlq(self, worker: str) -> str:
-        return f"uplink.{worker}.dlq.v1"
+        return self.dlq_pattern.format(worker=worker)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def topics_from_env(environ: Mapping[str, str]) -> Topics:
         "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
         "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
         "media": env.get("UPLINK_TOPIC_MEDIA", str),
+        "dlq_pattern": env.get("UPLINK_TOPIC_DLQ", str),
         "messages_partitions": env.get("UPLINK_MESSAGES_PARTITIONS", int),
         "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),
         "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),
@@ -221,3 +223,51 @@ def _boolean(text: str) -> bool:
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(name, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every consumer-group worker shares; the worker's own settings sit beside it."""
+
+    name: str  # archive, media, router: names the group (uplink-<name>) and the DLQ
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: Topics = field(default_factory=Topics)
+    group_id: str | None = None  # default: uplink-<name>
+    commit_every: int = 1000  # records handled since the last commit
+    commit_interval: float = 5.0  # seconds since the last commit (monotonic clock)
+    dedupe_window_ms: int = 3_600_000  # 1 h of record time, far past the provider's ~9 min retries
+    max_batch: int = 500  # records fetched per poll
+    retry_backoff: float = 0.5  # first delay after a transient failure, doubling
+    retry_backoff_max: float = 30.0
+    metrics_port: int | None = None  # Prometheus text on this port when set
+
+    def __post_init__(self) -> None:
+        _positive("UPLINK_COMMIT_EVERY", self.commit_every)
+        _positive("UPLINK_COMMIT_INTERVAL", self.commit_interval)
+        _positive("UPLINK_DEDUPE_WINDOW", self.dedupe_window_ms)
+        _positive("UPLINK_MAX_BATCH", self.max_batch)
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"uplink-{self.name}"
+
+    @property
+    def dlq(self) -> str:
+        return self.topics.dlq(self.name)
+
+    @classmethod
+    def from_env(cls, name: str, environ: Mapping[str, str], **explicit: Any) -> WorkerSettings:
+        env = _Env(environ)
+        window = env.get("UPLINK_DEDUPE_WINDOW", float)  # seconds, as operators think of it
+        values: dict[str, Any] = {
+            "kafka": kafka_from_env(environ),
+            "topics": topics_from_env(environ),
+            "group_id": env.get("UPLINK_GROUP_ID", str),
+            "commit_every": env.get("UPLINK_COMMIT_EVERY", int),
+            "commit_interval": env.get("UPLINK_COMMIT_INTERVAL", float),
+            "dedupe_window_ms": int(window * 1000) if window is not None else None,
+            "max_batch": env.get("UPLINK_MAX_BATCH", int),
+            "metrics_port": env.get("UPLINK_METRICS_PORT", int),
+        }
+        values.update(explicit)
+        return cls(name=name, **{k: v for k, v in values.items() if v is not None})

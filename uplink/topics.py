@@ -20,12 +20,17 @@ class TopicSpec:
     configs: dict[str, str]
 
 
-def topic_specs(topics: Topics, max_message_bytes: int) -> list[TopicSpec]:
-    """The topics every uplink deployment needs, with their partition counts and configs."""
+def topic_configs(topics: Topics, max_message_bytes: int) -> dict[str, str]:
     configs = {"max.message.bytes": str(max_message_bytes)}
     if topics.replication_factor >= 3:
         # acks=all only means "on two machines" when the topic insists on two in-sync replicas.
         configs["min.insync.replicas"] = "2"
+    return configs
+
+
+def topic_specs(topics: Topics, max_message_bytes: int) -> list[TopicSpec]:
+    """The topics every uplink deployment needs, with their partition counts and configs."""
+    configs = topic_configs(topics, max_message_bytes)
     return [
         TopicSpec(topics.messages, topics.messages_partitions, configs),
         TopicSpec(topics.quarantine, topics.partitions, configs),

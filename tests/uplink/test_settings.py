@@ -6,7 +6,7 @@ import pytest
 
 from uplink.cli import main
 from uplink.exceptions import ConfigError
-from uplink.settings import IngressSettings, Secret
+from uplink.settings import IngressSettings, Secret, WorkerSettings
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -70,3 +70,14 @@ def test_cli_stops_with_the_setting_named(
     monkeypatch.setenv("UPLINK_MAX_IN_FLIGHT", "lots")
     assert main(["ingress", "--port", "1"]) == 2
     assert "UPLINK_MAX_IN_FLIGHT" in capsys.readouterr().err
+
+
+def test_worker_settings_name_their_group_and_dlq_and_read_the_window_in_seconds() -> None:
+    settings = WorkerSettings.from_env("archive", {"UPLINK_DEDUPE_WINDOW": "1800"})
+    assert settings.group == "uplink-archive"
+    assert settings.dlq == "uplink.archive.dlq.v1"
+    assert settings.dedupe_window_ms == 1_800_000
+    assert WorkerSettings.from_env("media", {}).dedupe_window_ms == 3_600_000
+    with pytest.raises(ConfigError) as caught:
+        WorkerSettings.from_env("media", {"UPLINK_COMMIT_EVERY": "0"})
+    assert caught.value.setting == "UPLINK_COMMIT_EVERY"

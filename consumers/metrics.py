@@ -1,0 +1,68 @@
+"""Prometheus metrics of one worker, served on a small HTTP port of its own when configured."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from uplink.metrics import LatencyHistogram
+
+
+class WorkerMetrics:
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.processed: Counter[TopicPartition] = Counter()
+        self.duplicates: Counter[TopicPartition] = Counter()
+        self.dead_lettered: Counter[TopicPartition] = Counter()
+        self.retries: Counter[TopicPartition] = Counter()
+        self.lag: dict[TopicPartition, int] = {}
+        self.commit_seconds = LatencyHistogram()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._server: WSGIServer | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, counts in (
+            ("uplink_worker_processed", "Records handled", self.processed),
+            (
+                "uplink_worker_duplicates",
+                "Duplicates skipped (same messageId in the window)",
+                self.duplicates,
+            ),
+            ("uplink_worker_dead_lettered", "Records sent to the DLQ", self.dead_lettered),
+            ("uplink_worker_retries", "Transient failures retried", self.retries),
+        ):
+            family = CounterMetricFamily(
+                name, documentation, labels=["worker", "topic", "partition"]
+            )
+            for tp, count in sorted(counts.items()):
+                family.add_metric([self.worker, tp.topic, str(tp.partition)], count)
+            yield family
+        lag = GaugeMetricFamily(
+            "uplink_worker_lag",
+            "Records behind the partition's end",
+            labels=["worker", "topic", "partition"],
+        )
+        for tp, behind in sorted(self.lag.items()):
+            lag.add_metric([self.worker, tp.topic, str(tp.partition)], behind)
+        yield lag
+        yield self.commit_seconds.family(
+            "uplink_worker_commit_seconds", "Offset commit latency", {"worker": self.worker}
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
