@@ -51,7 +51,10 @@ class Inbound:
 class Handler(Protocol):
     """A worker's side effect. ``handle`` raises RecordError (→ DLQ) or TransientError (→ retry)."""
 
-    async def handle(self, inbound: Inbound) -> None: ...
+    async def handle(self, inbound: Inbound) -> Positions | None:
+        """Do the side effect; return positions that just became durable and must be committed
+        before anything else happens (the archive's rename), or None."""
+        ...
 
     async def flush(self, handled: Positions) -> Positions:
         """Make what was handled durable; return the positions safe to commit.
@@ -121,19 +124,21 @@ class Worker:
     async def stop(self) -> None:
         """Flush and commit what is durable, leave the group, close the DLQ producer."""
         consumer = self._consumer
-        if consumer is not None and not self._closing:
-            self._closing = True
-            try:
-                await self._commit(consumer, list(self._handled))
-            finally:
-                # Leaving the group may call the revoke listener, which needs the consumer.
-                await consumer.stop()
-                self._consumer = None
-                self._closing = False
-        dlq, self._dlq = self._dlq, None
-        if dlq is not None:
-            await dlq.stop()
-        self.metrics.close()
+        try:
+            if consumer is not None and not self._closing:
+                self._closing = True
+                try:
+                    await self._commit(consumer, list(self._handled))
+                finally:
+                    # Leaving the group may call the revoke listener, which needs the consumer.
+                    await consumer.stop()
+                    self._consumer = None
+                    self._closing = False
+        finally:
+            dlq, self._dlq = self._dlq, None
+            if dlq is not None:
+                await dlq.stop()
+            self.metrics.close()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -198,7 +203,7 @@ class Worker:
         delay = self._settings.retry_backoff
         while True:
             try:
-                await self._handler.handle(inbound)
+                durable = await self._handler.handle(inbound)
             except ConsumerError as exc:
                 if not exc.retriable:
                     await self._dead_letter(inbound.record, str(exc) or type(exc).__name__)
@@ -211,6 +216,8 @@ class Worker:
                 delay = min(delay * 2, self._settings.retry_backoff_max)
                 continue
             self.metrics.processed[inbound.tp] += 1
+            if durable:
+                await self._commit_positions(self._require_consumer(), durable)
             return
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
@@ -246,12 +253,14 @@ class Worker:
         handled = {tp: self._handled[tp] for tp in partitions if tp in self._handled}
         if not handled:
             return
-        durable = await self._handler.flush(handled)
-        started = time.perf_counter()
-        await consumer.commit({tp: position for tp, position in durable.items()})
-        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        await self._commit_positions(consumer, await self._handler.flush(handled))
         self._uncommitted = 0
         self._last_commit = self._clock()
+
+    async def _commit_positions(self, consumer: AIOKafkaConsumer, durable: Positions) -> None:
+        started = time.perf_counter()
+        await consumer.commit(dict(durable))
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
 
     async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():

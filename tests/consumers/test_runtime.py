@@ -37,7 +37,7 @@ class Recorder:
         self.poison = poison
         self.flaky = dict(flaky or {})
 
-    async def handle(self, inbound: Inbound) -> None:
+    async def handle(self, inbound: Inbound) -> Positions | None:
         message_id = inbound.push["messageId"]
         if message_id in self.poison:
             raise RecordError(f"{message_id} is poison")
@@ -45,6 +45,7 @@ class Recorder:
             self.flaky[message_id] -= 1
             raise TransientError("not yet")
         self.handled.append(message_id)
+        return None
 
     async def flush(self, handled: Positions) -> Positions:
         return handled

@@ -1,0 +1,134 @@
+"""The archive worker on a real broker: each unique push once, by event hour, exactly-once files."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumers.archive import ArchiveFiles, ArchiveSettings
+from consumers.runtime import Positions, Worker
+from schemas import PushCodec
+from tests.conftest import EXAMPLES
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
+
+pytestmark = pytest.mark.anyio
+
+CODEC = PushCodec()
+TEMPLATE = orjson.loads(EXAMPLES.joinpath("text.json").read_bytes())
+HOUR_10 = 1_700_042_400  # 2023-11-15 10:00:00 UTC, seconds
+Publish = Callable[[str, int], Awaitable[bytes]]
+
+
+class SimulatedCrash(Exception):
+    """The process dies between a file's rename and the commit of its offsets."""
+
+
+class CrashAfterRename(ArchiveFiles):
+    async def flush(self, handled: Positions) -> Positions:
+        await super().flush(handled)
+        raise SimulatedCrash
+
+
+@pytest.fixture
+def worker_settings(kafka_bootstrap: str, topics: Topics) -> WorkerSettings:
+    return WorkerSettings(
+        name="archive",
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        topics=dataclasses.replace(
+            topics, messages_partitions=1, dlq_pattern=f"{topics.messages}.{{worker}}.dlq"
+        ),
+        group_id=f"archive-{uuid.uuid4().hex[:8]}",
+        commit_every=1_000_000,  # only rotations and stop() commit here
+        commit_interval=3600,
+    )
+
+
+@pytest.fixture
+async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
+    await ensure_topics(worker_settings.kafka, worker_settings.topics)
+    producer = AIOKafkaProducer(bootstrap_servers=worker_settings.kafka.bootstrap_servers)
+    await producer.start()
+
+    async def send(message_id: str, event_seconds: int) -> bytes:
+        raw = orjson.dumps({**TEMPLATE, "messageId": message_id, "timestamp": event_seconds})
+        await producer.send_and_wait(
+            worker_settings.topics.messages,
+            CODEC.encode(CODEC.parse(raw, event_seconds * 1000)),
+            key=b"conversation",
+            timestamp_ms=event_seconds * 1000,
+        )
+        return raw
+
+    yield send
+    await producer.stop()
+
+
+def archived(root: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The archive's files and records; no temporary file may be left behind."""
+    assert not list(root.rglob("*.tmp"))
+    files = sorted(root.rglob("*.avro"))
+    records = []
+    for path in files:
+        with path.open("rb") as stream:
+            records.extend(fastavro.reader(stream))  # type: ignore[arg-type]
+    return files, records
+
+
+async def test_each_unique_push_is_archived_once_by_event_hour(
+    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    sent = {}
+    for n in range(6):
+        sent[f"m{n}"] = await publish(f"m{n}", HOUR_10 + n * 60)
+    await publish("m2", HOUR_10 + 7 * 60)  # the provider's retry: skipped
+    for n in range(6, 9):  # the next event hour: a new file
+        sent[f"m{n}"] = await publish(f"m{n}", HOUR_10 + 3600 + n)
+
+    archive = ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=4))
+    async with Worker(worker_settings, archive, CODEC) as worker:
+        assert await worker.run(count=10, timeout=60) == 10
+
+    topic = worker_settings.topics.messages
+    files, records = archived(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        f"{topic}/dt=2023-11-15/hour=10/{topic}+0+0.avro",  # m0..m3: full at 4 records
+        f"{topic}/dt=2023-11-15/hour=10/{topic}+0+4.avro",  # m4, m5 (m2's retry skipped)
+        f"{topic}/dt=2023-11-15/hour=11/{topic}+0+7.avro",  # m6..m8
+    ]
+    assert [r["messageId"] for r in records] == [f"m{n}" for n in range(9)]
+    assert {r["messageId"]: r["raw"] for r in records} == sent  # byte-identical
+
+
+async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
+    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    for n in range(5):
+        await publish(f"m{n}", HOUR_10 + n)
+
+    crashing = Worker(worker_settings, CrashAfterRename(ArchiveSettings(root=tmp_path)), CODEC)
+    await crashing.start()
+    assert await crashing.run(count=5, timeout=60) == 5
+    with pytest.raises(SimulatedCrash):
+        await crashing.stop()  # renames m0..m4 into place, then "dies" before the commit
+    files, _ = archived(tmp_path)
+    assert len(files) == 1
+
+    for n in range(5, 8):
+        await publish(f"m{n}", HOUR_10 + n)
+    async with Worker(worker_settings, ArchiveFiles(ArchiveSettings(root=tmp_path)), CODEC) as w:
+        assert await w.run(count=8, timeout=60) == 8  # nothing was committed: all again
+
+    files_after, records = archived(tmp_path)
+    assert files_after == files  # the same name, rewritten
+    counts = Counter(r["messageId"] for r in records)
+    assert counts == Counter(f"m{n}" for n in range(8))  # each exactly once
