@@ -84,6 +84,77 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace) -> int:
+    if args.action == "cat":
+        return _archive_cat(args)
+    if args.action == "replay":
+        return _archive_replay(args)
+    if not args.archive_dir:
+        raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
+    import asyncio
+
+    from consumers.archive import ArchiveFiles, ArchiveSettings
+    from consumers.runtime import Worker
+    from schemas import PushCodec
+    from uplink.settings import WorkerSettings
+
+    archive = ArchiveSettings(
+        root=Path(args.archive_dir), max_records=args.max_records, codec=args.codec
+    )
+    settings = WorkerSettings.from_env(
+        "archive",
+        os.environ,
+        # A flush renames every open file: by count and interval, files rotate with commits.
+        commit_every=args.max_records,
+        commit_interval=args.flush_interval,
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+
+    async def run() -> None:
+        worker = Worker(settings, ArchiveFiles(archive), PushCodec())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.request_stop)
+        async with worker:
+            await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def _archive_cat(args: argparse.Namespace) -> int:
+    from consumers.replay import ArchiveReadError, archived_records, json_line
+
+    failed = 0
+    for path in map(Path, args.paths):
+        try:
+            for record in archived_records(path):
+                sys.stdout.buffer.write(json_line(record) + b"\n")
+        except ArchiveReadError as exc:
+            failed += 1
+            print(f"uplink: {exc}", file=sys.stderr)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _archive_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.replay import replay
+    from schemas import PushCodec
+    from uplink.settings import kafka_from_env
+
+    if not args.topic:
+        raise ConfigError("--topic", "replay needs the topic to produce to")
+    sent, failures = asyncio.run(
+        replay(map(Path, args.paths), args.topic, kafka_from_env(os.environ), PushCodec())
+    )
+    for failure in failures:
+        print(f"uplink: {failure}", file=sys.stderr)
+    print(f"replayed {sent} records to {args.topic}")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
@@ -106,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingress.add_argument("--workers", type=int, default=1)
     ingress.add_argument("--access-log", action="store_true")
     ingress.set_defaults(run=_ingress)
+
+    archive = verbs.add_parser(
+        "archive",
+        help="archive worker (group uplink-archive); `archive cat|replay PATH...` read files back",
+    )
+    archive.add_argument("action", nargs="?", choices=["cat", "replay"], default=None)
+    archive.add_argument("paths", nargs="*", help="archive files, for cat and replay")
+    archive.add_argument("--archive-dir", help="where the worker writes its files")
+    archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
+    archive.add_argument("--flush-interval", type=float, default=60.0, help="seconds")
+    archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument("--metrics-port", type=int, default=None)
+    archive.add_argument("--topic", help="replay: the topic to produce to")
+    archive.set_defaults(run=_archive)
 
     dev = verbs.add_parser("dev", help="everything on this machine: local Kafka + ingress")
     dev.add_argument("--host", default="127.0.0.1")
