@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import NoOffsetForPartitionError
 
 from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
@@ -113,8 +114,11 @@ class Worker:
             **kafka,
             group_id=self._settings.group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # Never a silent jump: a position out of range fails loudly (see run()).
+            auto_offset_reset="none",
             isolation_level="read_committed",
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(settings.session_timeout * 1000 / 3),
         )
         self._consumer.subscribe([self._settings.topics.messages], listener=_Rebalance(self))
         await self._consumer.start()
@@ -176,7 +180,13 @@ class Worker:
                 if count is None
                 else min(self._settings.max_batch, count - seen)
             )
-            batches = await consumer.getmany(timeout_ms=200, max_records=wanted)
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=wanted)
+            except NoOffsetForPartitionError as exc:
+                # The group's first read of a partition: from its beginning, on purpose.
+                fresh = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
+                await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
+                continue
             for tp, records in batches.items():
                 for record in records:
                     await self._one(tp, record)

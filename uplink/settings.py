@@ -240,8 +240,11 @@ class WorkerSettings:
     retry_backoff: float = 0.5  # first delay after a transient failure, doubling
     retry_backoff_max: float = 30.0
     metrics_port: int | None = None  # Prometheus text on this port when set
+    # How long a silent (crashed) member keeps its partitions before the group rebalances.
+    session_timeout: float = 10.0
 
     def __post_init__(self) -> None:
+        _positive("UPLINK_SESSION_TIMEOUT", self.session_timeout)
         _positive("UPLINK_COMMIT_EVERY", self.commit_every)
         _positive("UPLINK_COMMIT_INTERVAL", self.commit_interval)
         _positive("UPLINK_DEDUPE_WINDOW", self.dedupe_window_ms)
@@ -268,6 +271,7 @@ class WorkerSettings:
             "dedupe_window_ms": int(window * 1000) if window is not None else None,
             "max_batch": env.get("UPLINK_MAX_BATCH", int),
             "metrics_port": env.get("UPLINK_METRICS_PORT", int),
+            "session_timeout": env.get("UPLINK_SESSION_TIMEOUT", float),
         }
         values.update(explicit)
         return cls(name=name, **{k: v for k, v in values.items() if v is not None})
