@@ -114,7 +114,8 @@ class Worker:
             **kafka,
             group_id=self._settings.group,
             enable_auto_commit=False,
-            # Never a silent jump: a position out of range fails loudly (see run()).
+            # Never a silent jump: a committed position that retention deleted (or that is past
+            # the end) raises OffsetOutOfRangeError and stops the worker for an operator to decide.
             auto_offset_reset="none",
             isolation_level="read_committed",
             session_timeout_ms=int(settings.session_timeout * 1000),

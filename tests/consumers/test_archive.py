@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +27,9 @@ pytestmark = pytest.mark.anyio
 
 CODEC = PushCodec()
 TEMPLATE = orjson.loads(EXAMPLES.joinpath("text.json").read_bytes())
-HOUR_10 = 1_700_042_400  # 2023-11-15 10:00:00 UTC, seconds
+HOUR_10 = 1_700_042_400  # 2023-11-15 10:00:00 UTC, seconds: the pushes' event time
+# Record time stays recent, or the broker's 7-day retention deletes the test's data.
+RECORD_TIME = time.time_ns() // 1_000_000 - 4 * 3_600_000  # and never more than 1 h ahead
 Publish = Callable[[str, int], Awaitable[bytes]]
 
 
@@ -65,12 +69,19 @@ async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
             worker_settings.topics.messages,
             CODEC.encode(CODEC.parse(raw, event_seconds * 1000)),
             key=b"conversation",
-            timestamp_ms=event_seconds * 1000,
+            timestamp_ms=RECORD_TIME + (event_seconds - HOUR_10) * 1000,
         )
         return raw
 
     yield send
     await producer.stop()
+
+
+def seen_by(*workers: Worker) -> int:
+    """Records the workers handled or skipped as duplicates, so far."""
+    return sum(
+        sum(w.metrics.processed.values()) + sum(w.metrics.duplicates.values()) for w in workers
+    )
 
 
 def archived(root: Path) -> tuple[list[Path], list[dict[str, Any]]]:
@@ -132,3 +143,52 @@ async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
     assert files_after == files  # the same name, rewritten
     counts = Counter(r["messageId"] for r in records)
     assert counts == Counter(f"m{n}" for n in range(8))  # each exactly once
+
+
+async def test_two_workers_with_a_rebalance_in_the_middle_archive_each_push_once(
+    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    settings = dataclasses.replace(
+        worker_settings,
+        topics=dataclasses.replace(worker_settings.topics, messages_partitions=4),
+        commit_interval=0.2,  # rename and commit often, so the rebalance lands between files
+        session_timeout=6,
+    )
+    await ensure_topics(settings.kafka, settings.topics)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    sent = {}
+    try:
+        for n in range(2000):
+            raw = orjson.dumps({**TEMPLATE, "messageId": f"r{n}", "timestamp": HOUR_10 + n})
+            sent[f"r{n}"] = raw
+            await producer.send(
+                settings.topics.messages,
+                CODEC.encode(CODEC.parse(raw, 0)),
+                key=f"conversation-{n % 40}".encode(),
+                timestamp_ms=RECORD_TIME + n,
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    first = Worker(settings, ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
+    second = Worker(settings, ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
+    async with first:
+        assert await first.run(count=500, timeout=60) == 500  # alone, then a member joins
+        async with second:
+            # Both run until the group has committed everything; the join revokes partitions
+            # from the first worker mid-stream (flush + commit), then both share the topic.
+            tasks = [asyncio.create_task(w.run(timeout=60)) for w in (first, second)]
+            async with asyncio.timeout(60):
+                while seen_by(first, second) < 2000:  # noqa: ASYNC110 - counters, polled
+                    await asyncio.sleep(0.1)
+            for worker in (first, second):
+                worker.request_stop()
+            await asyncio.gather(*tasks)
+        assert sum(second.metrics.processed.values()) > 0, "the second worker got no partition"
+
+    _, records = archived(tmp_path)
+    counts = Counter(r["messageId"] for r in records)
+    assert counts == Counter(sent.keys()), "each push exactly once across both workers"
+    assert all(r["raw"] == sent[r["messageId"]] for r in records)
