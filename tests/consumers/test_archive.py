@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.archive import ArchiveFiles, ArchiveSettings
-from consumers.runtime import Positions, Worker
+from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES
 from uplink.settings import KafkaSettings, Topics, WorkerSettings
@@ -35,6 +35,14 @@ Publish = Callable[[str, int], Awaitable[bytes]]
 
 class SimulatedCrash(Exception):
     """The process dies between a file's rename and the commit of its offsets."""
+
+
+class Unhurried(ArchiveFiles):
+    """3 ms per push, so the stream is still flowing when the second member joins."""
+
+    async def handle(self, inbound: Inbound) -> Positions | None:
+        await asyncio.sleep(0.003)
+        return await super().handle(inbound)
 
 
 class CrashAfterRename(ArchiveFiles):
@@ -146,7 +154,7 @@ async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
 
 
 async def test_two_workers_with_a_rebalance_in_the_middle_archive_each_push_once(
-    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+    tmp_path: Path, worker_settings: WorkerSettings
 ) -> None:
     settings = dataclasses.replace(
         worker_settings,
@@ -172,8 +180,8 @@ async def test_two_workers_with_a_rebalance_in_the_middle_archive_each_push_once
     finally:
         await producer.stop()
 
-    first = Worker(settings, ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
-    second = Worker(settings, ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
+    first = Worker(settings, Unhurried(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
+    second = Worker(settings, Unhurried(ArchiveSettings(root=tmp_path, max_records=50)), CODEC)
     async with first:
         assert await first.run(count=500, timeout=60) == 500  # alone, then a member joins
         async with second:
