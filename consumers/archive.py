@@ -108,9 +108,12 @@ class ArchiveFiles:
         self._settings = settings
         self._schema: dict[str, Any] = parse_schema(load_push_schema())  # type: ignore[assignment]
         self._open: dict[TopicPartition, _OpenFile] = {}
+        self._swept: set[TopicPartition] = set()
 
     async def handle(self, inbound: Inbound) -> Positions | None:
         tp, record = inbound.tp, inbound.record
+        if tp not in self._swept:
+            self._sweep(tp)
         hour = event_hour(inbound.push)
         durable: Positions | None = None
         current = self._open.get(tp)
@@ -139,6 +142,7 @@ class ArchiveFiles:
         return handled
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
+        self._swept.difference_update(partitions)
         for tp in partitions:  # flushed just before: only a failed write can leave one open
             current = self._open.pop(tp, None)
             if current is not None:
@@ -149,6 +153,18 @@ class ArchiveFiles:
         for current in self._open.values():
             current.discard()
         self._open.clear()
+
+    def _sweep(self, tp: TopicPartition) -> None:
+        """Remove temporary files a killed owner of this partition left behind.
+
+        A re-run may rotate at other offsets than the killed run did, so its temporary names
+        need not match; only this partition's owner writes them, so they are safe to delete.
+        """
+        pattern = f"dt=*/hour=*/{tp.topic}+{tp.partition}+*.avro{TMP_SUFFIX}"
+        for stale in (self._settings.root / tp.topic).glob(pattern):
+            stale.unlink(missing_ok=True)
+            log.info("removed %s, left by a crashed worker", stale)
+        self._swept.add(tp)
 
     def _opened(self, final: Path, hour: datetime.datetime) -> _OpenFile:
         try:

@@ -200,3 +200,21 @@ async def test_two_workers_with_a_rebalance_in_the_middle_archive_each_push_once
     counts = Counter(r["messageId"] for r in records)
     assert counts == Counter(sent.keys()), "each push exactly once across both workers"
     assert all(r["raw"] == sent[r["messageId"]] for r in records)
+
+
+async def test_temporary_files_a_killed_worker_left_are_removed(
+    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    topic = worker_settings.topics.messages
+    stale = tmp_path / topic / "dt=2023-11-15" / "hour=10" / f"{topic}+0+12345.avro.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a file")
+    other = stale.with_name(f"{topic}+1+7.avro.tmp")  # another partition's: not ours to touch
+    other.write_bytes(b"")
+    await publish("m0", HOUR_10)
+    async with Worker(
+        worker_settings, ArchiveFiles(ArchiveSettings(root=tmp_path)), CODEC
+    ) as worker:
+        assert await worker.run(count=1, timeout=60) == 1
+    assert not stale.exists()
+    assert other.exists()
