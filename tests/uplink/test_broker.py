@@ -12,6 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from uplink.broker import free_port
+from uplink.broker.local import new_cluster_id
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -52,3 +53,10 @@ async def test_uplink_broker_serves_and_stops_on_sigterm(tmp_path: Path) -> None
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # 1 in 64 random ids starts with "-"; 2,000 draws all but certainly include such a draw.
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
+    assert all(len(cluster_id) == 22 for cluster_id in ids)

@@ -93,9 +93,13 @@ def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
     return libs
 
 
-def _cluster_id() -> str:
-    # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def new_cluster_id() -> str:
+    # Kafka's Uuid.randomUuid(): URL-safe base64 of 16 random bytes without padding, redrawn
+    # when it starts with "-", which command lines would read as an option (1 in 64 draws).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class LocalBroker:
@@ -174,8 +178,7 @@ class LocalBroker:
                 "format",
                 "--standalone",
                 "--ignore-formatted",
-                "-t",
-                _cluster_id(),
+                f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(config),
             ),
