@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from consumers.archive import ArchiveFiles, ArchiveSettings
 from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES
-from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from tests.consumers.conftest import SettingsFactory
+from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
 
 pytestmark = pytest.mark.anyio
@@ -52,25 +52,13 @@ class CrashAfterRename(ArchiveFiles):
 
 
 @pytest.fixture
-def worker_settings(kafka_bootstrap: str, topics: Topics) -> WorkerSettings:
-    return WorkerSettings(
-        name="archive",
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-        topics=dataclasses.replace(
-            topics, messages_partitions=1, dlq_pattern=f"{topics.messages}.{{worker}}.dlq"
-        ),
-        group_id=f"archive-{uuid.uuid4().hex[:8]}",
-        commit_every=1_000_000,  # only rotations and stop() commit here
-        commit_interval=3600,
-    )
+def worker_settings(make_worker_settings: SettingsFactory) -> WorkerSettings:
+    # Only rotations and stop() commit here.
+    return make_worker_settings("archive", commit_every=1_000_000, commit_interval=3600)
 
 
 @pytest.fixture
-async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
-    await ensure_topics(worker_settings.kafka, worker_settings.topics)
-    producer = AIOKafkaProducer(bootstrap_servers=worker_settings.kafka.bootstrap_servers)
-    await producer.start()
-
+def publish(worker_settings: WorkerSettings, producer: AIOKafkaProducer) -> Publish:
     async def send(message_id: str, event_seconds: int) -> bytes:
         raw = orjson.dumps({**TEMPLATE, "messageId": message_id, "timestamp": event_seconds})
         await producer.send_and_wait(
@@ -81,8 +69,7 @@ async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
         )
         return raw
 
-    yield send
-    await producer.stop()
+    return send
 
 
 def seen_by(*workers: Worker) -> int:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
@@ -15,8 +13,8 @@ from consumers.exceptions import RecordError, TransientError
 from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
-from uplink.settings import KafkaSettings, Topics, WorkerSettings
-from uplink.topics import ensure_topics
+from tests.consumers.conftest import SettingsFactory
+from uplink.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -57,24 +55,12 @@ class Recorder:
 
 
 @pytest.fixture
-def worker_settings(kafka_bootstrap: str, topics: Topics) -> WorkerSettings:
-    return WorkerSettings(
-        name="test",
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-        topics=dataclasses.replace(
-            topics, messages_partitions=1, dlq_pattern=f"{topics.messages}.{{worker}}.dlq"
-        ),
-        group_id=f"test-group-{uuid.uuid4().hex[:8]}",
-        retry_backoff=0.01,
-    )
+def worker_settings(make_worker_settings: SettingsFactory) -> WorkerSettings:
+    return make_worker_settings("test", retry_backoff=0.01)
 
 
 @pytest.fixture
-async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
-    await ensure_topics(worker_settings.kafka, worker_settings.topics)
-    producer = AIOKafkaProducer(bootstrap_servers=worker_settings.kafka.bootstrap_servers)
-    await producer.start()
-
+def publish(worker_settings: WorkerSettings, producer: AIOKafkaProducer) -> Publish:
     async def send(message_id: str, at: int, value: bytes | None = None) -> None:
         if value is None:
             raw = orjson.dumps({**TEMPLATE, "messageId": message_id})
@@ -83,8 +69,7 @@ async def publish(worker_settings: WorkerSettings) -> AsyncIterator[Publish]:
             worker_settings.topics.messages, value, key=b"conversation", timestamp_ms=at
         )
 
-    yield send
-    await producer.stop()
+    return send
 
 
 async def test_each_record_is_handled_once_and_committed(

@@ -1,0 +1,44 @@
+"""Shared pieces of the worker tests: settings per test, and a producer for their topic."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
+
+SettingsFactory = Callable[..., WorkerSettings]
+
+
+@pytest.fixture
+def make_worker_settings(kafka_bootstrap: str, topics: Topics) -> SettingsFactory:
+    """WorkerSettings on this test's own topics, DLQ and group; keywords override."""
+
+    def make(name: str, **overrides: Any) -> WorkerSettings:
+        return WorkerSettings(
+            name=name,
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            topics=dataclasses.replace(
+                topics, messages_partitions=1, dlq_pattern=f"{topics.messages}.{{worker}}.dlq"
+            ),
+            group_id=f"{name}-{uuid.uuid4().hex[:8]}",
+            **overrides,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def producer(worker_settings: WorkerSettings) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer, once the test's topics exist (``worker_settings`` is per module)."""
+    await ensure_topics(worker_settings.kafka, worker_settings.topics)
+    producer = AIOKafkaProducer(bootstrap_servers=worker_settings.kafka.bootstrap_servers)
+    await producer.start()
+    yield producer
+    await producer.stop()
