@@ -148,12 +148,6 @@ class ArchiveFiles:
             if current is not None:
                 current.discard()
 
-    def close(self) -> None:
-        """Drop unflushed files (their records are not committed and will be read again)."""
-        for current in self._open.values():
-            current.discard()
-        self._open.clear()
-
     def _sweep(self, tp: TopicPartition) -> None:
         """Remove temporary files a killed owner of this partition left behind.
 

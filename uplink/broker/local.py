@@ -120,10 +120,6 @@ class LocalBroker:
     def bootstrap_servers(self) -> str:
         return self.settings.bootstrap_servers
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def _controller_port(self) -> int:
         return self.settings.controller_port or self.settings.port + 1
 
