@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import NoOffsetForPartitionError
 
+from consumers.deadletters import DeadLetters
 from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
@@ -80,14 +81,19 @@ class Worker:
         codec: PushCodec,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: WorkerMetrics | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._settings = settings
         self._handler = handler
         self._codec = codec
         self._clock = clock
-        self.metrics = WorkerMetrics(settings.name)
+        self.metrics = metrics if metrics is not None else WorkerMetrics(settings.name)
+        # Shared with a handler that dead-letters records itself; the worker starts and stops it.
+        self.dead_letters = (
+            dead_letters if dead_letters is not None else DeadLetters(settings, self.metrics)
+        )
         self._consumer: AIOKafkaConsumer | None = None
-        self._dlq: AIOKafkaProducer | None = None
         self._windows: dict[TopicPartition, DedupeWindow] = {}
         self._handled: Positions = {}
         self._uncommitted = 0
@@ -108,8 +114,7 @@ class Worker:
         )
         await ensure_topics(settings.kafka, settings.topics, extra=[dlq])
         kafka = settings.kafka.client_options()
-        self._dlq = AIOKafkaProducer(**kafka, acks="all", enable_idempotence=True)
-        await self._dlq.start()
+        await self.dead_letters.start()
         self._consumer = AIOKafkaConsumer(
             **kafka,
             group_id=self._settings.group,
@@ -140,9 +145,7 @@ class Worker:
                     self._consumer = None
                     self._closing = False
         finally:
-            dlq, self._dlq = self._dlq, None
-            if dlq is not None:
-                await dlq.stop()
+            await self.dead_letters.stop()
             self.metrics.close()
 
     async def __aenter__(self) -> Worker:
@@ -199,10 +202,10 @@ class Worker:
         try:
             push = self._codec.decode(record.value) if record.value is not None else None
         except SchemaError as exc:
-            await self._dead_letter(record, f"undecodable: {exc}")
+            await self.dead_letters.send(record, f"undecodable: {exc}")
         else:
             if push is None:
-                await self._dead_letter(record, "no value")
+                await self.dead_letters.send(record, "no value")
             elif (await self._window(tp, record.offset)).seen(push["messageId"], record.timestamp):
                 self.metrics.duplicates[tp] += 1
             else:
@@ -217,7 +220,7 @@ class Worker:
                 durable = await self._handler.handle(inbound)
             except ConsumerError as exc:
                 if not exc.retriable:
-                    await self._dead_letter(inbound.record, str(exc) or type(exc).__name__)
+                    await self.dead_letters.send(inbound.record, str(exc) or type(exc).__name__)
                     return
                 self.metrics.retries[inbound.tp] += 1
                 log.warning(
@@ -230,23 +233,6 @@ class Worker:
             if durable:
                 await self._commit_positions(self._require_consumer(), durable)
             return
-
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        """Keep the original bytes, key and headers, plus why and where from; then move on."""
-        assert self._dlq is not None
-        headers = [
-            *(record.headers or ()),
-            ("uplink-dlq-reason", reason.encode()),
-            ("uplink-dlq-worker", self._settings.name.encode()),
-            ("uplink-dlq-topic", record.topic.encode()),
-            ("uplink-dlq-partition", str(record.partition).encode()),
-            ("uplink-dlq-offset", str(record.offset).encode()),
-        ]
-        await self._dlq.send_and_wait(
-            self._settings.dlq, record.value, key=record.key, headers=headers
-        )
-        self.metrics.dead_lettered[TopicPartition(record.topic, record.partition)] += 1
-        log.warning("DLQ %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
 
     # --- commits -----------------------------------------------------------------------------
 
@@ -269,6 +255,8 @@ class Worker:
         self._last_commit = self._clock()
 
     async def _commit_positions(self, consumer: AIOKafkaConsumer, durable: Positions) -> None:
+        if not durable:
+            return  # e.g. a handler that committed inside its own transaction
         started = time.perf_counter()
         await consumer.commit(dict(durable))
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
