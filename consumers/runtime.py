@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -29,7 +28,7 @@ from consumers.deadletters import DeadLetters
 from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
-from schemas import PushCodec, SchemaError
+from schemas import CorruptRecord, PushCodec, SchemaError
 from uplink.settings import WorkerSettings
 from uplink.topics import TopicSpec, ensure_topics, topic_configs
 
@@ -38,16 +37,38 @@ log = logging.getLogger(__name__)
 Positions = dict[TopicPartition, int]
 
 
-@dataclass(frozen=True)
 class Inbound:
-    """A decoded push with where it came from."""
+    """A push record with where it came from; the datum is decoded only if ``push`` is read.
 
-    record: ConsumerRecord[bytes, bytes]
-    push: dict[str, Any]
+    The runtime reads only a record's head (``messageId``, event ``timestamp``) to judge it; a
+    handler that stores the record as it is (the archive) never pays for the full decode.
+    """
+
+    __slots__ = ("_codec", "_push", "message_id", "record", "timestamp", "tp", "value")
+
+    def __init__(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        codec: PushCodec,
+        *,
+        head: tuple[str, int | None] | None = None,
+        tp: TopicPartition | None = None,
+    ) -> None:
+        if record.value is None:
+            raise ValueError("a push record has a value")
+        self.record = record
+        self.value: bytes = record.value
+        self.tp = tp if tp is not None else TopicPartition(record.topic, record.partition)
+        self.message_id, self.timestamp = head if head is not None else codec.head(record.value)
+        self._codec = codec
+        self._push: dict[str, Any] | None = None
 
     @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.record.topic, self.record.partition)
+    def push(self) -> dict[str, Any]:
+        """The decoded record; raises SchemaError (the runtime dead-letters the record)."""
+        if self._push is None:
+            self._push = self._codec.decode(self.value)
+        return self._push
 
 
 class Handler(Protocol):
@@ -192,32 +213,41 @@ class Worker:
                 await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
                 continue
             for tp, records in batches.items():
-                for record in records:
-                    await self._one(tp, record)
-                    seen += 1
+                await self._batch(tp, records)
+                seen += len(records)
             await self._maybe_commit(consumer)
         return seen
 
-    async def _one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            push = self._codec.decode(record.value) if record.value is not None else None
-        except SchemaError as exc:
-            await self.dead_letters.send(record, f"undecodable: {exc}")
-        else:
-            if push is None:
-                await self.dead_letters.send(record, "no value")
-            elif (await self._window(tp, record.offset)).seen(push["messageId"], record.timestamp):
-                self.metrics.duplicates[tp] += 1
+    async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """One partition's fetched records, in offset order. The hot path: keep it lean."""
+        window = await self._window(tp, records[0].offset)
+        head, codec, handled = self._codec.head, self._codec, self._handled
+        duplicates = 0
+        for record in records:
+            try:
+                if record.value is None:
+                    raise CorruptRecord("no value")
+                found = head(record.value)
+            except SchemaError as exc:
+                await self.dead_letters.send(record, f"undecodable: {exc}")
             else:
-                await self._handle(Inbound(record, push))
-        self._handled[tp] = record.offset + 1
-        self._uncommitted += 1
+                if window.seen(found[0], record.timestamp):
+                    duplicates += 1
+                else:
+                    await self._handle(Inbound(record, codec, head=found, tp=tp))
+            handled[tp] = record.offset + 1
+        self._uncommitted += len(records)
+        if duplicates:
+            self.metrics.duplicates[tp] += duplicates
 
     async def _handle(self, inbound: Inbound) -> None:
         delay = self._settings.retry_backoff
         while True:
             try:
                 durable = await self._handler.handle(inbound)
+            except SchemaError as exc:  # the handler decoded the datum: it is corrupt
+                await self.dead_letters.send(inbound.record, f"undecodable: {exc}")
+                return
             except ConsumerError as exc:
                 if not exc.retriable:
                     await self.dead_letters.send(inbound.record, str(exc) or type(exc).__name__)
@@ -374,7 +404,6 @@ def _message_id(codec: PushCodec, record: ConsumerRecord[bytes, bytes]) -> str |
     if record.value is None:
         return None
     try:
-        message_id: str = codec.decode(record.value)["messageId"]
+        return codec.head(record.value)[0]
     except SchemaError:
         return None  # it went to the DLQ when it was judged, and was never remembered
-    return message_id

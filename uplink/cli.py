@@ -93,7 +93,7 @@ def _archive(args: argparse.Namespace) -> int:
         raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
     import asyncio
 
-    from consumers.archive import ArchiveFiles, ArchiveSettings
+    from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings
     from consumers.runtime import Worker
     from schemas import PushCodec
     from uplink.settings import WorkerSettings
@@ -104,19 +104,22 @@ def _archive(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env(
         "archive",
         os.environ,
-        # A flush renames every open file: by count and interval, files rotate with commits.
-        commit_every=args.max_records,
+        **ARCHIVE_COMMITS,
         commit_interval=args.flush_interval,
         **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
     )
 
     async def run() -> None:
-        worker = Worker(settings, ArchiveFiles(archive), PushCodec())
+        files = ArchiveFiles(archive)
+        worker = Worker(settings, files, PushCodec())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.request_stop)
-        async with worker:
-            await worker.run()
+        try:
+            async with worker:
+                await worker.run()
+        finally:
+            files.close()
 
     asyncio.run(run())
     return 0
