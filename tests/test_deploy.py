@@ -6,21 +6,28 @@ No Docker engine is needed: `docker-compose config` only parses, interpolates an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from consumers.metrics import WorkerMetrics
+from ingress.app import create_app
+from tests.conftest import Server, wait_ready
+from uplink.broker import free_port
 from uplink.broker.local import KAFKA_VERSION
 from uplink.cli import build_parser
+from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLINK = ["topics", "ingress", "archive", "media", "router"]  # services running the uplink image
@@ -54,8 +61,12 @@ def compose_config(**environ: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def services() -> dict[str, dict[str, Any]]:
-    config = compose_config()
+def config() -> dict[str, Any]:
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = config["services"]
     return found
 
@@ -126,8 +137,9 @@ def test_the_cli_accepts_the_commands_it_already_has(services: dict[str, dict[st
     )
 
 
-def test_worker_data_lives_on_shared_named_volumes(services: dict[str, dict[str, Any]]) -> None:
-    config = compose_config()
+def test_worker_data_lives_on_shared_named_volumes(
+    config: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     named = set(config["volumes"])
     for name, volume in [("archive", "archive"), ("media", "media")]:
         directory = services[name]["command"][2]
@@ -171,6 +183,54 @@ def test_healthchecks_ask_the_right_port(services: dict[str, dict[str, Any]]) ->
         assert f"http://127.0.0.1:{metrics_port}/metrics" in check, name
 
 
+async def run_healthcheck(test: list[str], address: str) -> int:
+    """A compose healthcheck's command (the ``CMD`` form), aimed at ``address`` instead."""
+    assert test[0] == "CMD"
+    command = [re.sub(r"127\.0\.0\.1:\d+", address, part) for part in test[1:]]
+    assert command != test[1:], "the healthcheck names no 127.0.0.1 address"
+    if command[0] == "python":  # the image's interpreter; here, this one (urllib is stdlib)
+        command[0] = sys.executable
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    async with asyncio.timeout(60):
+        return await process.wait()
+
+
+@pytest.mark.anyio
+async def test_the_ingress_healthcheck_passes_only_while_ready(
+    services: dict[str, dict[str, Any]], serve: Server, ingress_settings: IngressSettings
+) -> None:
+    test = services["ingress"]["healthcheck"]["test"]
+    url = await serve(create_app(ingress_settings))
+    async with httpx.AsyncClient() as client:
+        await wait_ready(client, url)
+    assert await run_healthcheck(test, url.removeprefix("http://")) == 0
+
+    nowhere = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    unready = await serve(create_app(replace(ingress_settings, kafka=nowhere)))
+    assert await run_healthcheck(test, unready.removeprefix("http://")) != 0
+
+
+@pytest.mark.anyio
+async def test_the_worker_healthcheck_asks_the_metrics_server(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    port = free_port()
+    metrics = WorkerMetrics("archive")
+    metrics.serve(port, host="127.0.0.1")
+    try:
+        assert (
+            await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}")
+            == 0
+        )
+    finally:
+        metrics.close()
+    assert (
+        await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}") != 0
+    )
+
+
 def test_kafka_is_kraft_at_the_tested_version_and_reachable_as_configured(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -200,8 +260,10 @@ def test_every_variable_passed_is_one_the_code_reads(services: dict[str, dict[st
         assert not unread, f"{name} passes variables no code reads: {sorted(unread)}"
 
 
-def test_the_token_comes_from_the_shell_and_defaults_to_none() -> None:
-    assert compose_config()["services"]["ingress"]["environment"]["UPLINK_TOKEN"] == ""
+def test_the_token_comes_from_the_shell_and_defaults_to_none(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["ingress"]["environment"]["UPLINK_TOKEN"] == ""
     configured = compose_config(UPLINK_TOKEN="s3cret")
     assert configured["services"]["ingress"]["environment"]["UPLINK_TOKEN"] == "s3cret"
 
