@@ -158,6 +158,28 @@ def _archive_replay(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from uplink.settings import kafka_from_env, topics_from_env
+    from uplink.topics import dlq_spec, ensure_topics, topic_specs
+
+    kafka, topics = kafka_from_env(os.environ), topics_from_env(os.environ)
+    dlqs = [dlq_spec(topics, worker, kafka.max_request_size) for worker in args.dlq]
+    try:
+        created = asyncio.run(ensure_topics(kafka, topics, extra=dlqs))
+    except KafkaError as exc:
+        print(f"uplink: cannot create topics on {kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    for name in created:
+        print(f"created {name}")
+    names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + dlqs]
+    print(f"{len(names)} topics present ({len(created)} created): {' '.join(names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
@@ -194,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--metrics-port", type=int, default=None)
     archive.add_argument("--topic", help="replay: the topic to produce to")
     archive.set_defaults(run=_archive)
+
+    topics = verbs.add_parser(
+        "topics", help="create the missing topics (settings from env) and exit; safe to re-run"
+    )
+    topics.add_argument(
+        "--dlq",
+        nargs="*",
+        default=["archive", "media", "router"],
+        metavar="WORKER",
+        help="workers whose DLQs to create too (default: archive media router)",
+    )
+    topics.set_defaults(run=_topics)
 
     dev = verbs.add_parser("dev", help="everything on this machine: local Kafka + ingress")
     dev.add_argument("--host", default="127.0.0.1")
