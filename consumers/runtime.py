@@ -30,7 +30,7 @@ from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
 from schemas import CorruptRecord, PushCodec, SchemaError
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, ensure_topics, topic_configs
+from uplink.topics import dlq_spec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,7 @@ class Worker:
         if self._consumer is not None:
             return
         settings = self._settings
-        dlq = TopicSpec(
-            settings.dlq,
-            settings.topics.partitions,
-            topic_configs(settings.topics, settings.kafka.max_request_size),
-        )
+        dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
         await ensure_topics(settings.kafka, settings.topics, extra=[dlq])
         kafka = settings.kafka.client_options()
         await self.dead_letters.start()
