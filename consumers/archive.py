@@ -100,7 +100,14 @@ class _OpenFile:
     event loop only collects datums. A failed write is kept and raised by ``commit``.
     """
 
-    def __init__(self, final: Path, fmt: BlockFormat, hour: int, writer: ThreadPoolExecutor):
+    def __init__(
+        self,
+        final: Path,
+        fmt: BlockFormat,
+        hour: int,
+        writer: ThreadPoolExecutor,
+        settings: ArchiveSettings,
+    ) -> None:
         self.final = final
         self.tmp = final.with_name(final.name + TMP_SUFFIX)
         self.hour = hour
@@ -108,6 +115,8 @@ class _OpenFile:
         self.bytes = 0
         self._format = fmt
         self._writer = writer
+        self._block_bytes = settings.block_bytes
+        self._max_bytes = settings.max_bytes
         self._datums: list[bytes] = []
         self._pending = 0
         self._error: BaseException | None = None
@@ -115,13 +124,15 @@ class _OpenFile:
         self._file: IO[bytes] = open(self.tmp, "wb")  # closed by commit() or discard()
         self._submit(self._file.write, fmt.header)
 
-    def add(self, datum: bytes, block_bytes: int) -> None:
+    def add(self, datum: bytes) -> None:
         self._datums.append(datum)
         self._pending += len(datum)
         self.records += 1
-        self.bytes += len(datum)
-        if self._pending >= block_bytes:
+        if self._pending >= self._block_bytes:
             self._end_block()
+
+    def full(self) -> bool:
+        return self.bytes + self._pending >= self._max_bytes
 
     async def commit(self) -> None:
         """Durable under its final name: last block, fsync, rename, fsync the directory."""
@@ -133,6 +144,7 @@ class _OpenFile:
 
     def _end_block(self) -> None:
         if self._datums:
+            self.bytes += self._pending
             datums, self._datums, self._pending = self._datums, [], 0
             self._submit(self._write_block, datums)
 
@@ -178,6 +190,7 @@ class ArchiveFiles:
     def __init__(self, settings: ArchiveSettings) -> None:
         self._settings = settings
         self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
+        self._max_records = settings.max_records
         self._open: dict[TopicPartition, _OpenFile] = {}
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
@@ -190,13 +203,15 @@ class ArchiveFiles:
         tp = inbound.tp
         if self._settings.verify:
             inbound.push  # noqa: B018  # decoding raises SchemaError: the runtime dead-letters it
-        hour = event_hour(inbound)
+        seconds = inbound.timestamp
+        if seconds is not None and _NAMEABLE[0] <= seconds < _NAMEABLE[1]:
+            hour = seconds // _HOUR_S  # inline: this runs for every record
+        else:
+            hour = event_hour(inbound)
         durable: Positions | None = None
         current = self._open.get(tp)
         if current is not None and (
-            current.hour != hour
-            or current.records >= self._settings.max_records
-            or current.bytes >= self._settings.max_bytes
+            current.hour != hour or current.records >= self._max_records or current.full()
         ):
             # At most one rename per call: the runtime commits it before the next one.
             await self._commit(tp)
@@ -204,7 +219,7 @@ class ArchiveFiles:
             current = None
         if current is None:
             current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
-        current.add(inbound.value[HEADER_SIZE:], self._settings.block_bytes)
+        current.add(inbound.value[HEADER_SIZE:])
         return durable
 
     async def flush(self, handled: Positions) -> Positions:
@@ -238,11 +253,16 @@ class ArchiveFiles:
         final = archive_path(self._settings.root, tp.topic, tp.partition, offset, hour_start(hour))
         fmt = BlockFormat(self._schema, self._settings.codec)
         try:
-            return _OpenFile(final, fmt, hour, self._writer)
+            return _OpenFile(final, fmt, hour, self._writer, self._settings)
         except OSError as exc:
             raise TransientError(f"cannot open {final}: {exc}") from exc
 
     async def _commit(self, tp: TopicPartition) -> None:
         current = self._open.pop(tp)
         await current.commit()
-        log.info("archived %d records to %s", current.records, current.final)
+        log.info(
+            "archived %d records to %s",
+            current.records,
+            current.final,
+            extra={"topic": tp.topic, "partition": tp.partition, "records": current.records},
+        )

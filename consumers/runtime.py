@@ -50,7 +50,6 @@ class Inbound:
         self,
         record: ConsumerRecord[bytes, bytes],
         codec: PushCodec,
-        *,
         head: tuple[str, int | None] | None = None,
         tp: TopicPartition | None = None,
     ) -> None:
@@ -217,8 +216,13 @@ class Worker:
     async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """One partition's fetched records, in offset order. The hot path: keep it lean."""
         window = await self._window(tp, records[0].offset)
-        head, codec, handled = self._codec.head, self._codec, self._handled
-        duplicates = 0
+        head, codec, handled, handle = (
+            self._codec.head,
+            self._codec,
+            self._handled,
+            self._handler.handle,
+        )
+        processed = duplicates = 0
         for record in records:
             try:
                 if record.value is None:
@@ -230,35 +234,54 @@ class Worker:
                 if window.seen(found[0], record.timestamp):
                     duplicates += 1
                 else:
-                    await self._handle(Inbound(record, codec, head=found, tp=tp))
+                    inbound = Inbound(record, codec, found, tp)
+                    try:
+                        durable = await handle(inbound)
+                    except (ConsumerError, SchemaError) as exc:
+                        durable = await self._failed(inbound, exc)
+                    else:
+                        processed += 1
+                    if durable:
+                        await self._commit_positions(self._require_consumer(), durable)
             handled[tp] = record.offset + 1
         self._uncommitted += len(records)
-        if duplicates:
-            self.metrics.duplicates[tp] += duplicates
+        self.metrics.processed[tp] += processed
+        self.metrics.duplicates[tp] += duplicates
 
-    async def _handle(self, inbound: Inbound) -> None:
+    async def _failed(
+        self, inbound: Inbound, error: ConsumerError | SchemaError
+    ) -> Positions | None:
+        """After a failed ``handle``: retry a transient failure with backoff until it succeeds
+        (returns what that ``handle`` returned), or dead-letter the record (returns None)."""
         delay = self._settings.retry_backoff
         while True:
+            if isinstance(error, SchemaError):  # the handler decoded the datum: it is corrupt
+                await self.dead_letters.send(inbound.record, f"undecodable: {error}")
+                return None
+            if not error.retriable:
+                await self.dead_letters.send(inbound.record, str(error) or type(error).__name__)
+                return None
+            self.metrics.retries[inbound.tp] += 1
+            log.warning(
+                "transient failure at %s, retrying in %.1fs: %s",
+                inbound.tp,
+                delay,
+                error,
+                extra={
+                    "topic": inbound.tp.topic,
+                    "partition": inbound.tp.partition,
+                    "offset": inbound.record.offset,
+                },
+            )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, bounded
+            delay = min(delay * 2, self._settings.retry_backoff_max)
             try:
                 durable = await self._handler.handle(inbound)
-            except SchemaError as exc:  # the handler decoded the datum: it is corrupt
-                await self.dead_letters.send(inbound.record, f"undecodable: {exc}")
-                return
-            except ConsumerError as exc:
-                if not exc.retriable:
-                    await self.dead_letters.send(inbound.record, str(exc) or type(exc).__name__)
-                    return
-                self.metrics.retries[inbound.tp] += 1
-                log.warning(
-                    "transient failure at %s, retrying in %.1fs: %s", inbound.tp, delay, exc
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, bounded
-                delay = min(delay * 2, self._settings.retry_backoff_max)
-                continue
-            self.metrics.processed[inbound.tp] += 1
-            if durable:
-                await self._commit_positions(self._require_consumer(), durable)
-            return
+            except (ConsumerError, SchemaError) as exc:
+                error = exc
+            else:
+                self.metrics.processed[inbound.tp] += 1
+                return durable
 
     # --- commits -----------------------------------------------------------------------------
 
@@ -319,12 +342,14 @@ class Worker:
             started = time.perf_counter()
             window = await rebuild_window(self._settings, self._codec, tp, offset)
             self._windows[tp] = window
+            seconds = time.perf_counter() - started
             log.info(
                 "%s at %d: dedupe window of %d ids rebuilt from the log in %.2fs",
                 tp,
                 offset,
                 len(window),
-                time.perf_counter() - started,
+                seconds,
+                extra={"topic": tp.topic, "partition": tp.partition, "ids": len(window)},
             )
         return window
 

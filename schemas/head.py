@@ -62,26 +62,37 @@ class HeadReader:
 
     @staticmethod
     def _fields(data: bytes, pos: int) -> tuple[str, int | None]:
-        branch, pos = _long_at(data, pos)  # appId
-        if branch == 1:
-            size, pos = _long_at(data, pos)
-            pos += size
-        elif branch != 0:
-            raise CorruptRecord(f"appId: no union branch {branch}")
-        branch, pos = _long_at(data, pos)  # channelType
-        if branch == 1:
-            _, pos = _long_at(data, pos)
-        elif branch != 0:
-            raise CorruptRecord(f"channelType: no union branch {branch}")
+        # A union's branch is one byte (0: null, 2: the value, zig-zag encoded); lengths and
+        # values under 64 are one byte too, the common case read inline.
+        branch = data[pos]  # appId
+        if branch == 2:
+            size = data[pos + 1]
+            if size < 0x80 and not size & 1:
+                pos += 2 + (size >> 1)
+            else:
+                size, pos = _long_at(data, pos + 1)
+                if size < 0:
+                    raise CorruptRecord("appId has a negative length")
+                pos += size
+        elif branch == 0:
+            pos += 1
+        else:
+            raise CorruptRecord(f"appId: no union branch byte {branch}")
+        branch = data[pos]  # channelType
+        if branch == 2:
+            pos = pos + 2 if data[pos + 1] < 0x80 else _long_at(data, pos + 1)[1]
+        elif branch == 0:
+            pos += 1
+        else:
+            raise CorruptRecord(f"channelType: no union branch byte {branch}")
         size, pos = _long_at(data, pos)  # messageId
         end = pos + size
         if size < 0 or end > len(data):
             raise CorruptRecord("messageId runs past the record")
         message_id = data[pos:end].decode()
-        branch, pos = _long_at(data, end)  # timestamp
+        branch = data[end]  # timestamp
         if branch == 0:
             return message_id, None
-        if branch != 1:
-            raise CorruptRecord(f"timestamp: no union branch {branch}")
-        timestamp, _ = _long_at(data, pos)
-        return message_id, timestamp
+        if branch != 2:
+            raise CorruptRecord(f"timestamp: no union branch byte {branch}")
+        return message_id, _long_at(data, end + 1)[0]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from uplink import logs
 from uplink.exceptions import ConfigError, UplinkError
 
 log = logging.getLogger("uplink")
@@ -39,7 +42,9 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_ingress(host: str, port: int, workers: int, access_log: bool) -> None:
+def _serve_ingress(
+    host: str, port: int, workers: int, access_log: bool, log_config: dict[str, Any]
+) -> None:
     import uvicorn
 
     from uplink.settings import IngressSettings
@@ -55,13 +60,14 @@ def _serve_ingress(host: str, port: int, workers: int, access_log: bool) -> None
         http="httptools",
         lifespan="on",
         access_log=access_log,
+        log_config=log_config,
         # In-flight pushes get their answer before the producer is flushed and closed.
         timeout_graceful_shutdown=int(settings.produce_timeout) + 5,
     )
 
 
 def _ingress(args: argparse.Namespace) -> int:
-    _serve_ingress(args.host, args.port, args.workers, args.access_log)
+    _serve_ingress(args.host, args.port, args.workers, args.access_log, args.log_config)
     return 0
 
 
@@ -80,7 +86,7 @@ def _dev(args: argparse.Namespace) -> int:
             f"--data-binary @tests/examples/text.json http://{args.host}:{args.port}/v1/uplink\n",
             flush=True,
         )
-        _serve_ingress(args.host, args.port, 1, args.access_log)
+        _serve_ingress(args.host, args.port, 1, args.access_log, args.log_config)
     return 0
 
 
@@ -99,7 +105,10 @@ def _archive(args: argparse.Namespace) -> int:
     from uplink.settings import WorkerSettings
 
     archive = ArchiveSettings(
-        root=Path(args.archive_dir), max_records=args.max_records, codec=args.codec
+        root=Path(args.archive_dir),
+        max_records=args.max_records,
+        codec=args.codec,
+        verify=args.verify,
     )
     settings = WorkerSettings.from_env(
         "archive",
@@ -185,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
     )
     parser.add_argument("--log-level", default=os.environ.get("UPLINK_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("UPLINK_LOG_FORMAT", "text"),
+        help="text, or json: one object per line (env UPLINK_LOG_FORMAT)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     broker = verbs.add_parser("broker", help="run a local single-node Apache Kafka (KRaft)")
@@ -213,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
     archive.add_argument("--flush-interval", type=float, default=60.0, help="seconds")
     archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every record before archiving it, a corrupt one goes to the DLQ (slower)",
+    )
     archive.add_argument("--metrics-port", type=int, default=None)
     archive.add_argument("--topic", help="replay: the topic to produce to")
     archive.set_defaults(run=_archive)
@@ -241,11 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args.log_config = logs.config(args.log_level, args.log_format)
+        if not logging.getLogger().handlers:  # as basicConfig: an embedding host keeps its own
+            logging.config.dictConfig(args.log_config)
+    except ValueError as exc:
+        print(
+            f"uplink: configuration error: UPLINK_LOG_LEVEL/UPLINK_LOG_FORMAT: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         code: int = args.run(args)
     except ConfigError as exc:
