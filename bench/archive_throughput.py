@@ -30,6 +30,7 @@ from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings  # 
 from consumers.runtime import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
+from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
 
@@ -82,6 +83,7 @@ async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
 
 
 async def archive_worker(settings: WorkerSettings, root: Path, count: int) -> float:
+    tune_gc()  # as `uplink archive` does
     files = ArchiveFiles(ArchiveSettings(root=root))
     worker = Worker(settings, files, PushCodec())
     async with worker:

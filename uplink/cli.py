@@ -102,6 +102,7 @@ def _archive(args: argparse.Namespace) -> int:
     from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings
     from consumers.runtime import Worker
     from schemas import PushCodec
+    from uplink.process import tune_gc
     from uplink.settings import WorkerSettings
 
     archive = ArchiveSettings(
@@ -121,6 +122,7 @@ def _archive(args: argparse.Namespace) -> int:
     async def run() -> None:
         files = ArchiveFiles(archive)
         worker = Worker(settings, files, PushCodec())
+        tune_gc()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.request_stop)
