@@ -72,22 +72,19 @@ def _ingress(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from uplink.broker import kafka_broker
+    from uplink import dev
 
-    var = Path(args.var_dir)
-    with kafka_broker(os.environ, data_dir=var / "kafka", port=args.kafka_port) as bootstrap:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-        print(
-            f"\nuplink dev\n  Kafka    {bootstrap}\n"
-            f"  ingress  http://{args.host}:{args.port}/v1/uplink"
-            f"  (/healthz /readyz /metrics)\n"
-            f"  data     {var.resolve()}\n"
-            f"  try:     curl -s -XPOST -H 'content-type: application/json' "
-            f"--data-binary @tests/examples/text.json http://{args.host}:{args.port}/v1/uplink\n",
-            flush=True,
-        )
-        _serve_ingress(args.host, args.port, 1, args.access_log, args.log_config)
-    return 0
+    settings = dev.DevSettings(
+        var_dir=Path(args.var_dir),
+        host=args.host,
+        port=args.port,
+        kafka_port=args.kafka_port,
+        metrics_port=args.metrics_port,
+        rules=Path(args.rules),
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    return dev.run(settings, os.environ)
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -250,12 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.set_defaults(run=_topics)
 
-    dev = verbs.add_parser("dev", help="everything on this machine: local Kafka + ingress")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--kafka-port", type=int, default=9092)
-    dev.add_argument("--var-dir", default="var")
-    dev.add_argument("--access-log", action="store_true")
+    dev = verbs.add_parser(
+        "dev",
+        help="the whole pipeline on this machine: Kafka, ingress, archive, media, router",
+        description="Starts the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+        "creates the topics, and runs the ingress and the archive, media and router workers, "
+        "with their data under --var-dir. Ctrl-C or SIGTERM stops everything, the broker last.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="the ingress's address")
+    dev.add_argument("--port", type=int, default=8080, help="the ingress's port")
+    dev.add_argument("--kafka-port", type=int, default=9092, help="the local broker's port")
+    dev.add_argument("--var-dir", default="var", help="archive, media and broker data")
+    dev.add_argument("--rules", default="examples/rules.toml", help="the router's rules (TOML)")
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="archive's metrics port; media and router take the next two (0: free ports)",
+    )
     dev.set_defaults(run=_dev)
     return parser
 
