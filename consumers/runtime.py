@@ -119,6 +119,13 @@ class Worker:
         self._uncommitted = 0
         self._last_commit = clock()
         self._stopping = asyncio.Event()
+        # Batches and rebalances take turns: aiokafka runs the rebalance listener in its own
+        # task, and a revoke in the middle of a batch would let this member go on handling
+        # records the next owner also handles. Every rebalance revokes all partitions (eager
+        # protocol), so a batch fetched before one is stale as a whole: skipped, and fetched
+        # again from the committed positions.
+        self._turn = asyncio.Lock()
+        self._generation = 0
         self._closing = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -200,6 +207,7 @@ class Worker:
                 if count is None
                 else min(self._settings.max_batch, count - seen)
             )
+            generation = self._generation
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=wanted)
             except NoOffsetForPartitionError as exc:
@@ -207,10 +215,13 @@ class Worker:
                 fresh = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
                 await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
                 continue
-            for tp, records in batches.items():
-                await self._batch(tp, records)
-                seen += len(records)
-            await self._maybe_commit(consumer)
+            async with self._turn:
+                if generation != self._generation:
+                    continue  # a rebalance since the fetch: these records are fetched again
+                for tp, records in batches.items():
+                    await self._batch(tp, records)
+                    seen += len(records)
+                await self._maybe_commit(consumer)
         return seen
 
     async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -319,13 +330,15 @@ class Worker:
     # --- rebalance ---------------------------------------------------------------------------
 
     async def _revoked(self, partitions: list[TopicPartition]) -> None:
-        consumer = self._require_consumer()
-        await self._commit(consumer, partitions)
-        await self._handler.revoked(partitions)
-        for tp in partitions:
-            self._windows.pop(tp, None)
-            self._handled.pop(tp, None)
-            self.metrics.lag.pop(tp, None)
+        async with self._turn:  # after the batch in hand, never in the middle of it
+            self._generation += 1
+            consumer = self._require_consumer()
+            await self._commit(consumer, partitions)
+            await self._handler.revoked(partitions)
+            for tp in partitions:
+                self._windows.pop(tp, None)
+                self._handled.pop(tp, None)
+                self.metrics.lag.pop(tp, None)
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
