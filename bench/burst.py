@@ -36,6 +36,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,6 +208,13 @@ class Burst:
     def socket_errors(self) -> int:
         w = self.wrk
         return int(w["connect"] + w["read"] + w["write"] + w["timeout"])
+
+
+@dataclass
+class Round:
+    bare: Burst
+    ingress: Burst
+    catch_up: dict[str, float]
 
 
 @dataclass
@@ -441,6 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="bare then ingress, alternating")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--retry-percent", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=2_000, help="requests before the burst")
@@ -456,6 +465,7 @@ def main() -> None:
     parser.add_argument("--catch-up-timeout", type=float, default=900)
     parser.add_argument("--profile", action="store_true", help="py-spy during a further burst")
     parser.add_argument("--profile-seconds", type=int, default=5)
+    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw samples here")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
     workers = [w for w in args.workers.split(",") if w]
@@ -528,14 +538,21 @@ def main() -> None:
             asyncio.run(caught_up(bootstrap, topic, groups, warmup.ended, args.catch_up_timeout))
             pipeline.check_alive()
 
-            bare = burst("bare", bare_url, script, directory, args, args.requests)
-            measured = burst("ingress", ingress_url, script, directory, args, args.requests)
-            catch_up = asyncio.run(
-                caught_up(bootstrap, topic, groups, measured.ended, args.catch_up_timeout)
-            )
-            pipeline.check_alive()
+            # Alternating rounds: the machine is shared, and drifts over a minute.
+            rounds: list[Round] = []
+            ok_ids = set(warmup.ok_ids)
+            for number in range(1, args.rounds + 1):
+                bare = burst(f"bare-{number}", bare_url, script, directory, args, args.requests)
+                measured = burst(
+                    f"ingress-{number}", ingress_url, script, directory, args, args.requests
+                )
+                catch_up = asyncio.run(
+                    caught_up(bootstrap, topic, groups, measured.ended, args.catch_up_timeout)
+                )
+                rounds.append(Round(bare, measured, catch_up))
+                ok_ids |= set(measured.ok_ids)
+                pipeline.check_alive()
             hotspots: list[tuple[str, float, float]] = []
-            ok_ids = set(warmup.ok_ids) | set(measured.ok_ids)
             if args.profile:
                 hotspots, profiled = profile_burst(
                     ingress.pid, ingress_url, script, directory, args
@@ -551,7 +568,7 @@ def main() -> None:
         finally:
             pipeline.stop_all()
     if not args.no_results:
-        write_results(args, workers, bare, measured, catch_up, checks, hotspots)
+        write_results(args, workers, rounds, checks, hotspots)
     if not checks.passed:
         sys.exit("burst: the archive checks failed")
 
@@ -571,6 +588,10 @@ def profile_burst(
     sampler.start()
     profiled = burst("profiled", url, script, directory, args, args.requests)
     sampler.join()
+    if args.profile_out:
+        shutil.copyfile(out, args.profile_out)
+    for label, total, mine in result:
+        print(f"{mine:5.1f} {total:5.1f}  {label}")
     return result, profiled
 
 
@@ -592,49 +613,61 @@ def machine() -> str:
 def write_results(
     args: argparse.Namespace,
     workers: list[str],
-    bare: Burst,
-    measured: Burst,
-    catch_up: dict[str, float],
+    rounds: list[Round],
     checks: Checks,
     hotspots: list[tuple[str, float, float]],
 ) -> None:
-    ratio = measured.accepted_per_s / bare.accepted_per_s
+    ratios = [r.ingress.accepted_per_s / r.bare.accepted_per_s for r in rounds]
+    accepted = statistics.median(r.ingress.accepted_per_s for r in rounds)
+    shed = sum(r.ingress.codes[503] for r in rounds)
+    sent = sum(r.ingress.sent for r in rounds)
     lines = [
         f"## Burst, end to end — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {machine()}; the broker, the ingress, the workers ({', '.join(workers)}) "
         "and wrk all on this machine.",
-        f"Load: {args.requests:,} requests, wrk -t{args.threads} -c{args.connections} (each "
+        f"Load: {args.rounds} rounds, each a burst of {args.requests:,} requests at a bare "
+        "Starlette endpoint (the baseline: reads the body, answers 200), then the same at the "
+        f"ingress; wrk -t{args.threads} -c{args.connections} (each "
         "thread stops once its share is answered); the spec's 13 example pushes in rotation, "
         f"fresh messageIds, event time now, 50,000 senders, {args.retry_percent:g} % of the "
         "requests retries of an earlier push (same bytes). One uvicorn worker (uvloop, "
-        "httptools) for the ingress and the baseline (a bare Starlette endpoint that reads the "
-        f"body and answers 200), same run. Archive `--flush-interval {args.flush_interval:g}`.",
+        "httptools) each for the ingress and the baseline. Archive "
+        f"`--flush-interval {args.flush_interval:g}` (a caught-up archive commits that often). "
+        "`caught up`: seconds from the burst's last answer until every partition's committed "
+        "offset of each worker group is at the log end.",
         "",
-        "| endpoint | requests | 200 | 503 | other | socket errors | s | 200/s | "
-        "p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | endpoint | requests | 200 | 503 | other | socket errors | s | 200/s | "
+        "p50 ms | p99 ms | max ms | caught up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, b in (("bare Starlette (baseline)", bare), ("uplink ingress", measured)):
-        other = sum(n for code, n in b.codes.items() if code not in (200, 503))
-        lines.append(
-            f"| {label} | {b.sent:,} | {b.codes[200]:,} | {b.codes[503]:,} | {other} | "
-            f"{b.socket_errors} | {b.seconds:.2f} | {b.accepted_per_s:,.0f} | "
-            f"{b.wrk['p50_ms']:.1f} | {b.wrk['p99_ms']:.1f} | {b.wrk['max_ms']:.1f} |"
-        )
+    for number, r in enumerate(rounds, 1):
+        for label, b in (("bare Starlette", r.bare), ("uplink ingress", r.ingress)):
+            other = sum(n for code, n in b.codes.items() if code not in (200, 503))
+            caught = (
+                ", ".join(f"{name} {seconds:.1f} s" for name, seconds in r.catch_up.items())
+                if b is r.ingress
+                else ""
+            )
+            lines.append(
+                f"| {number} | {label} | {b.sent:,} | {b.codes[200]:,} | {b.codes[503]:,} | "
+                f"{other} | {b.socket_errors} | {b.seconds:.2f} | {b.accepted_per_s:,.0f} | "
+                f"{b.wrk['p50_ms']:.1f} | {b.wrk['p99_ms']:.1f} | {b.wrk['max_ms']:.1f} | "
+                f"{caught} |"
+            )
+    catch_up = {
+        name: statistics.median(r.catch_up[name] for r in rounds) for name in rounds[0].catch_up
+    }
     lines += [
         "",
-        f"**Accepted pushes/s: {measured.accepted_per_s:,.0f}, {ratio:.1%} of the bare "
-        f"endpoint's {bare.accepted_per_s:,.0f}**; {measured.codes[503]:,} shed (503); "
-        f"{measured.retries:,} retried pushes sent.",
-        "",
-        "Caught up (every partition's committed offset at the log end), seconds after the "
-        "burst's last answer: "
+        f"**Accepted pushes/s: {accepted:,.0f} (median), {statistics.median(ratios):.1%} of the "
+        f"bare endpoint** (median of {', '.join(f'{x:.1%}' for x in ratios)}); "
+        f"{shed:,} of {sent:,} requests shed (503). Caught up (median): "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in catch_up.items())
         + ".",
         "",
-        f"Checks over the archive's {checks.files:,} files ({checks.records:,} records; the "
-        "warm-up's pushes included):",
+        f"Checks over the archive's {checks.files:,} files ({checks.records:,} records: every "
+        "burst's, the warm-up's and the profiled one's included):",
         "",
         "| check | result |",
         "|---|---|",
