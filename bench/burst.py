@@ -199,6 +199,12 @@ class Burst:
     ok_ids: list[str]
     seconds: float  # launch to the last answer, as seen from here
     ended: float  # time.monotonic() of the last answer
+    cpu: float  # seconds of the server process's CPU time during the burst
+
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU time per request, µs: less noisy on a shared machine than rates."""
+        return self.cpu * 1e6 / self.sent
 
     @property
     def accepted_per_s(self) -> float:
@@ -319,10 +325,23 @@ def lua_script(directory: Path, objects: list[tuple[str, str]], retry_percent: f
     return script
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def burst(
-    label: str, url: str, script: Path, directory: Path, args: argparse.Namespace, total: int
+    label: str,
+    url: str,
+    server: int,
+    script: Path,
+    directory: Path,
+    args: argparse.Namespace,
+    total: int,
 ) -> Burst:
-    """One burst of ``total`` requests; returns once every request is answered."""
+    """One burst of ``total`` requests; returns once every request is answered. ``server`` is
+    the pid of the server process, whose CPU time the burst took is measured."""
     out = directory / f"wrk-{label}"
     out.mkdir()
     run = f"{label}-{uuid.uuid4().hex[:8]}"
@@ -330,6 +349,7 @@ def burst(
         "wrk", f"-t{args.threads}", f"-c{args.connections}", "-d3600s", "--timeout", "30s",
         "-s", str(script), url, str(total), str(args.threads), run, str(out),
     ]  # fmt: skip
+    cpu_before = cpu_seconds(server)
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     done = [out / f"done-{n}.json" for n in range(1, args.threads + 1)]
@@ -343,6 +363,7 @@ def burst(
             raise RuntimeError(f"the {label} burst was not answered within {args.burst_timeout}s")
         time.sleep(0.005)  # polling files wrk's threads write; no event to await across processes
     ended = time.monotonic()
+    cpu = cpu_seconds(server) - cpu_before
     # wrk's main thread sleeps for -d; SIGINT ends it, and it prints its summary.
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=60)
@@ -359,12 +380,12 @@ def burst(
         for n in range(1, args.threads + 1)
         for line in (out / f"ok-{n}.txt").read_text().splitlines()
     ]
-    result = Burst(label, stats, codes, sent, retries, ok_ids, ended - started, ended)
+    result = Burst(label, stats, codes, sent, retries, ok_ids, ended - started, ended, cpu)
     print(
         f"{label}: {sent} sent ({retries} retries), codes {dict(codes)}, "
         f"{result.accepted_per_s:.0f} 200/s, p50 {stats['p50_ms']:.1f} ms, "
         f"p99 {stats['p99_ms']:.1f} ms, max {stats['max_ms']:.1f} ms, "
-        f"socket errors {result.socket_errors}",
+        f"socket errors {result.socket_errors}, server CPU {result.cpu_us:.0f} µs a request",
         flush=True,
     )
     return result
@@ -516,7 +537,9 @@ def main() -> None:
                 uplink("ingress", "--host", "127.0.0.1", "--port", str(ingress_port)),
                 env,
             )
-            pipeline.start("bare", uvicorn_cmd("bare_app:app", bare_port, False, 1), env)
+            bare_pid = pipeline.start(
+                "bare", uvicorn_cmd("bare_app:app", bare_port, False, 1), env
+            ).pid
             if "media" in workers or "router" in workers:
                 pipeline.start("sink", uvicorn_cmd("sink_app:app", sink_port, False, 1), env)
                 wait_http(f"{sink}/readyz")
@@ -533,8 +556,8 @@ def main() -> None:
             pipeline.check_alive()
 
             # Warm-up: both servers, and every worker group has joined and read it all.
-            burst("bare-warmup", bare_url, script, directory, args, args.warmup)
-            warmup = burst("warmup", ingress_url, script, directory, args, args.warmup)
+            burst("bare-warmup", bare_url, bare_pid, script, directory, args, args.warmup)
+            warmup = burst("warmup", ingress_url, ingress.pid, script, directory, args, args.warmup)
             asyncio.run(caught_up(bootstrap, topic, groups, warmup.ended, args.catch_up_timeout))
             pipeline.check_alive()
 
@@ -542,9 +565,17 @@ def main() -> None:
             rounds: list[Round] = []
             ok_ids = set(warmup.ok_ids)
             for number in range(1, args.rounds + 1):
-                bare = burst(f"bare-{number}", bare_url, script, directory, args, args.requests)
+                bare = burst(
+                    f"bare-{number}", bare_url, bare_pid, script, directory, args, args.requests
+                )
                 measured = burst(
-                    f"ingress-{number}", ingress_url, script, directory, args, args.requests
+                    f"ingress-{number}",
+                    ingress_url,
+                    ingress.pid,
+                    script,
+                    directory,
+                    args,
+                    args.requests,
                 )
                 catch_up = asyncio.run(
                     caught_up(bootstrap, topic, groups, measured.ended, args.catch_up_timeout)
@@ -586,7 +617,7 @@ def profile_burst(
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    profiled = burst("profiled", url, script, directory, args, args.requests)
+    profiled = burst("profiled", url, pid, script, directory, args, args.requests)
     sampler.join()
     if args.profile_out:
         shutil.copyfile(out, args.profile_out)
@@ -638,8 +669,8 @@ def write_results(
         "offset of each worker group is at the log end.",
         "",
         "| round | endpoint | requests | 200 | 503 | other | socket errors | s | 200/s | "
-        "p50 ms | p99 ms | max ms | caught up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "p50 ms | p99 ms | max ms | server CPU µs/request | caught up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, r in enumerate(rounds, 1):
         for label, b in (("bare Starlette", r.bare), ("uplink ingress", r.ingress)):
@@ -653,7 +684,7 @@ def write_results(
                 f"| {number} | {label} | {b.sent:,} | {b.codes[200]:,} | {b.codes[503]:,} | "
                 f"{other} | {b.socket_errors} | {b.seconds:.2f} | {b.accepted_per_s:,.0f} | "
                 f"{b.wrk['p50_ms']:.1f} | {b.wrk['p99_ms']:.1f} | {b.wrk['max_ms']:.1f} | "
-                f"{caught} |"
+                f"{b.cpu_us:.0f} | {caught} |"
             )
     catch_up = {
         name: statistics.median(r.catch_up[name] for r in rounds) for name in rounds[0].catch_up
@@ -662,7 +693,9 @@ def write_results(
         "",
         f"**Accepted pushes/s: {accepted:,.0f} (median), {statistics.median(ratios):.1%} of the "
         f"bare endpoint** (median of {', '.join(f'{x:.1%}' for x in ratios)}); "
-        f"{shed:,} of {sent:,} requests shed (503). Caught up (median): "
+        f"{shed:,} of {sent:,} requests shed (503). Server CPU time a request (median): "
+        f"ingress {statistics.median(r.ingress.cpu_us for r in rounds):.0f} µs, bare "
+        f"{statistics.median(r.bare.cpu_us for r in rounds):.0f} µs. Caught up (median): "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in catch_up.items())
         + ".",
         "",
