@@ -57,11 +57,13 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from consumers.replay import archived_records  # noqa: E402
 from uplink.broker import free_port, kafka_broker  # noqa: E402
+from uplink.settings import topics_from_env  # noqa: E402
 
 EXAMPLES = ROOT / "tests" / "examples"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 WORKERS = ("archive", "media", "router")
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 # wrk script. Each thread sends its share of the requests and stops once all of them are
 # answered: delay() hands out the share (a connection past it idles), response() records the
@@ -232,10 +234,17 @@ class Checks:
     archived_twice: int  # messageIds in more than one record
     lost: int  # 200'd but not archived
     unanswered: int  # archived but never 200'd (e.g. a 503 whose record made it after all)
+    dead_lettered: dict[str, int] = field(default_factory=dict)  # records in each worker's DLQ
+    media_objects: int | None = None  # files in the media store named by a sha256
 
     @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.archived_twice == 0 and self.archived_once == self.ok_ids
+        return (
+            self.lost == 0
+            and self.archived_twice == 0
+            and self.archived_once == self.ok_ids
+            and not any(self.dead_lettered.values())
+        )
 
 
 @dataclass
@@ -426,6 +435,25 @@ async def caught_up(
         await admin.close()
 
 
+async def record_counts(bootstrap: str, topics: dict[str, str]) -> dict[str, int]:
+    """How many records each topic holds (its end offsets summed; 0 if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        counts = {}
+        for name, topic in topics.items():
+            (described,) = await admin.describe_topics([topic])
+            partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            counts[name] = sum(ends.values())
+        return counts
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def check_archive(archive_dir: Path, ok_ids: set[str]) -> Checks:
     files = sorted(archive_dir.rglob("*.avro"))
     archived: collections.Counter[str] = collections.Counter()
@@ -528,6 +556,8 @@ def main() -> None:
             "BENCH_MEDIA_FILES": str(directory / "files"),
         }
         subprocess.run(uplink("topics"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        dlqs = {name: topics_from_env(env).dlq(name) for name in workers}
+        dlq_before = asyncio.run(record_counts(bootstrap, dlqs))
         pipeline = Pipeline(directory)
         groups = {name: f"bench-{name}-{run}" for name in workers}
         try:
@@ -595,6 +625,14 @@ def main() -> None:
                 if code != 0:
                     raise RuntimeError(f"{name} exited with {code}:\n{pipeline.tail(name)}")
             checks = check_archive(directory / "archive", ok_ids)
+            after = asyncio.run(record_counts(bootstrap, dlqs))
+            checks.dead_lettered = {name: after[name] - dlq_before[name] for name in workers}
+            if "media" in workers:
+                checks.media_objects = sum(
+                    1
+                    for path in (directory / "media").rglob("*")
+                    if SHA256_NAME.fullmatch(path.name)
+                )
             print(checks, "passed" if checks.passed else "FAILED", flush=True)
         finally:
             pipeline.stop_all()
@@ -709,6 +747,18 @@ def write_results(
         f"| messageIds archived more than once | {checks.archived_twice} |",
         f"| answered 200 and not archived (lost) | {checks.lost} |",
         f"| archived without a 200 | {checks.unanswered} |",
+        *(
+            f"| records in the {name} DLQ | {count} |"
+            for name, count in checks.dead_lettered.items()
+        ),
+        *(
+            [
+                f"| objects in the media store (of {args.media_objects} distinct) | "
+                f"{checks.media_objects} |"
+            ]
+            if checks.media_objects is not None
+            else []
+        ),
         "",
         f"**Checks: {'passed' if checks.passed else 'FAILED'}.**",
         "",
