@@ -98,3 +98,18 @@ async def test_unknown_message_types_flow_through(
     decoded = PushCodec().decode(record.value)
     assert decoded["message"]["type"] == "reaction"
     assert decoded["raw"] == reaction
+
+
+async def test_only_a_post_to_the_push_path_is_a_push(
+    ingress: str, ingress_settings: IngressSettings, read_records: Reader
+) -> None:
+    """The push path skips Starlette's routing; everything else still goes through it."""
+    body = (EXAMPLES / "text.json").read_bytes()
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{ingress}/v1/uplink")).status_code == 405
+        assert (await client.put(f"{ingress}/v1/uplink", content=body)).status_code == 405
+        assert (await client.post(f"{ingress}/v1/uplinks", content=body)).status_code == 404
+        assert (await client.post(f"{ingress}/v1/uplink", content=body)).status_code == 200
+    # Only the one POST reached the topic: all of it, up to the end, is that record.
+    [record] = await read_records(ingress_settings.topics.messages)
+    assert PushCodec().decode(record.value)["raw"] == body
