@@ -34,11 +34,21 @@ from consumers.rules import Drop, PostTo, Rules, ToTopic
 from consumers.runtime import Inbound, Positions
 from uplink.exceptions import UplinkError
 from uplink.settings import RouterSettings, WorkerSettings
+from uplink.topics import TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
 RULE_HEADER = "uplink-rule"
 SOURCE_HEADER = "uplink-source"
+
+
+def router_topics(
+    rules: Rules, worker: WorkerSettings, settings: RouterSettings
+) -> list[TopicSpec]:
+    """The topics the router writes besides the DLQ: rule outputs and delay topics."""
+    configs = topic_configs(worker.topics, worker.kafka.max_request_size)
+    names = sorted(rules.topics | set(settings.delay_topics))
+    return [TopicSpec(name, worker.topics.partitions, configs) for name in names]
 
 
 class RouterError(UplinkError):

@@ -167,12 +167,12 @@ def _router(args: argparse.Namespace) -> int:
     from consumers.deadletters import DeadLetters
     from consumers.delivery import Deliverer, RetryLoop
     from consumers.metrics import RouterMetrics, WorkerMetrics
-    from consumers.router import Router
+    from consumers.router import Router, router_topics
     from consumers.rules import load_rules
     from consumers.runtime import Worker
     from schemas import PushCodec
     from uplink.settings import RouterSettings, WorkerSettings
-    from uplink.topics import TopicSpec, ensure_topics, topic_configs
+    from uplink.topics import ensure_topics
 
     rules = load_rules(Path(args.rules), os.environ)  # an invalid file stops start-up here
     settings = WorkerSettings.from_env(
@@ -187,11 +187,7 @@ def _router(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         codec = PushCodec()
-        configs = topic_configs(settings.topics, settings.kafka.max_request_size)
-        outputs = [
-            TopicSpec(name, settings.topics.partitions, configs)
-            for name in sorted(rules.topics | set(router_settings.delay_topics))
-        ]
+        outputs = router_topics(rules, settings, router_settings)
         await ensure_topics(settings.kafka, settings.topics, extra=outputs)
         worker_metrics = WorkerMetrics(settings.name)
         metrics = RouterMetrics()
