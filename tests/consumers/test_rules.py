@@ -164,7 +164,10 @@ def test_order_continue_and_default() -> None:
     assert routing.matched == ("copy", "texts")
     assert routing.outputs == (("copy", ToTopic("all")), ("texts", ToTopic("texts")))
     assert compiled.route(push("image")).matched == ("copy",)
-    no_copy = rules('[default]\ntopic = "unmatched"\n[[rule]]\nname = "t"\nmatch = { type = "text" }\nactions = [{ drop = true }]')  # fmt: skip
+    no_copy = rules(
+        '[default]\ntopic = "unmatched"\n'
+        '[[rule]]\nname = "t"\nmatch = { type = "text" }\nactions = [{ drop = true }]'
+    )
     assert no_copy.route(push("image")).outputs == (("default", ToTopic("unmatched")),)
     assert no_copy.route(push("text")).dropped
     assert rules("").route(push("text")).outputs == (("default", Drop()),)
