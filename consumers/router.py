@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from consumers.deadletters import DeadLetters
 from consumers.delivery import Deliverer, Delivery, FirstAttempts, Outcome, park
 from consumers.metrics import RouterMetrics
-from consumers.rules import Drop, PostTo, Rules, ToTopic
+from consumers.rules import DEFAULT, PostTo, Rules, ToTopic
 from consumers.runtime import Inbound, Positions
 from uplink.exceptions import UplinkError
 from uplink.settings import RouterSettings, WorkerSettings
@@ -38,7 +38,6 @@ from uplink.topics import TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
-RULE_HEADER = "uplink-rule"
 SOURCE_HEADER = "uplink-source"
 
 
@@ -75,7 +74,12 @@ class TransactionalOutputs:
                 transactional_id=f"{self._prefix}.{tp.topic}.{tp.partition}",
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=5,
+                # Measured (bench/router_throughput.py): the commit waits for the last batches,
+                # so lingering only delays it; and the next transaction's first AddPartitions
+                # often meets CONCURRENT_TRANSACTIONS while the last one's markers are written,
+                # where the 100 ms default backoff more than doubled the commit time.
+                linger_ms=0,
+                retry_backoff_ms=20,
                 max_batch_size=256 * 1024,
                 max_request_size=self._worker.kafka.max_request_size,
             )
@@ -167,12 +171,14 @@ class Router:
         tp, record = inbound.tp, inbound.record
         if tp in self._failed:
             raise RouterError(f"{tp}: an earlier transaction failed")
-        routing = self._rules.route(inbound.push)
+        push = inbound.push
+        routing = self._rules.route(push)
         metrics = self._metrics
-        for name in routing.matched or ("default",):
+        for name in routing.matched or (DEFAULT,):
             metrics.matches[name] += 1
-        for rule, action in routing.outputs:
-            metrics.outputs[str(action)] += 1
+        for output in routing.outputs:
+            metrics.outputs[output.label] += 1
+            action = output.action
             if type(action) is ToTopic:
                 producer = await self._outputs.begin(tp)
                 try:
@@ -183,7 +189,7 @@ class Router:
                         timestamp_ms=record.timestamp,
                         headers=[
                             *(record.headers or ()),
-                            (RULE_HEADER, rule.encode()),
+                            output.rule_header,
                             (SOURCE_HEADER, f"{tp.topic}/{tp.partition}@{record.offset}".encode()),
                         ],
                     )
@@ -192,12 +198,10 @@ class Router:
                     await self._outputs.discard(tp)
                     raise RouterError(f"cannot produce to {action.topic}: {exc!r}") from exc
             elif type(action) is PostTo:
-                push = inbound.push
                 self._first.submit(
-                    tp, Delivery(action.endpoint, rule, record, push["messageId"], push["raw"])
+                    tp,
+                    Delivery(action.endpoint, output.rule, record, push["messageId"], push["raw"]),
                 )
-            else:
-                assert isinstance(action, Drop)
         return None
 
     async def flush(self, handled: Positions) -> Positions:

@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from uplink.exceptions import ConfigError
 from uplink.settings import Secret
@@ -37,6 +37,7 @@ from uplink.settings import Secret
 Push = Mapping[str, Any]
 Predicate = Callable[[Push], bool]
 
+RULE_HEADER = "uplink-rule"  # on every routed record: the rule that sent it
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 # Topic names Kafka accepts.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -87,24 +88,46 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Output:
+    """One action of one rule, with what the router needs per record computed once."""
+
+    rule: str
+    action: Action
+    label: str  # the destination, for metrics: "topic:x", "http:y", "drop"
+    rule_header: tuple[str, bytes]
+
+
+def _output(rule: str, action: Action) -> Output:
+    return Output(rule, action, str(action), (RULE_HEADER, rule.encode()))
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     matches: Predicate
     actions: tuple[Action, ...]
     proceed: bool  # `continue` in the file: evaluation goes on after a match
+    outputs: tuple[Output, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.outputs:
+            object.__setattr__(self, "outputs", tuple(_output(self.name, a) for a in self.actions))
 
 
-@dataclass(frozen=True)
-class Routing:
-    """What happens to one push: (rule, action) pairs in rule order; ``rule`` "default" when
-    nothing matched."""
+class Routing(NamedTuple):
+    """What happens to one push: its outputs in rule order (the default's when no rule
+    matched), and the rules it matched."""
 
-    outputs: tuple[tuple[str, Action], ...]
+    outputs: tuple[Output, ...]
     matched: tuple[str, ...]
 
     @property
     def dropped(self) -> bool:
-        return not any(not isinstance(action, Drop) for _, action in self.outputs)
+        return all(type(output.action) is Drop for output in self.outputs)
+
+    @property
+    def pairs(self) -> list[tuple[str, Action]]:
+        return [(output.rule, output.action) for output in self.outputs]
 
 
 DEFAULT = "default"
@@ -116,18 +139,22 @@ class Rules:
     default: Action
     endpoints: Mapping[str, Endpoint]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unmatched", Routing((_output(DEFAULT, self.default),), ()))
+
     def route(self, push: Push) -> Routing:
-        outputs: list[tuple[str, Action]] = []
-        matched: list[str] = []
+        outputs: tuple[Output, ...] = ()
+        matched: tuple[str, ...] = ()
         for rule in self.rules:
             if rule.matches(push):
-                matched.append(rule.name)
-                outputs.extend((rule.name, action) for action in rule.actions)
+                matched += (rule.name,)
+                outputs += rule.outputs
                 if not rule.proceed:
                     break
         if not matched:
-            outputs.append((DEFAULT, self.default))
-        return Routing(tuple(outputs), tuple(matched))
+            unmatched: Routing = self._unmatched  # type: ignore[attr-defined]
+            return unmatched
+        return Routing(outputs, matched)
 
     @property
     def topics(self) -> frozenset[str]:
@@ -273,10 +300,28 @@ def _condition(table: Any, where: str) -> Predicate:
         predicates.append(compile_one(value, f"{where}.{key}"))
     if not predicates:
         return _always
+    return _all_of(predicates)
+
+
+def _all_of(predicates: list[Predicate]) -> Predicate:
+    # Unrolled for the usual two or three conditions: a generator per push costs more.
     if len(predicates) == 1:
         return predicates[0]
+    if len(predicates) == 2:
+        a, b = predicates
+        return lambda push: a(push) and b(push)
+    if len(predicates) == 3:
+        a, b, c = predicates
+        return lambda push: a(push) and b(push) and c(push)
     conditions = tuple(predicates)
-    return lambda push: all(p(push) for p in conditions)
+
+    def matches(push: Push) -> bool:
+        for predicate in conditions:
+            if not predicate(push):
+                return False
+        return True
+
+    return matches
 
 
 def _always(push: Push) -> bool:

@@ -237,7 +237,7 @@ def _router_check(args: argparse.Namespace) -> int:
         routing = rules.route(push)
         label = sample if len(sample) < 60 else sample[:57] + "..."
         print(f"{label}: matched {', '.join(routing.matched) or 'no rule'}")
-        for rule, action in routing.outputs:
+        for rule, action in routing.pairs:
             print(f"  {rule} -> {action}")
     return 0
 

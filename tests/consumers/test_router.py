@@ -26,8 +26,8 @@ from starlette.routing import Route
 from consumers.deadletters import DeadLetters
 from consumers.delivery import Deliverer, RetryLoop
 from consumers.metrics import RouterMetrics, WorkerMetrics
-from consumers.router import RULE_HEADER, Router, router_topics
-from consumers.rules import Rules, ToTopic, compile_rules
+from consumers.router import Router, router_topics
+from consumers.rules import RULE_HEADER, Rules, ToTopic, compile_rules
 from consumers.runtime import Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
@@ -202,7 +202,7 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
 
     expected: dict[str, dict[str, str]] = {}  # topic → messageId → rule
     for message_id, (_, push) in sent.items():
-        for rule, action in rules.route(push).outputs:
+        for rule, action in rules.route(push).pairs:
             if isinstance(action, ToTopic):
                 expected.setdefault(action.topic, {})[message_id] = rule
     assert set(expected) == {f"{out}.{s}" for s in ("all", "media", "texts", "unmatched")}

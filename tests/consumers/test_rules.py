@@ -162,15 +162,15 @@ def test_order_continue_and_default() -> None:
     )
     routing = compiled.route(push("text"))
     assert routing.matched == ("copy", "texts")
-    assert routing.outputs == (("copy", ToTopic("all")), ("texts", ToTopic("texts")))
+    assert routing.pairs == [("copy", ToTopic("all")), ("texts", ToTopic("texts"))]
     assert compiled.route(push("image")).matched == ("copy",)
     no_copy = rules(
         '[default]\ntopic = "unmatched"\n'
         '[[rule]]\nname = "t"\nmatch = { type = "text" }\nactions = [{ drop = true }]'
     )
-    assert no_copy.route(push("image")).outputs == (("default", ToTopic("unmatched")),)
+    assert no_copy.route(push("image")).pairs == [("default", ToTopic("unmatched"))]
     assert no_copy.route(push("text")).dropped
-    assert rules("").route(push("text")).outputs == (("default", Drop()),)
+    assert rules("").route(push("text")).pairs == [("default", Drop())]
     assert compiled.topics == {"unmatched", "all", "texts", "never"}
 
 
@@ -192,7 +192,7 @@ def test_endpoints_and_secrets_from_the_environment() -> None:
     endpoint = compiled.endpoints["crm"]
     assert (endpoint.timeout, endpoint.concurrency, endpoint.secret.reveal()) == (2.0, 3, "s3cret")
     assert "s3cret" not in repr(endpoint)
-    assert compiled.route(push("text")).outputs == (("r", PostTo("crm")),)
+    assert compiled.route(push("text")).pairs == [("r", PostTo("crm"))]
 
 
 RULE = '[[rule]]\nname = "{name}"\nmatch = {match}\nactions = {actions}\n'
