@@ -57,34 +57,56 @@ class RouterError(UplinkError):
 
 
 class TransactionalOutputs:
-    """One transactional producer per input partition, started when first needed."""
+    """One transactional producer per input partition, started as the partition is assigned
+    (``prepare``: all at once, and the previous owner is fenced before any record is routed)
+    or else when first needed."""
 
     def __init__(self, worker: WorkerSettings, settings: RouterSettings) -> None:
         self._worker = worker
         self._prefix = settings.transactional_prefix or worker.group
-        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._producers: dict[TopicPartition, asyncio.Task[AIOKafkaProducer]] = {}
         self._open: set[TopicPartition] = set()
+
+    def prepare(self, partitions: list[TopicPartition]) -> None:
+        """Start the partitions' producers in the background (records may arrive meanwhile:
+        ``begin`` waits for the same start)."""
+        for tp in partitions:
+            self._starting(tp)
+
+    def _starting(self, tp: TopicPartition) -> asyncio.Task[AIOKafkaProducer]:
+        task = self._producers.get(tp)
+        if task is None:
+            task = self._producers[tp] = asyncio.create_task(self._start(tp))
+        return task
+
+    async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self._worker.kafka.client_options(),
+            transactional_id=f"{self._prefix}.{tp.topic}.{tp.partition}",
+            acks="all",
+            enable_idempotence=True,
+            # Measured (bench/router_throughput.py): the commit waits for the last batches,
+            # so lingering only delays it; and the next transaction's first AddPartitions
+            # often meets CONCURRENT_TRANSACTIONS while the last one's markers are written,
+            # where the 100 ms default backoff more than doubled the commit time.
+            linger_ms=0,
+            retry_backoff_ms=20,
+            max_batch_size=256 * 1024,
+            max_request_size=self._worker.kafka.max_request_size,
+        )
+        try:
+            await producer.start()  # InitProducerId: fences the previous owner
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
 
     async def begin(self, tp: TopicPartition) -> AIOKafkaProducer:
         """The partition's producer, inside a transaction."""
-        producer = self._producers.get(tp)
+        task = self._producers.get(tp)
+        producer = task.result() if task is not None and task.done() else None
         if producer is None:
-            producer = AIOKafkaProducer(
-                **self._worker.kafka.client_options(),
-                transactional_id=f"{self._prefix}.{tp.topic}.{tp.partition}",
-                acks="all",
-                enable_idempotence=True,
-                # Measured (bench/router_throughput.py): the commit waits for the last batches,
-                # so lingering only delays it; and the next transaction's first AddPartitions
-                # often meets CONCURRENT_TRANSACTIONS while the last one's markers are written,
-                # where the 100 ms default backoff more than doubled the commit time.
-                linger_ms=0,
-                retry_backoff_ms=20,
-                max_batch_size=256 * 1024,
-                max_request_size=self._worker.kafka.max_request_size,
-            )
-            await producer.start()  # InitProducerId: fences the previous owner
-            self._producers[tp] = producer
+            producer = await self._starting(tp)
         if tp not in self._open:
             await producer.begin_transaction()
             self._open.add(tp)
@@ -94,7 +116,7 @@ class TransactionalOutputs:
         return tp in self._open
 
     async def commit(self, tp: TopicPartition, position: int, group: str) -> None:
-        producer = self._producers[tp]
+        producer = await self._producers[tp]
         try:
             await producer.send_offsets_to_transaction({tp: position}, group)
             await producer.commit_transaction()
@@ -108,12 +130,17 @@ class TransactionalOutputs:
         """Close the partition's producer; an open transaction is aborted by the broker (or by
         the next owner's fencing)."""
         self._open.discard(tp)
-        producer = self._producers.pop(tp, None)
-        if producer is not None:
-            try:
-                await producer.stop()
-            except KafkaError:
-                log.warning("closing the producer of %s failed", tp, exc_info=True)
+        task = self._producers.pop(tp, None)
+        if task is None:
+            return
+        try:
+            producer = await task
+        except (KafkaError, asyncio.CancelledError):
+            return  # never started: nothing to close
+        try:
+            await producer.stop()
+        except KafkaError:
+            log.warning("closing the producer of %s failed", tp, exc_info=True)
 
     async def stop(self) -> None:
         for tp in list(self._producers):
@@ -255,6 +282,10 @@ class Router:
             await self._outputs.discard(tp)
             raise RouterError(f"cannot park a delivery of {tp}: {exc!r}") from exc
         self._metrics.retries[delivery.endpoint] += 1
+
+    async def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Fence the partitions' previous owners now, and start their producers together."""
+        self._outputs.prepare(partitions)
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
