@@ -280,6 +280,11 @@ class Worker:
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
+        # Optional: a handler that prepares per-partition resources (the router fences the
+        # previous owner's transactional producers here). Records may still arrive first.
+        assigned = getattr(self._handler, "assigned", None)
+        if assigned is not None:
+            await assigned(list(partitions))
 
     async def _window(self, tp: TopicPartition, offset: int) -> DedupeWindow:
         """The partition's window, rebuilt from the log before its first record is judged.
