@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from types import TracebackType
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from consumers.deadletters import DeadLetters
 from consumers.metrics import RouterMetrics
@@ -179,6 +181,7 @@ class FirstAttempts:
         self._max_pending = max_pending  # per endpoint; beyond it a delivery is parked at once
         self._pending: dict[str, int] = {}
         self._by_partition: dict[TopicPartition, list[Delivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # including those of parked deliveries
 
     def submit(self, tp: TopicPartition, delivery: Delivery) -> None:
         self._by_partition.setdefault(tp, []).append(delivery)
@@ -189,6 +192,7 @@ class FirstAttempts:
         self._pending[delivery.endpoint] = self._pending.get(delivery.endpoint, 0) + 1
         task = asyncio.create_task(self._attempt(delivery))
         delivery.task = task
+        self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(delivery, done))
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -197,6 +201,7 @@ class FirstAttempts:
         )
 
     def _finished(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         self._pending[delivery.endpoint] -= 1
         if delivery.attempt is None:
             # Cancelled or crashed: the delivery is not done, so it must be parked, not lost.
@@ -217,8 +222,9 @@ class FirstAttempts:
         ]
 
     async def stop(self) -> None:
-        """Cancel attempts in flight (their offsets were not committed: they are redone)."""
-        tasks = [d.task for ds in self._by_partition.values() for d in ds if d.task is not None]
+        """Cancel attempts in flight: either their offsets were not committed (the push is
+        routed again) or they were parked already (the retry loop delivers them)."""
+        tasks = list(self._tasks)
         self._by_partition.clear()
         for task in tasks:
             task.cancel()
@@ -244,6 +250,23 @@ def delay_headers(
         (H_DUE, str(due_ms).encode()),
         (H_REASON, reason.encode()[:1000]),
     ]
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: RetryLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Re-deliveries under way go on, uncommitted: the partition's next owner may repeat
+        # them (at least once; the Idempotency-Key tells).
+        for tp in revoked:
+            self._loop._in_flight.pop(tp, None)
+            timer = self._loop._timers.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
@@ -278,7 +301,11 @@ class RetryLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._timers: dict[TopicPartition, asyncio.TimerHandle] = {}
+        # Per partition, offset → its re-delivery, in offset order.
+        self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
+
+    max_in_flight = 1000  # re-deliveries under way; beyond it, reading waits
 
     @property
     def group(self) -> str:
@@ -298,7 +325,7 @@ class RetryLoop:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        consumer.subscribe(list(self._steps))
+        consumer.subscribe(list(self._steps), listener=_Revoked(self))
         await consumer.start()
         self._consumer = consumer
 
@@ -331,33 +358,64 @@ class RetryLoop:
         self._stopping.set()
 
     async def run(self, timeout: float | None = None) -> int:
-        """Re-deliver due records until a stop request or ``timeout``; returns records finished."""
+        """Re-deliver due records until a stop request or ``timeout``; returns records finished.
+
+        Each due record is re-delivered by a task of its own (the endpoint's slots bound them),
+        so a slow endpoint holds up neither other endpoints nor the reading; a partition's
+        position is committed up to its first record not finished yet.
+        """
         consumer = self._require()
         deadline = None if timeout is None else time.monotonic() + timeout
         finished = 0
-        while not self._stopping.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            batches = await consumer.getmany(timeout_ms=100, max_records=500)
-            due: list[ConsumerRecord[bytes, bytes]] = []
-            commit: dict[TopicPartition, int] = {}
-            now_ms = int(self._clock() * 1000)
-            for tp, records in batches.items():
-                for record in records:
-                    due_ms = int(_header(record, H_DUE) or 0)
-                    if due_ms > now_ms:
-                        # Records of one delay topic come due in order: wait for this one by
-                        # pausing its partition, and read it again when it is due.
-                        consumer.seek(tp, record.offset)
-                        consumer.pause(tp)
-                        self._resume_later(tp, (due_ms - now_ms) / 1000)
-                        break
-                    due.append(record)
-                    commit[tp] = record.offset + 1
-            if due:
-                await asyncio.gather(*(self._retry(record) for record in due))
-                await consumer.commit(commit)
-                finished += len(due)
+        try:
+            while not self._stopping.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if sum(map(len, self._in_flight.values())) >= self.max_in_flight:
+                    running = [t for ts in self._in_flight.values() for t in ts.values()]
+                    await asyncio.wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+                else:
+                    self._take(await consumer.getmany(timeout_ms=100, max_records=500))
+                finished += await self._commit_finished(consumer)
+        finally:
+            # Not finished, so not committed: the next run re-delivers them (at least once).
+            tasks = [t for ts in self._in_flight.values() for t in ts.values()]
+            self._in_flight.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return finished
+
+    def _take(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        consumer = self._require()
+        now_ms = int(self._clock() * 1000)
+        for tp, records in batches.items():
+            in_flight = self._in_flight.setdefault(tp, {})
+            for record in records:
+                due_ms = int(_header(record, H_DUE) or 0)
+                if due_ms > now_ms:
+                    # Records of one delay topic come due in order: wait for this one by
+                    # pausing its partition, and read it again when it is due.
+                    consumer.seek(tp, record.offset)
+                    consumer.pause(tp)
+                    self._resume_later(tp, (due_ms - now_ms) / 1000)
+                    break
+                in_flight[record.offset] = asyncio.create_task(self._retry(record))
+
+    async def _commit_finished(self, consumer: AIOKafkaConsumer) -> int:
+        """Commit each partition up to its first unfinished record; a failed one stops the loop."""
+        positions: dict[TopicPartition, int] = {}
+        finished = 0
+        for tp, in_flight in self._in_flight.items():
+            for offset, task in list(in_flight.items()):  # in offset order (insertion order)
+                if not task.done():
+                    break
+                task.result()  # a DLQ or delay topic write failed: stop, never skip it
+                del in_flight[offset]
+                positions[tp] = offset + 1
+                finished += 1
+        if positions:
+            await consumer.commit(positions)
         return finished
 
     def _resume_later(self, tp: TopicPartition, seconds: float) -> None:

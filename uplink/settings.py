@@ -289,8 +289,10 @@ class RouterSettings:
     # whoever owned it before (default prefix: the group id).
     transactional_prefix: str | None = None
     # How long a commit waits for first HTTP attempts still in flight before parking them in the
-    # first delay topic (they may then be delivered twice; the Idempotency-Key tells).
-    flush_grace: float = 1.0
+    # first delay topic. Short: a hanging endpoint costs every commit this long. A parked attempt
+    # that then succeeds is not re-delivered by the same process (and else carries the same
+    # Idempotency-Key).
+    flush_grace: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.delays or any(d < 0 for d in self.delays):

@@ -78,6 +78,9 @@ class Receiver:
 
     failures: int = 0
     status: int = 503
+    hang: bool = False  # failures hang until ``release`` is set instead of answering
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    times: list[float] = field(default_factory=list)  # monotonic, of each accepted request
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     accepted: Counter[str] = field(default_factory=Counter)
     tries: Counter[str] = field(default_factory=Counter)
@@ -91,8 +94,11 @@ class Receiver:
             self.tries[key] += 1
             self.changed.set()
             if self.tries[key] <= self.failures:
+                if self.hang:
+                    await self.release.wait()
                 return Response(status_code=self.status)
             self.accepted[key] += 1
+            self.times.append(time.monotonic())
             return Response(status_code=204)
 
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
@@ -326,3 +332,43 @@ async def test_refused_delivery_goes_to_the_dlq_without_retries(
     assert {CODEC.decode(r.value or b"")["messageId"] for r in dlq} == set(sent)
     assert all(refusing.tries[m] == 1 for m in sent)
     assert all(b"HTTP 422" in dict(r.headers)["uplink-dlq-reason"] for r in dlq)
+
+
+async def test_a_hanging_endpoint_does_not_slow_delivery_to_another(
+    make_worker_settings: SettingsFactory,
+    router_settings: RouterSettings,
+    serve: Server,
+) -> None:
+    # Eight commits of five records: each would wait on the stuck endpoint if commits did.
+    settings = make_worker_settings("router", commit_interval=0.2, commit_every=5, max_batch=5)
+    stuck, healthy = Receiver(failures=1_000_000, hang=True), Receiver()
+    stuck_url, healthy_url = await serve(stuck.app()), await serve(healthy.app())
+    rules = make_rules(
+        f"""
+        [endpoint.stuck]
+        url = "{stuck_url}/hook"
+        secret = "{SECRET}"
+        timeout = 1.0
+        concurrency = 2
+        [endpoint.healthy]
+        url = "{healthy_url}/hook"
+        secret = "{SECRET}"
+        [[rule]]
+        name = "both"
+        match = {{}}
+        actions = [{{ post = "stuck" }}, {{ post = "healthy" }}]
+        """
+    )
+    pushes = 40
+    sent = await send_pushes(settings, [example_raw("text", f"stuck-{n}") for n in range(pushes)])
+    try:
+        async with running_router(settings, router_settings, rules):
+            await healthy.wait_for(lambda: set(healthy.accepted) == set(sent))
+    finally:
+        stuck.release.set()
+    assert all(healthy.accepted[m] == 1 for m in sent)
+    # Had each commit waited for the stuck endpoint's attempts (1 s timeouts), the healthy
+    # deliveries would have spread over at least 7 s.
+    span = healthy.times[-1] - healthy.times[0]
+    assert span < 3.5, f"healthy deliveries spread over {span:.1f}s"
+    assert len(stuck.requests) >= 2  # it was tried, and hung
