@@ -203,8 +203,9 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
     )
     raws = [example_raw(name, f"{name}-{n}") for n in range(20) for name in EXAMPLE_NAMES]
     sent = await send_pushes(settings, raws + raws[:30])  # and 30 retried duplicates
-    async with running_router(settings, router_settings, rules) as (_, metrics):
+    async with running_router(settings, router_settings, rules) as (worker, metrics):
         await wait_until(lambda: committed(settings, len(raws) + 30))
+    exposition = worker.metrics.render().decode()
 
     expected: dict[str, dict[str, str]] = {}  # topic → messageId → rule
     for message_id, (_, push) in sent.items():
@@ -224,6 +225,8 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
     assert metrics.matches["spam"] == 20 and metrics.outputs["drop"] == 20
     assert metrics.matches["everything"] == len(sent) - 20  # all but the unknown ones
     assert metrics.matches["default"] == 20
+    assert 'uplink_router_matches_total{rule="spam"} 20.0' in exposition
+    assert f'uplink_router_outputs_total{{destination="topic:{out}.unmatched"}} 20.0' in exposition
 
 
 async def test_endpoint_failing_three_times_then_recovering_gets_each_push_once_signed(
