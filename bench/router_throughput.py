@@ -247,7 +247,7 @@ async def router_run(
     settings: WorkerSettings, router_settings: RouterSettings, rules: Rules, count: int
 ) -> float:
     worker_metrics = WorkerMetrics(settings.name)
-    metrics = RouterMetrics()
+    metrics = RouterMetrics(worker_metrics.registry)
     dead_letters = DeadLetters(settings, worker_metrics)
     deliverer = Deliverer(rules.endpoints, metrics)
     router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)

@@ -76,22 +76,20 @@ class WorkerMetrics:
 class RouterMetrics:
     """The router's own figures, registered beside the worker's (one /metrics)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.matches: Counter[str] = Counter()  # rule (or "default") → pushes matched
         self.outputs: Counter[str] = Counter()  # destination ("topic:x", "http:y", "drop")
         self.retries: Counter[str] = Counter()  # endpoint → deliveries parked for a retry
         self.dead_lettered: Counter[str] = Counter()  # endpoint → deliveries given up
         self.delivered: Counter[str] = Counter()  # endpoint → successful POSTs
         self.latency: dict[str, LatencyHistogram] = {}  # endpoint → POST latency
+        registry.register(self)
 
     def observe_delivery(self, endpoint: str, seconds: float) -> None:
         histogram = self.latency.get(endpoint)
         if histogram is None:
             histogram = self.latency[endpoint] = LatencyHistogram()
         histogram.observe(seconds)
-
-    def register(self, registry: CollectorRegistry) -> None:
-        registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
         for name, documentation, label, counts in (

@@ -190,8 +190,7 @@ def _router(args: argparse.Namespace) -> int:
         outputs = router_topics(rules, settings, router_settings)
         await ensure_topics(settings.kafka, settings.topics, extra=outputs)
         worker_metrics = WorkerMetrics(settings.name)
-        metrics = RouterMetrics()
-        metrics.register(worker_metrics.registry)
+        metrics = RouterMetrics(worker_metrics.registry)
         dead_letters = DeadLetters(settings, worker_metrics)  # the worker starts and stops it
         deliverer = Deliverer(rules.endpoints, metrics)
         router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)

@@ -126,7 +126,7 @@ async def running_router(
         settings.kafka, settings.topics, extra=router_topics(rules, settings, router_settings)
     )
     worker_metrics = WorkerMetrics(settings.name)
-    metrics = RouterMetrics()
+    metrics = RouterMetrics(worker_metrics.registry)
     dead_letters = DeadLetters(settings, worker_metrics)
     deliverer = Deliverer(rules.endpoints, metrics)
     router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
