@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import inspect
 import time
 import tomllib
 from collections import Counter
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from starlette.applications import Starlette
@@ -26,7 +27,7 @@ from starlette.routing import Route
 from consumers.deadletters import DeadLetters
 from consumers.delivery import Deliverer, RetryLoop
 from consumers.metrics import RouterMetrics, WorkerMetrics
-from consumers.router import Router, router_topics
+from consumers.router import Router, RouterError, TransactionalOutputs, router_topics
 from consumers.rules import RULE_HEADER, Rules, ToTopic, compile_rules
 from consumers.runtime import Worker
 from schemas import PushCodec
@@ -165,9 +166,13 @@ async def committed(settings: WorkerSettings, total: int) -> bool:
     return sum(meta.offset for meta in offsets.values() if meta.offset >= 0) >= total
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+async def wait_until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 60) -> None:
+    """Poll: the broker has no push for "committed", nor the metrics for "counted"."""
     async with asyncio.timeout(timeout):
-        while not await condition():  # noqa: ASYNC110 (the broker has no push for commits)
+        while True:
+            result = condition()
+            if await result if inspect.isawaitable(result) else result:
+                return
             await asyncio.sleep(0.1)
 
 
@@ -375,3 +380,25 @@ async def test_a_hanging_endpoint_does_not_slow_delivery_to_another(
     span = healthy.times[-1] - healthy.times[0]
     assert span < 3.5, f"healthy deliveries spread over {span:.1f}s"
     assert len(stuck.requests) >= 2  # it was tried, and hung
+
+
+async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts_for_nothing(
+    make_worker_settings: SettingsFactory,
+    router_settings: RouterSettings,
+    read_records: Reader,
+) -> None:
+    # One transaction for the whole run: only the stop would commit it.
+    settings = make_worker_settings("router", commit_every=100_000, commit_interval=3600)
+    out = settings.topics.messages + ".out"
+    rules = make_rules(f'[[rule]]\nname = "all"\nmatch = {{}}\nactions = [{{ topic = "{out}" }}]')
+    sent = await send_pushes(settings, [example_raw("text", f"zombie-{n}") for n in range(50)])
+    tp = TopicPartition(settings.topics.messages, 0)
+    successor = TransactionalOutputs(settings, router_settings)
+    with pytest.raises(RouterError, match="not committed"):
+        async with running_router(settings, router_settings, rules) as (_, metrics):
+            await wait_until(lambda: metrics.outputs[f"topic:{out}"] == len(sent))
+            # The partition's next owner starts its producer: the same transactional id.
+            await successor.begin(tp)
+    await successor.stop()  # its own (empty) transaction is aborted
+    assert await read_records(out) == []  # the zombie's routed records never became visible
+    assert not await committed(settings, 1)  # nor did its offsets
