@@ -100,6 +100,11 @@ class Worker:
         self._last_commit = clock()
         self._stopping = asyncio.Event()
         self._closing = False
+        # aiokafka runs the revoke callback concurrently with this loop: the loop holds the lock
+        # while it handles a fetched batch and commits, so a revoke waits for the batch, and the
+        # records of a partition revoked after they were fetched are left to its next owner.
+        self._working = asyncio.Lock()
+        self._revoked_partitions: set[TopicPartition] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -191,11 +196,19 @@ class Worker:
                 fresh = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
                 await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
                 continue
-            for tp, records in batches.items():
-                for record in records:
-                    await self._one(tp, record)
-                    seen += 1
-            await self._maybe_commit(consumer)
+            async with self._working:
+                for tp, records in batches.items():
+                    if tp in self._revoked_partitions:
+                        # Revoked since it was fetched: its next owner reads it. Should these be
+                        # records of a new assignment whose callback has not run yet, read them
+                        # again rather than skip them.
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
+                        continue
+                    for record in records:
+                        await self._one(tp, record)
+                        seen += 1
+                await self._maybe_commit(consumer)
         return seen
 
     async def _one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -270,6 +283,11 @@ class Worker:
     # --- rebalance ---------------------------------------------------------------------------
 
     async def _revoked(self, partitions: list[TopicPartition]) -> None:
+        async with self._working:
+            self._revoked_partitions.update(partitions)
+            await self._revoke(partitions)
+
+    async def _revoke(self, partitions: list[TopicPartition]) -> None:
         consumer = self._require_consumer()
         await self._commit(consumer, partitions)
         await self._handler.revoked(partitions)
@@ -280,6 +298,7 @@ class Worker:
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
+        self._revoked_partitions.difference_update(partitions)
         # Optional: a handler that prepares per-partition resources (the router fences the
         # previous owner's transactional producers here). Records may still arrive first.
         assigned = getattr(self._handler, "assigned", None)
