@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import inspect
@@ -402,3 +403,33 @@ async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts
     await successor.stop()  # its own (empty) transaction is aborted
     assert await read_records(out) == []  # the zombie's routed records never became visible
     assert not await committed(settings, 1)  # nor did its offsets
+
+
+async def test_two_routers_hand_partitions_over_without_duplicates_or_gaps(
+    make_worker_settings: SettingsFactory,
+    router_settings: RouterSettings,
+    read_records: Reader,
+) -> None:
+    # Small transactions, so the first router is still busy when the second one joins.
+    base = make_worker_settings("router", commit_interval=0.2, commit_every=20, max_batch=10)
+    settings = dataclasses.replace(
+        base, topics=dataclasses.replace(base.topics, messages_partitions=3)
+    )
+    out = settings.topics.messages + ".out"
+    rules = make_rules(f'[[rule]]\nname = "all"\nmatch = {{}}\nactions = [{{ topic = "{out}" }}]')
+    raws = [
+        orjson.dumps(
+            {**orjson.loads(example_raw("text", f"handover-{n}")), "from": {"phone": str(n)}}
+        )
+        for n in range(6000)
+    ]
+    sent = await send_pushes(settings, raws)
+    async with running_router(settings, router_settings, rules) as (_, first):
+        await wait_until(lambda: first.outputs[f"topic:{out}"] >= 500)
+        async with running_router(settings, router_settings, rules) as (_, second):
+            await wait_until(lambda: second.outputs[f"topic:{out}"] >= 200)  # it got partitions
+        # The second one left: the first takes its partitions back.
+        await wait_until(lambda: committed(settings, len(sent)))
+    counts = Counter(CODEC.decode(r.value or b"")["messageId"] for r in await read_records(out))
+    assert not [m for m, n in counts.items() if n > 1], "routed twice"
+    assert set(counts) == set(sent)
