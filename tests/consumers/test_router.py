@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.partitioner import DefaultPartitioner
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +29,13 @@ from starlette.routing import Route
 from consumers.deadletters import DeadLetters
 from consumers.delivery import Deliverer, RetryLoop
 from consumers.metrics import RouterMetrics, WorkerMetrics
-from consumers.router import Router, RouterError, TransactionalOutputs, router_topics
+from consumers.router import (
+    KeyHashes,
+    Router,
+    RouterError,
+    TransactionalOutputs,
+    router_topics,
+)
 from consumers.rules import RULE_HEADER, Rules, ToTopic, compile_rules
 from consumers.runtime import Worker
 from schemas import PushCodec
@@ -433,3 +440,11 @@ async def test_two_routers_hand_partitions_over_without_duplicates_or_gaps(
     counts = Counter(CODEC.decode(r.value or b"")["messageId"] for r in await read_records(out))
     assert not [m for m, n in counts.items() if n > 1], "routed twice"
     assert set(counts) == set(sent)
+
+
+def test_key_hashes_pick_the_partitions_of_the_default_partitioner() -> None:
+    hashes, default = KeyHashes(limit=50), DefaultPartitioner()
+    for n in range(2000):  # past the limit many times: the cache starts over
+        key = f"6395110022481:{n % 300}".encode()
+        partitions = list(range(n % 12 + 1))
+        assert hashes(key, partitions, partitions) == default(key, partitions, partitions)
