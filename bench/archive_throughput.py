@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from consumers.archive import ArchiveFiles, ArchiveSettings  # noqa: E402
+from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings  # noqa: E402
 from consumers.runtime import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
+from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
 
@@ -82,11 +83,15 @@ async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
 
 
 async def archive_worker(settings: WorkerSettings, root: Path, count: int) -> float:
-    worker = Worker(settings, ArchiveFiles(ArchiveSettings(root=root)), PushCodec())
+    tune_gc()  # as `uplink archive` does
+    files = ArchiveFiles(ArchiveSettings(root=root))
+    worker = Worker(settings, files, PushCodec())
     async with worker:
         started = time.perf_counter()  # includes joining the group and rebuilding windows
         assert await worker.run(count=count, timeout=600) == count
+        await worker.stop()  # the last files renamed and committed
         elapsed = time.perf_counter() - started
+    files.close()
     return count / elapsed
 
 
@@ -105,8 +110,8 @@ async def main(count: int) -> None:
             kafka=kafka,
             topics=topics,
             group_id=f"bench-archive-{uuid.uuid4().hex[:6]}",
-            commit_every=10_000,
             commit_interval=60.0,
+            **ARCHIVE_COMMITS,  # as `uplink archive` runs
         )
         bare = await bare_loop(kafka, topics.messages, count)
         archive = await archive_worker(settings, Path(tmp) / "archive", count)

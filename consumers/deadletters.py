@@ -65,4 +65,17 @@ class DeadLetters:
             self._settings.dlq, record.value, key=record.key, headers=headers
         )
         self._metrics.dead_lettered[TopicPartition(record.topic, record.partition)] += 1
-        log.warning("DLQ %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        log.warning(
+            "DLQ %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+                "dlq": self._settings.dlq,
+            },
+        )

@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -29,25 +28,46 @@ from consumers.deadletters import DeadLetters
 from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
-from schemas import PushCodec, SchemaError
+from schemas import CorruptRecord, PushCodec, SchemaError
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, ensure_topics, topic_configs
+from uplink.topics import dlq_spec, ensure_topics
 
 log = logging.getLogger(__name__)
 
 Positions = dict[TopicPartition, int]
 
 
-@dataclass(frozen=True)
 class Inbound:
-    """A decoded push with where it came from."""
+    """A push record with where it came from; the datum is decoded only if ``push`` is read.
 
-    record: ConsumerRecord[bytes, bytes]
-    push: dict[str, Any]
+    The runtime reads only a record's head (``messageId``, event ``timestamp``) to judge it; a
+    handler that stores the record as it is (the archive) never pays for the full decode.
+    """
+
+    __slots__ = ("_codec", "_push", "message_id", "record", "timestamp", "tp", "value")
+
+    def __init__(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        codec: PushCodec,
+        head: tuple[str, int | None] | None = None,
+        tp: TopicPartition | None = None,
+    ) -> None:
+        if record.value is None:
+            raise ValueError("a push record has a value")
+        self.record = record
+        self.value: bytes = record.value
+        self.tp = tp if tp is not None else TopicPartition(record.topic, record.partition)
+        self.message_id, self.timestamp = head if head is not None else codec.head(record.value)
+        self._codec = codec
+        self._push: dict[str, Any] | None = None
 
     @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.record.topic, self.record.partition)
+    def push(self) -> dict[str, Any]:
+        """The decoded record; raises SchemaError (the runtime dead-letters the record)."""
+        if self._push is None:
+            self._push = self._codec.decode(self.value)
+        return self._push
 
 
 class Handler(Protocol):
@@ -99,12 +119,14 @@ class Worker:
         self._uncommitted = 0
         self._last_commit = clock()
         self._stopping = asyncio.Event()
+        # Batches and rebalances take turns: aiokafka runs the rebalance listener in its own
+        # task, and a revoke in the middle of a batch would let this member go on handling
+        # records the next owner also handles. Every rebalance revokes all partitions (eager
+        # protocol), so a batch fetched before one is stale as a whole: skipped, and fetched
+        # again from the committed positions.
+        self._turn = asyncio.Lock()
+        self._generation = 0
         self._closing = False
-        # aiokafka runs the revoke callback concurrently with this loop: the loop holds the lock
-        # while it handles a fetched batch and commits, so a revoke waits for the batch, and the
-        # records of a partition revoked after they were fetched are left to its next owner.
-        self._working = asyncio.Lock()
-        self._revoked_partitions: set[TopicPartition] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -112,11 +134,7 @@ class Worker:
         if self._consumer is not None:
             return
         settings = self._settings
-        dlq = TopicSpec(
-            settings.dlq,
-            settings.topics.partitions,
-            topic_configs(settings.topics, settings.kafka.max_request_size),
-        )
+        dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
         await ensure_topics(settings.kafka, settings.topics, extra=[dlq])
         kafka = settings.kafka.client_options()
         await self.dead_letters.start()
@@ -189,6 +207,7 @@ class Worker:
                 if count is None
                 else min(self._settings.max_batch, count - seen)
             )
+            generation = self._generation
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=wanted)
             except NoOffsetForPartitionError as exc:
@@ -196,56 +215,84 @@ class Worker:
                 fresh = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
                 await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
                 continue
-            async with self._working:
+            async with self._turn:
+                if generation != self._generation:
+                    continue  # a rebalance since the fetch: these records are fetched again
                 for tp, records in batches.items():
-                    if tp in self._revoked_partitions:
-                        # Revoked since it was fetched: its next owner reads it. Should these be
-                        # records of a new assignment whose callback has not run yet, read them
-                        # again rather than skip them.
-                        if tp in consumer.assignment():
-                            consumer.seek(tp, records[0].offset)
-                        continue
-                    for record in records:
-                        await self._one(tp, record)
-                        seen += 1
+                    await self._batch(tp, records)
+                    seen += len(records)
                 await self._maybe_commit(consumer)
         return seen
 
-    async def _one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            push = self._codec.decode(record.value) if record.value is not None else None
-        except SchemaError as exc:
-            await self.dead_letters.send(record, f"undecodable: {exc}")
-        else:
-            if push is None:
-                await self.dead_letters.send(record, "no value")
-            elif (await self._window(tp, record.offset)).seen(push["messageId"], record.timestamp):
-                self.metrics.duplicates[tp] += 1
+    async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """One partition's fetched records, in offset order. The hot path: keep it lean."""
+        window = await self._window(tp, records[0].offset)
+        head, codec, handled, handle = (
+            self._codec.head,
+            self._codec,
+            self._handled,
+            self._handler.handle,
+        )
+        processed = duplicates = 0
+        for record in records:
+            try:
+                if record.value is None:
+                    raise CorruptRecord("no value")
+                found = head(record.value)
+            except SchemaError as exc:
+                await self.dead_letters.send(record, f"undecodable: {exc}")
             else:
-                await self._handle(Inbound(record, push))
-        self._handled[tp] = record.offset + 1
-        self._uncommitted += 1
+                if window.seen(found[0], record.timestamp):
+                    duplicates += 1
+                else:
+                    inbound = Inbound(record, codec, found, tp)
+                    try:
+                        durable = await handle(inbound)
+                    except (ConsumerError, SchemaError) as exc:
+                        durable = await self._failed(inbound, exc)
+                    else:
+                        processed += 1
+                    if durable:
+                        await self._commit_positions(self._require_consumer(), durable)
+            handled[tp] = record.offset + 1
+        self._uncommitted += len(records)
+        self.metrics.processed[tp] += processed
+        self.metrics.duplicates[tp] += duplicates
 
-    async def _handle(self, inbound: Inbound) -> None:
+    async def _failed(
+        self, inbound: Inbound, error: ConsumerError | SchemaError
+    ) -> Positions | None:
+        """After a failed ``handle``: retry a transient failure with backoff until it succeeds
+        (returns what that ``handle`` returned), or dead-letter the record (returns None)."""
         delay = self._settings.retry_backoff
         while True:
+            if isinstance(error, SchemaError):  # the handler decoded the datum: it is corrupt
+                await self.dead_letters.send(inbound.record, f"undecodable: {error}")
+                return None
+            if not error.retriable:
+                await self.dead_letters.send(inbound.record, str(error) or type(error).__name__)
+                return None
+            self.metrics.retries[inbound.tp] += 1
+            log.warning(
+                "transient failure at %s, retrying in %.1fs: %s",
+                inbound.tp,
+                delay,
+                error,
+                extra={
+                    "topic": inbound.tp.topic,
+                    "partition": inbound.tp.partition,
+                    "offset": inbound.record.offset,
+                },
+            )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, bounded
+            delay = min(delay * 2, self._settings.retry_backoff_max)
             try:
                 durable = await self._handler.handle(inbound)
-            except ConsumerError as exc:
-                if not exc.retriable:
-                    await self.dead_letters.send(inbound.record, str(exc) or type(exc).__name__)
-                    return
-                self.metrics.retries[inbound.tp] += 1
-                log.warning(
-                    "transient failure at %s, retrying in %.1fs: %s", inbound.tp, delay, exc
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, bounded
-                delay = min(delay * 2, self._settings.retry_backoff_max)
-                continue
-            self.metrics.processed[inbound.tp] += 1
-            if durable:
-                await self._commit_positions(self._require_consumer(), durable)
-            return
+            except (ConsumerError, SchemaError) as exc:
+                error = exc
+            else:
+                self.metrics.processed[inbound.tp] += 1
+                return durable
 
     # --- commits -----------------------------------------------------------------------------
 
@@ -283,22 +330,18 @@ class Worker:
     # --- rebalance ---------------------------------------------------------------------------
 
     async def _revoked(self, partitions: list[TopicPartition]) -> None:
-        async with self._working:
-            self._revoked_partitions.update(partitions)
-            await self._revoke(partitions)
-
-    async def _revoke(self, partitions: list[TopicPartition]) -> None:
-        consumer = self._require_consumer()
-        await self._commit(consumer, partitions)
-        await self._handler.revoked(partitions)
-        for tp in partitions:
-            self._windows.pop(tp, None)
-            self._handled.pop(tp, None)
-            self.metrics.lag.pop(tp, None)
+        async with self._turn:  # after the batch in hand, never in the middle of it
+            self._generation += 1
+            consumer = self._require_consumer()
+            await self._commit(consumer, partitions)
+            await self._handler.revoked(partitions)
+            for tp in partitions:
+                self._windows.pop(tp, None)
+                self._handled.pop(tp, None)
+                self.metrics.lag.pop(tp, None)
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
-        self._revoked_partitions.difference_update(partitions)
         # Optional: a handler that prepares per-partition resources (the router fences the
         # previous owner's transactional producers here). Records may still arrive first.
         assigned = getattr(self._handler, "assigned", None)
@@ -317,12 +360,14 @@ class Worker:
             started = time.perf_counter()
             window = await rebuild_window(self._settings, self._codec, tp, offset)
             self._windows[tp] = window
+            seconds = time.perf_counter() - started
             log.info(
                 "%s at %d: dedupe window of %d ids rebuilt from the log in %.2fs",
                 tp,
                 offset,
                 len(window),
-                time.perf_counter() - started,
+                seconds,
+                extra={"topic": tp.topic, "partition": tp.partition, "ids": len(window)},
             )
         return window
 
@@ -398,7 +443,6 @@ def _message_id(codec: PushCodec, record: ConsumerRecord[bytes, bytes]) -> str |
     if record.value is None:
         return None
     try:
-        message_id: str = codec.decode(record.value)["messageId"]
+        return codec.head(record.value)[0]
     except SchemaError:
         return None  # it went to the DLQ when it was judged, and was never remembered
-    return message_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
 from schemas import PushCodec
+from uplink.process import tune_gc
 from uplink.settings import IngressSettings
 from uplink.topics import ensure_topics
 
@@ -68,16 +68,5 @@ def create_app(settings: IngressSettings) -> Starlette:
 def app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes: each builds its settings from the environment."""
     app = create_app(IngressSettings.from_env(os.environ))
-    _tune_gc()
+    tune_gc()
     return app
-
-
-def _tune_gc() -> None:
-    """Process-wide, so only at the process's edge: fewer collections on the hot path.
-
-    A push allocates many short-lived objects (codec, aiokafka futures and batches); at the default
-    gen0 threshold of 700 the collector ran every few requests. Freezing what start-up allocated
-    keeps it out of every later full collection. Measured: +10-15 % pushes/s (bench/RESULTS.md).
-    """
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)

@@ -22,6 +22,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from schemas.encoder import compile_encoder
 from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
+from schemas.head import HeadReader
 
 # Avro spec, "Single object encoding": 2-byte marker, 8-byte little-endian CRC-64-AVRO of the
 # writer schema's Parsing Canonical Form, then the binary datum.
@@ -323,6 +324,9 @@ class PushCodec:
         self._datum_schema = parse_schema(_without_logical_types(source))
         self._push = _Compiler().push(source)
         self._encode = compile_encoder(source, prefix=self.header)
+        self._head = (
+            HeadReader(source, self.header).read if HeadReader.fits(source) else self._decoded_head
+        )
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -377,6 +381,17 @@ class PushCodec:
         if not isinstance(record, dict):
             raise CorruptRecord("datum is not a record")
         return record
+
+    def head(self, data: bytes) -> tuple[str, int | None]:
+        """(messageId, timestamp or None) of a record, without decoding the rest of it.
+
+        Checks the framing and the leading fields only: a datum corrupt further on passes.
+        """
+        return self._head(data)
+
+    def _decoded_head(self, data: bytes) -> tuple[str, int | None]:
+        record = self.decode(data)
+        return record["messageId"], record.get("timestamp")
 
     @staticmethod
     def key(record: dict[str, Any]) -> bytes:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from uplink import logs
 from uplink.exceptions import ConfigError, UplinkError
 
 log = logging.getLogger("uplink")
@@ -39,7 +42,9 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_ingress(host: str, port: int, workers: int, access_log: bool) -> None:
+def _serve_ingress(
+    host: str, port: int, workers: int, access_log: bool, log_config: dict[str, Any]
+) -> None:
     import uvicorn
 
     from uplink.settings import IngressSettings
@@ -55,33 +60,31 @@ def _serve_ingress(host: str, port: int, workers: int, access_log: bool) -> None
         http="httptools",
         lifespan="on",
         access_log=access_log,
+        log_config=log_config,
         # In-flight pushes get their answer before the producer is flushed and closed.
         timeout_graceful_shutdown=int(settings.produce_timeout) + 5,
     )
 
 
 def _ingress(args: argparse.Namespace) -> int:
-    _serve_ingress(args.host, args.port, args.workers, args.access_log)
+    _serve_ingress(args.host, args.port, args.workers, args.access_log, args.log_config)
     return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from uplink.broker import kafka_broker
+    from uplink import dev
 
-    var = Path(args.var_dir)
-    with kafka_broker(os.environ, data_dir=var / "kafka", port=args.kafka_port) as bootstrap:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-        print(
-            f"\nuplink dev\n  Kafka    {bootstrap}\n"
-            f"  ingress  http://{args.host}:{args.port}/v1/uplink"
-            f"  (/healthz /readyz /metrics)\n"
-            f"  data     {var.resolve()}\n"
-            f"  try:     curl -s -XPOST -H 'content-type: application/json' "
-            f"--data-binary @tests/examples/text.json http://{args.host}:{args.port}/v1/uplink\n",
-            flush=True,
-        )
-        _serve_ingress(args.host, args.port, 1, args.access_log)
-    return 0
+    settings = dev.DevSettings(
+        var_dir=Path(args.var_dir),
+        host=args.host,
+        port=args.port,
+        kafka_port=args.kafka_port,
+        metrics_port=args.metrics_port,
+        rules=Path(args.rules),
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    return dev.run(settings, os.environ)
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -93,30 +96,38 @@ def _archive(args: argparse.Namespace) -> int:
         raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
     import asyncio
 
-    from consumers.archive import ArchiveFiles, ArchiveSettings
+    from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings
     from consumers.runtime import Worker
     from schemas import PushCodec
+    from uplink.process import tune_gc
     from uplink.settings import WorkerSettings
 
     archive = ArchiveSettings(
-        root=Path(args.archive_dir), max_records=args.max_records, codec=args.codec
+        root=Path(args.archive_dir),
+        max_records=args.max_records,
+        codec=args.codec,
+        verify=args.verify,
     )
     settings = WorkerSettings.from_env(
         "archive",
         os.environ,
-        # A flush renames every open file: by count and interval, files rotate with commits.
-        commit_every=args.max_records,
+        **ARCHIVE_COMMITS,
         commit_interval=args.flush_interval,
         **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
     )
 
     async def run() -> None:
-        worker = Worker(settings, ArchiveFiles(archive), PushCodec())
+        files = ArchiveFiles(archive)
+        worker = Worker(settings, files, PushCodec())
+        tune_gc()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.request_stop)
-        async with worker:
-            await worker.run()
+        try:
+            async with worker:
+                await worker.run()
+        finally:
+            files.close()
 
     asyncio.run(run())
     return 0
@@ -241,11 +252,38 @@ def _router_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from uplink.settings import kafka_from_env, topics_from_env
+    from uplink.topics import dlq_spec, ensure_topics, topic_specs
+
+    kafka, topics = kafka_from_env(os.environ), topics_from_env(os.environ)
+    dlqs = [dlq_spec(topics, worker, kafka.max_request_size) for worker in args.dlq]
+    try:
+        created = asyncio.run(ensure_topics(kafka, topics, extra=dlqs))
+    except KafkaError as exc:
+        print(f"uplink: cannot create topics on {kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    for name in created:
+        print(f"created {name}")
+    names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + dlqs]
+    print(f"{len(names)} topics present ({len(created)} created): {' '.join(names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
     )
     parser.add_argument("--log-level", default=os.environ.get("UPLINK_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("UPLINK_LOG_FORMAT", "text"),
+        help="text, or json: one object per line (env UPLINK_LOG_FORMAT)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     broker = verbs.add_parser("broker", help="run a local single-node Apache Kafka (KRaft)")
@@ -274,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
     archive.add_argument("--flush-interval", type=float, default=60.0, help="seconds")
     archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every record before archiving it, a corrupt one goes to the DLQ (slower)",
+    )
     archive.add_argument("--metrics-port", type=int, default=None)
     archive.add_argument("--topic", help="replay: the topic to produce to")
     archive.set_defaults(run=_archive)
@@ -293,23 +336,52 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--metrics-port", type=int, default=None)
     router.set_defaults(run=_router)
 
-    dev = verbs.add_parser("dev", help="everything on this machine: local Kafka + ingress")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--kafka-port", type=int, default=9092)
-    dev.add_argument("--var-dir", default="var")
-    dev.add_argument("--access-log", action="store_true")
+    topics = verbs.add_parser(
+        "topics", help="create the missing topics (settings from env) and exit; safe to re-run"
+    )
+    topics.add_argument(
+        "--dlq",
+        nargs="*",
+        default=["archive", "media", "router"],
+        metavar="WORKER",
+        help="workers whose DLQs to create too (default: archive media router)",
+    )
+    topics.set_defaults(run=_topics)
+
+    dev = verbs.add_parser(
+        "dev",
+        help="the whole pipeline on this machine: Kafka, ingress, archive, media, router",
+        description="Starts the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+        "creates the topics, and runs the ingress and the archive, media and router workers, "
+        "with their data under --var-dir. Ctrl-C or SIGTERM stops everything, the broker last.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="the ingress's address")
+    dev.add_argument("--port", type=int, default=8080, help="the ingress's port")
+    dev.add_argument("--kafka-port", type=int, default=9092, help="the local broker's port")
+    dev.add_argument("--var-dir", default="var", help="archive, media and broker data")
+    dev.add_argument("--rules", default="examples/rules.toml", help="the router's rules (TOML)")
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="archive's metrics port; media and router take the next two (0: free ports)",
+    )
     dev.set_defaults(run=_dev)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args.log_config = logs.config(args.log_level, args.log_format)
+        if not logging.getLogger().handlers:  # as basicConfig: an embedding host keeps its own
+            logging.config.dictConfig(args.log_config)
+    except ValueError as exc:
+        print(
+            f"uplink: configuration error: UPLINK_LOG_LEVEL/UPLINK_LOG_FORMAT: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         code: int = args.run(args)
     except ConfigError as exc:

@@ -38,6 +38,13 @@ def topic_specs(topics: Topics, max_message_bytes: int) -> list[TopicSpec]:
     ]
 
 
+def dlq_spec(topics: Topics, worker: str, max_message_bytes: int) -> TopicSpec:
+    """A worker's DLQ: as many partitions as the other side topics, the same configs."""
+    return TopicSpec(
+        topics.dlq(worker), topics.partitions, topic_configs(topics, max_message_bytes)
+    )
+
+
 async def ensure_topics(
     kafka: KafkaSettings, topics: Topics, extra: list[TopicSpec] | None = None
 ) -> list[str]:

@@ -13,12 +13,12 @@ from typing import Any
 import fastavro
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from consumers.archive import ArchiveFiles, ArchiveSettings
+from consumers.archive import ArchiveFiles, ArchiveSettings, event_hour, hour_start
 from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
@@ -205,3 +205,40 @@ async def test_temporary_files_a_killed_worker_left_are_removed(
         assert await worker.run(count=1, timeout=60) == 1
     assert not stale.exists()
     assert other.exists()
+
+
+async def test_with_verify_a_datum_corrupt_past_its_head_goes_to_the_dlq(
+    tmp_path: Path,
+    worker_settings: WorkerSettings,
+    publish: Publish,
+    producer: AIOKafkaProducer,
+    read_records: Reader,
+) -> None:
+    good = CODEC.encode(CODEC.parse(orjson.dumps({**TEMPLATE, "messageId": "m-bad"}), 0))
+    corrupt = good[:-3]  # framing and head intact, the datum cut short
+    await producer.send_and_wait(
+        worker_settings.topics.messages, corrupt, key=b"k", timestamp_ms=RECORD_TIME
+    )
+    raw = await publish("m-good", HOUR_10)
+    files = ArchiveFiles(ArchiveSettings(root=tmp_path, verify=True))
+    async with Worker(worker_settings, files, CODEC) as worker:
+        assert await worker.run(count=2, timeout=60) == 2
+    files.close()
+    [dead] = await read_records(worker_settings.dlq, 1)
+    assert dead.value == corrupt
+    assert dict(dead.headers)["uplink-dlq-reason"].startswith(b"undecodable")
+    _, records = archived(tmp_path)  # the file stays readable
+    assert [record["raw"] for record in records] == [raw]
+
+
+def test_an_event_time_no_date_can_name_falls_back_to_when_it_was_received() -> None:
+    def inbound(timestamp: int) -> Inbound:
+        record = CODEC.parse(orjson.dumps({**TEMPLATE, "timestamp": timestamp}), 1_700_000_000_000)
+        value = CODEC.encode(record)
+        return Inbound(ConsumerRecord("t", 0, 0, 0, 0, b"", value, None, 0, len(value), []), CODEC)
+
+    received_hour = 1_700_000_000 // 3600
+    assert event_hour(inbound(HOUR_10)) == HOUR_10 // 3600
+    assert event_hour(inbound(2**62)) == received_hour  # past year 9999
+    assert event_hour(inbound(-(2**40))) == received_hour  # before year 1
+    assert hour_start(HOUR_10 // 3600).isoformat() == "2023-11-15T10:00:00+00:00"

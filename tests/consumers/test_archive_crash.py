@@ -102,12 +102,12 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         "UPLINK_TOPIC_DLQ": f"{topics.messages}.{{worker}}.dlq",
         "UPLINK_GROUP_ID": group,
         "UPLINK_SESSION_TIMEOUT": "6",  # the broker's minimum: a killed member leaves quickly
-        "UPLINK_MAX_BATCH": "200",
+        "UPLINK_MAX_BATCH": "100",
     }
     root = tmp_path / "archive"
     command = [
         sys.executable, "-m", "uplink.cli", "--log-level", "INFO", "archive",
-        "--archive-dir", str(root), "--max-records", "700", "--flush-interval", "0.3",
+        "--archive-dir", str(root), "--max-records", "200", "--flush-interval", "0.3",
     ]  # fmt: skip
     log = (tmp_path / "worker.log").open("wb")
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -122,7 +122,8 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             try:
                 async with asyncio.timeout(90):  # kill only once it made progress
                     await committed_past(admin, group, before)
-                await asyncio.sleep(rng.uniform(0, 0.1))  # mid-file, mid-batch, mid-rename
+                # Mid-file, mid-batch, mid-rename; short, for the worker archives ~50k records/s.
+                await asyncio.sleep(rng.uniform(0, 0.03))
             finally:
                 worker.kill()
                 await worker.wait()

@@ -27,16 +27,16 @@ async def write_archive(root: Path) -> Path:
     archive = ArchiveFiles(ArchiveSettings(root=root))
     records = []
     for offset, body in enumerate(BODIES):
-        push = CODEC.decode(CODEC.encode(CODEC.parse(body, 1_700_000_000_000)))
+        push = CODEC.parse(body, 1_700_000_000_000)
         push["timestamp"] = 1_700_000_000  # one event hour: one file
-        record = ConsumerRecord(
-            "t", 0, offset, 0, 0, b"k", b"v", None, 1, 1, []
-        )  # where the push came from; the handler reads only topic, partition and offset
-        records.append(Inbound(record, push))
+        value = CODEC.encode(push)
+        record = ConsumerRecord("t", 0, offset, 0, 0, b"k", value, None, 1, len(value), [])
+        records.append(Inbound(record, CODEC))
 
     for inbound in records:
         await archive.handle(inbound)
     await archive.flush({records[0].tp: len(records)})
+    archive.close()
     [path] = root.rglob("*.avro")
     return path
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -14,6 +16,7 @@ from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
+from uplink.broker import free_port
 from uplink.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio
@@ -169,3 +172,21 @@ async def test_metrics_render_as_prometheus_text(
     labels = f'{{partition="0",topic="{topic}",worker="test"}}'  # rendered in sorted order
     assert f"uplink_worker_processed_total{labels} 1.0" in text
     assert f"uplink_worker_duplicates_total{labels} 1.0" in text
+
+
+async def test_metrics_are_served_on_the_workers_own_port(
+    worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    await publish("served", T0)
+    settings = dataclasses.replace(worker_settings, metrics_port=free_port())
+    async with Worker(settings, Recorder(), CODEC) as worker:
+        await worker.run(count=1, timeout=60)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "uplink_worker_processed_total{" in response.text
+    assert 'uplink_worker_commit_seconds_bucket{le="' in response.text
+    with pytest.raises(httpx.ConnectError):  # stop() closed the port
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")

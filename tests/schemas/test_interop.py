@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import shutil
 import subprocess
 from importlib import resources
@@ -22,7 +21,8 @@ import orjson
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas import PushCodec
+from schemas import PushCodec, load_push_schema
+from schemas.container import BlockFormat
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.json"))
 AVSC = resources.files("schemas").joinpath("push.avsc").read_text(encoding="utf-8")
@@ -174,27 +174,6 @@ def test_fingerprint_is_the_one_java_computes() -> None:
 # --- Avro C (avrocat), when installed ---------------------------------------------------------
 
 
-def _long(value: int) -> bytes:
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
-
-
-def _container(datums: list[bytes]) -> bytes:
-    """An Avro Object Container File holding datums exactly as PushCodec.encode wrote them."""
-    sync = os.urandom(16)
-    meta = {b"avro.schema": AVSC.encode(), b"avro.codec": b"null"}
-    header = b"Obj\x01" + _long(len(meta))
-    for key, value in meta.items():
-        header += _long(len(key)) + key + _long(len(value)) + value
-    block = b"".join(datums)
-    return header + _long(0) + sync + _long(len(datums)) + _long(len(block)) + block + sync
-
-
 def _from_avro_json(schema: Any, value: Any) -> Any:
     """Avro's JSON encoding (unions wrapped as {"type": value}) → plain values, by the schema."""
     if schema.type == "union":
@@ -217,7 +196,8 @@ def test_avro_c_reads_what_the_codec_writes(tmp_path: Path) -> None:
     assert shutil.which("avrocat"), "avrocat missing: apt-get install avro-bin"
     records = [CODEC.parse(body, RECEIVED_AT) for body in BODIES]
     path = tmp_path / "pushes.avro"
-    path.write_bytes(_container([CODEC.encode(record)[10:] for record in records]))
+    fmt = BlockFormat(json.dumps(load_push_schema()), "null")
+    path.write_bytes(fmt.header + fmt.block([CODEC.encode(record)[10:] for record in records]))
     shown = subprocess.run(["avrocat", str(path)], capture_output=True, check=True, timeout=60)
     lines = shown.stdout.decode().splitlines()
     assert [_from_avro_json(APACHE_SCHEMA, json.loads(line)) for line in lines] == records

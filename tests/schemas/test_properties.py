@@ -110,6 +110,7 @@ def test_any_object_with_a_message_id_parses_and_roundtrips(
     assert record["messageId"] == str(message_id)
     assert CODEC.decode(CODEC.encode(record)) == record
     assert CODEC.encode(record) == _fastavro_encoding(record)
+    assert CODEC.head(CODEC.encode(record)) == (record["messageId"], record["timestamp"])
     PushCodec.key(record)
 
 
@@ -159,7 +160,12 @@ def test_any_datum_after_our_header_decodes_or_is_corrupt(datum: bytes, example:
     encoded = CODEC.encode(CODEC.parse(example.read_bytes(), 0))
     for data in (CODEC.header + datum, encoded[: 10 + len(datum) % (len(encoded) - 9)]):
         try:
+            head = CODEC.head(data)  # reads less: may pass where the decode fails, never raise else
+        except CorruptRecord:
+            head = None
+        try:
             record = CODEC.decode(data)
         except CorruptRecord:
             continue
         assert isinstance(record, dict)
+        assert head == (record["messageId"], record["timestamp"])

@@ -1,0 +1,150 @@
+"""Rebuilding a partition's dedupe window from the log, against a bare read of the same records.
+
+    .venv/bin/python bench/window_rebuild.py [--records 1000000]
+
+Fills a one-partition topic with ``--records`` push records (unique messageIds, record time
+spread over less than the 1 h window, so the whole partition is the window), then in this run:
+a bare aiokafka loop reading the partition from its start (getmany, discard), the worker's
+``rebuild_window`` at the partition's end (what a worker does on assignment), the bare loop again.
+Appends seconds, records/s and the ratio to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from consumers.runtime import rebuild_window  # noqa: E402
+from schemas import PushCodec  # noqa: E402
+from uplink.broker import kafka_broker  # noqa: E402
+from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
+from uplink.topics import ensure_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+async def fill(kafka: KafkaSettings, tp: TopicPartition, count: int, codec: PushCodec) -> None:
+    bodies = [
+        orjson.loads(p.read_bytes()) for p in sorted((ROOT / "tests/examples").glob("*.json"))
+    ]
+    now = time.time_ns() // 1_000_000
+    start = now - 1_800_000  # the last half hour: every record inside one 1 h window
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, linger_ms=50, max_batch_size=1 << 20
+    )
+    await producer.start()
+    try:
+        pending = []
+        for n in range(count):
+            body = {**bodies[n % len(bodies)], "messageId": f"rebuild-{n:09d}"}
+            value = codec.encode(codec.parse(orjson.dumps(body), now))
+            stamp = start + n * 1_800_000 // count
+            pending.append(
+                await producer.send(tp.topic, value, partition=tp.partition, timestamp_ms=stamp)
+            )
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def bare_loop(kafka: KafkaSettings, tp: TopicPartition, count: int) -> float:
+    """Seconds to read the partition's ``count`` records from its start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        started, seen = time.perf_counter(), 0
+        while seen < count:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            seen += len(batch.get(tp, []))
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def rebuild(
+    settings: WorkerSettings, codec: PushCodec, tp: TopicPartition, count: int
+) -> float:
+    started = time.perf_counter()
+    window = await rebuild_window(settings, codec, tp, count)
+    elapsed = time.perf_counter() - started
+    assert len(window) == count, f"the window holds {len(window)} ids, not {count}"
+    return elapsed
+
+
+async def main(count: int) -> None:
+    codec = PushCodec()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        kafka_broker(os.environ, data_dir=Path(tmp) / "kafka") as bootstrap,
+    ):
+        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        topics = Topics(
+            messages="bench.rebuild", quarantine="bench.q", media="bench.m", messages_partitions=1
+        )
+        await ensure_topics(kafka, topics)
+        tp = TopicPartition(topics.messages, 0)
+        filled = time.perf_counter()
+        await fill(kafka, tp, count, codec)
+        print(f"filled {count:,} records in {time.perf_counter() - filled:.0f}s", flush=True)
+        settings = WorkerSettings(name="archive", kafka=kafka, topics=topics)
+        bare = await bare_loop(kafka, tp, count)
+        rebuilt = await rebuild(settings, codec, tp, count)
+        bare_again = await bare_loop(kafka, tp, count)
+    write(count, bare, bare_again, rebuilt)
+
+
+def write(count: int, bare: float, bare_again: float, rebuilt: float) -> None:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    baseline = (bare + bare_again) / 2
+    section = f"""## Dedupe window rebuild from the log — {datetime.date.today().isoformat()}
+
+Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.
+One partition of {count:,} push records (the spec's 13 examples in rotation, unique messageIds,
+record time spread over the last 30 min, so all of it is inside the 1 h window). In this run: a
+bare aiokafka loop reading the partition from its start, `rebuild_window` at its end (what a
+worker does when it is assigned the partition: reads each record's head and remembers its
+messageId), the bare loop again.
+
+| reader | seconds | records/s |
+|---|---|---|
+| bare aiokafka loop | {bare:.1f} | {count / bare:,.0f} |
+| `rebuild_window` | {rebuilt:.1f} | {count / rebuilt:,.0f} |
+| bare aiokafka loop, again | {bare_again:.1f} | {count / bare_again:,.0f} |
+
+**Rebuild / bare read time (mean of the two bare runs): {rebuilt / baseline:.2f}x.** A worker
+assigned such a partition judges its first record {rebuilt:.0f} s after the assignment.
+
+"""
+    RESULTS.write_text(RESULTS.read_text() + section)
+    print(section)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    asyncio.run(main(parser.parse_args().records))

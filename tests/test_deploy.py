@@ -1,0 +1,344 @@
+"""docker-compose.yml and the Dockerfile hold together: what `docker-compose config` resolves is
+the deployment the README describes, and every setting it passes is one the code reads.
+
+No Docker engine is needed: `docker-compose config` only parses, interpolates and validates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from consumers.metrics import WorkerMetrics
+from ingress.app import create_app
+from tests.conftest import Server, wait_ready
+from uplink.broker import free_port
+from uplink.broker.local import KAFKA_VERSION
+from uplink.cli import build_parser
+from uplink.settings import IngressSettings, KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+UPLINK = ["topics", "ingress", "archive", "media", "router"]  # services running the uplink image
+WORKERS = {
+    "archive": ["archive", "--archive-dir"],
+    "media": ["media", "--media-dir"],
+    "router": ["router", "--rules"],
+}
+PACKAGES = ["uplink", "ingress", "consumers", "schemas"]
+
+
+def compose_config(**environ: str) -> dict[str, Any]:
+    """The file as Compose resolves it, with ``environ`` as the shell's variables."""
+    command = shutil.which("docker-compose")
+    assert command, (
+        "docker-compose is needed to validate the compose file: apt-get install docker-compose"
+    )
+    shell = {k: v for k, v in os.environ.items() if not k.startswith(("UPLINK_", "KAFKA_"))}
+    result = subprocess.run(
+        [command, "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        env={**shell, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = config["services"]
+    return found
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool
+
+
+def mounts(service: dict[str, Any]) -> list[Mount]:
+    """Volumes in either of the forms Compose prints (v1 strings, v2 mappings)."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            found.append(Mount(source, target, mode == ["ro"]))
+        else:
+            found.append(
+                Mount(volume["source"], volume["target"], bool(volume.get("read_only", False)))
+            )
+    return found
+
+
+def test_every_service_of_the_contract_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == {"kafka", *UPLINK}
+
+
+def test_workers_scale_no_fixed_names_no_host_ports(services: dict[str, dict[str, Any]]) -> None:
+    # `--scale archive=3` fails on a fixed container_name or a published port.
+    for name in WORKERS:
+        assert "container_name" not in services[name], name
+        assert not services[name].get("ports"), name
+    assert not [name for name, service in services.items() if "container_name" in service]
+
+
+def test_uplink_services_run_one_image_built_from_the_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    images = set()
+    for name in UPLINK:
+        build = services[name]["build"]
+        assert Path(build["context"]).resolve() == ROOT, name
+        assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
+        images.add(services[name]["image"])
+    assert len(images) == 1
+    assert (ROOT / "Dockerfile").is_file()
+
+
+def test_each_worker_runs_its_verb_with_its_flag(services: dict[str, dict[str, Any]]) -> None:
+    for name, verb_and_flag in WORKERS.items():
+        command = services[name]["command"]
+        assert command[:2] == verb_and_flag, name
+        assert len(command) == 3, name
+    assert services["router"]["command"][2] == "/etc/uplink/rules.toml"
+    assert services["topics"]["command"] == ["topics"]
+    assert services["ingress"]["command"][0] == "ingress"
+
+
+def test_the_cli_accepts_the_commands_it_already_has(services: dict[str, dict[str, Any]]) -> None:
+    parser = build_parser()
+    for name in ["topics", "ingress", "archive"]:
+        args = parser.parse_args(services[name]["command"])
+        assert args.verb == name
+    assert (
+        parser.parse_args(services["archive"]["command"]).archive_dir == "/var/lib/uplink/archive"
+    )
+
+
+def test_worker_data_lives_on_shared_named_volumes(
+    config: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    named = set(config["volumes"])
+    for name, volume in [("archive", "archive"), ("media", "media")]:
+        directory = services[name]["command"][2]
+        [mount] = mounts(services[name])
+        # A named volume (not a path): every container of the group shares it, and a partition's
+        # next owner finds its predecessor's files.
+        assert mount == Mount(volume, directory, read_only=False)
+        assert volume in named
+    [kafka_data] = mounts(services["kafka"])
+    assert kafka_data.source in named
+
+
+def test_the_router_reads_the_example_rules_read_only(services: dict[str, dict[str, Any]]) -> None:
+    [rules] = mounts(services["router"])
+    assert Path(rules.source).resolve() == ROOT / "examples" / "rules.toml"
+    assert rules.target == services["router"]["command"][2]
+    assert rules.read_only
+
+
+def test_start_order_waits_for_a_healthy_broker_and_the_topics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert services["topics"].get("restart", "no") == "no"  # one shot
+    for name in ["ingress", *WORKERS]:
+        assert services[name]["depends_on"] == {
+            "kafka": {"condition": "service_healthy"},
+            "topics": {"condition": "service_completed_successfully"},
+        }, name
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_healthchecks_ask_the_right_port(services: dict[str, dict[str, Any]]) -> None:
+    assert "kafka-broker-api-versions" in " ".join(services["kafka"]["healthcheck"]["test"])
+    ingress = services["ingress"]
+    port = ingress["command"][ingress["command"].index("--port") + 1]
+    assert f"http://127.0.0.1:{port}/readyz" in " ".join(ingress["healthcheck"]["test"])
+    for name in WORKERS:
+        metrics_port = services[name]["environment"]["UPLINK_METRICS_PORT"]
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{metrics_port}/metrics" in check, name
+
+
+async def run_healthcheck(test: list[str], address: str) -> int:
+    """A compose healthcheck's command (the ``CMD`` form), aimed at ``address`` instead."""
+    assert test[0] == "CMD"
+    command = [re.sub(r"127\.0\.0\.1:\d+", address, part) for part in test[1:]]
+    assert command != test[1:], "the healthcheck names no 127.0.0.1 address"
+    if command[0] == "python":  # the image's interpreter; here, this one (urllib is stdlib)
+        command[0] = sys.executable
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    async with asyncio.timeout(60):
+        return await process.wait()
+
+
+@pytest.mark.anyio
+async def test_the_ingress_healthcheck_passes_only_while_ready(
+    services: dict[str, dict[str, Any]], serve: Server, ingress_settings: IngressSettings
+) -> None:
+    test = services["ingress"]["healthcheck"]["test"]
+    url = await serve(create_app(ingress_settings))
+    async with httpx.AsyncClient() as client:
+        await wait_ready(client, url)
+    assert await run_healthcheck(test, url.removeprefix("http://")) == 0
+
+    nowhere = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    unready = await serve(create_app(replace(ingress_settings, kafka=nowhere)))
+    assert await run_healthcheck(test, unready.removeprefix("http://")) != 0
+
+
+@pytest.mark.anyio
+async def test_the_worker_healthcheck_asks_the_metrics_server(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    port = free_port()
+    metrics = WorkerMetrics("archive")
+    metrics.serve(port, host="127.0.0.1")
+    try:
+        assert (
+            await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}")
+            == 0
+        )
+    finally:
+        metrics.close()
+    assert (
+        await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}") != 0
+    )
+
+
+def test_kafka_is_kraft_at_the_tested_version_and_reachable_as_configured(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    env = kafka["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "/var/lib/kafka/data" in [m.target for m in mounts(kafka)] == [env["KAFKA_LOG_DIRS"]]
+    advertised = {
+        listener.partition("://")[2] for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    }
+    for name in UPLINK:
+        bootstrap = services[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+        assert set(bootstrap.split(",")) <= advertised, name
+        assert bootstrap.partition(":")[0] in services  # a service name on the compose network
+
+
+def test_every_variable_passed_is_one_the_code_reads(services: dict[str, dict[str, Any]]) -> None:
+    source = "\n".join(
+        path.read_text() for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    )
+    read = set(re.findall(r"\"((?:UPLINK|KAFKA)_[A-Z_]+)\"", source))
+    assert "UPLINK_TOKEN" in read and "KAFKA_BOOTSTRAP_SERVERS" in read  # the scan works
+    for name in UPLINK:
+        unread = set(services[name]["environment"]) - read
+        assert not unread, f"{name} passes variables no code reads: {sorted(unread)}"
+
+
+def test_the_token_comes_from_the_shell_and_defaults_to_none(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["ingress"]["environment"]["UPLINK_TOKEN"] == ""
+    configured = compose_config(UPLINK_TOKEN="s3cret")
+    assert configured["services"]["ingress"]["environment"]["UPLINK_TOKEN"] == "s3cret"
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuation lines joined), split at each FROM."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_the_image_runs_uplink_as_a_user_on_python_311_slim() -> None:
+    stages = dockerfile_stages()
+    final = stages[-1]
+    assert all(stage[0].split()[1] == "python:3.11-slim" for stage in stages)
+    [user] = [line.split()[1] for line in final if line.upper().startswith("USER ")]
+    assert user not in {"root", "0"}
+    [entrypoint] = [line for line in final if line.upper().startswith("ENTRYPOINT ")]
+    assert entrypoint == 'ENTRYPOINT ["uplink"]'
+
+
+def test_the_files_the_dockerfile_copies_build_the_whole_package(tmp_path: Path) -> None:
+    copied = [
+        source
+        for line in dockerfile_stages()[0]
+        if line.upper().startswith("COPY ")
+        for source in line.split()[1:-1]
+    ]
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".git", ".venv", "var", ".pytest_cache", ".mypy_cache"} <= ignored
+    assert not ignored & set(copied)
+    context = tmp_path / "context"
+    for source in copied:
+        if (ROOT / source).is_dir():
+            shutil.copytree(
+                ROOT / source, context / source, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy(ROOT / source, context / source)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(context),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("uplink-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points] = [name for name in names if name.endswith("entry_points.txt")]
+        assert "uplink = uplink.cli:main" in archive.read(entry_points).decode()
+    for package in PACKAGES:
+        assert f"{package}/__init__.py" in names
+    assert "schemas/push.avsc" in names
+    # Every module of the tree is in the image.
+    modules = {
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert modules <= names
