@@ -192,6 +192,12 @@ class Router:
         self._first = FirstAttempts(deliverer)
         # A partition whose transaction failed: nothing of it may be committed any more.
         self._failed: set[TopicPartition] = set()
+        self._owned: set[TopicPartition] = set()
+
+    @property
+    def partitions(self) -> frozenset[TopicPartition]:
+        """The input partitions this router owns (as of the last rebalance)."""
+        return frozenset(self._owned)
 
     async def start(self) -> None:
         await self._deliverer.start()
@@ -308,9 +314,11 @@ class Router:
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         """Fence the partitions' previous owners now, and start their producers together."""
+        self._owned.update(partitions)
         self._outputs.prepare(partitions)
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
+        self._owned.difference_update(partitions)
         for tp in partitions:
             self._failed.discard(tp)
             await self._outputs.discard(tp)

@@ -129,7 +129,7 @@ def verify(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:
 @asynccontextmanager
 async def running_router(
     settings: WorkerSettings, router_settings: RouterSettings, rules: Rules
-) -> AsyncIterator[tuple[Worker, RouterMetrics]]:
+) -> AsyncIterator[tuple[Worker, RouterMetrics, Router]]:
     """Worker + Router + RetryLoop wired as the CLI does, running until the block ends."""
     await ensure_topics(
         settings.kafka, settings.topics, extra=router_topics(rules, settings, router_settings)
@@ -144,7 +144,7 @@ async def running_router(
     async with router, worker, retries:
         tasks = [asyncio.create_task(worker.run()), asyncio.create_task(retries.run())]
         try:
-            yield worker, metrics
+            yield worker, metrics, router
         finally:
             worker.request_stop()
             retries.request_stop()
@@ -216,7 +216,7 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
     )
     raws = [example_raw(name, f"{name}-{n}") for n in range(20) for name in EXAMPLE_NAMES]
     sent = await send_pushes(settings, raws + raws[:30])  # and 30 retried duplicates
-    async with running_router(settings, router_settings, rules) as (worker, metrics):
+    async with running_router(settings, router_settings, rules) as (worker, metrics, _router):
         await wait_until(lambda: committed(settings, len(raws) + 30))
     exposition = worker.metrics.render().decode()
 
@@ -264,7 +264,7 @@ async def test_endpoint_failing_three_times_then_recovering_gets_each_push_once_
         FLAKY_SECRET=SECRET,
     )
     sent = await send_pushes(settings, [example_raw("text", f"flaky-{n}") for n in range(5)])
-    async with running_router(settings, router_settings, rules) as (_, metrics):
+    async with running_router(settings, router_settings, rules) as (_, metrics, _router):
         await flaky.wait_for(lambda: set(flaky.accepted) == set(sent))
     assert all(flaky.accepted[m] == 1 for m in sent)
     assert all(flaky.tries[m] == 4 for m in sent)  # the first attempt and three retries
@@ -303,7 +303,7 @@ async def test_endpoint_down_for_good_ends_in_dlq_while_another_keeps_receiving(
     )
     sent = await send_pushes(settings, [example_raw("image", f"down-{n}") for n in range(30)])
     started = time.monotonic()
-    async with running_router(settings, router_settings, rules) as (_, metrics):
+    async with running_router(settings, router_settings, rules) as (_, metrics, _router):
         await healthy.wait_for(lambda: set(healthy.accepted) == set(sent))
         healthy_done = time.monotonic() - started
         dlq = await read_records(settings.dlq, count=len(sent), timeout=60)
@@ -403,7 +403,7 @@ async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts
     tp = TopicPartition(settings.topics.messages, 0)
     successor = TransactionalOutputs(settings, router_settings)
     with pytest.raises(RouterError, match="not committed"):
-        async with running_router(settings, router_settings, rules) as (_, metrics):
+        async with running_router(settings, router_settings, rules) as (_, metrics, _router):
             await wait_until(lambda: metrics.outputs[f"topic:{out}"] == len(sent))
             # The partition's next owner starts its producer: the same transactional id.
             await successor.begin(tp)
@@ -429,12 +429,14 @@ async def test_two_routers_hand_partitions_over_without_duplicates_or_gaps(
             {**orjson.loads(example_raw("text", f"handover-{n}")), "from": {"phone": str(n)}}
         )
         for n in range(6000)
-    ]
-    sent = await send_pushes(settings, raws)
-    async with running_router(settings, router_settings, rules) as (_, first):
+    ]  # in two halves: the second once both routers own partitions
+    sent = await send_pushes(settings, raws[:3000])
+    async with running_router(settings, router_settings, rules) as (_, first, one):
         await wait_until(lambda: first.outputs[f"topic:{out}"] >= 500)
-        async with running_router(settings, router_settings, rules) as (_, second):
-            await wait_until(lambda: second.outputs[f"topic:{out}"] >= 200)  # it got partitions
+        async with running_router(settings, router_settings, rules) as (_, second, two):
+            await wait_until(lambda: bool(two.partitions) and bool(one.partitions))
+            sent.update(await send_pushes(settings, raws[3000:]))  # for both of them
+            await wait_until(lambda: second.outputs[f"topic:{out}"] >= 100)
         # The second one left: the first takes its partitions back.
         await wait_until(lambda: committed(settings, len(sent)))
     counts = Counter(CODEC.decode(r.value or b"")["messageId"] for r in await read_records(out))
