@@ -50,6 +50,7 @@ from consumers.rules import Rules, compile_rules  # noqa: E402
 from consumers.runtime import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
+from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, RouterSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import TopicSpec, ensure_topics  # noqa: E402
 
@@ -265,6 +266,7 @@ async def router_run(
 
 
 async def main(count: int, sizes: list[int]) -> None:
+    tune_gc()  # as `uplink router` does; for every reader alike
     codec = PushCodec()
     rules = compile_rules(tomllib.loads(RULES), {}, source="bench rules")
     assert len(rules.rules) == 20

@@ -182,6 +182,7 @@ def _router(args: argparse.Namespace) -> int:
     from consumers.rules import load_rules
     from consumers.runtime import Worker
     from schemas import PushCodec
+    from uplink.process import tune_gc
     from uplink.settings import RouterSettings, WorkerSettings
     from uplink.topics import ensure_topics
 
@@ -207,6 +208,7 @@ def _router(args: argparse.Namespace) -> int:
         router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
         worker = Worker(settings, router, codec, metrics=worker_metrics, dead_letters=dead_letters)
         retries = RetryLoop(settings, router_settings, deliverer, dead_letters, metrics, codec)
+        tune_gc()
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
