@@ -217,7 +217,15 @@ class Worker:
                 continue
             async with self._turn:
                 if generation != self._generation:
-                    continue  # a rebalance since the fetch: these records are fetched again
+                    # A rebalance since the fetch: these records are fetched again. They may
+                    # also be records of the new assignment (fetched after it, while getmany
+                    # waited): the position is already past them, so move it back, or they
+                    # would be skipped for good.
+                    assigned = consumer.assignment()
+                    for tp, records in batches.items():
+                        if tp in assigned:
+                            consumer.seek(tp, records[0].offset)
+                    continue
                 for tp, records in batches.items():
                     await self._batch(tp, records)
                     seen += len(records)
@@ -342,6 +350,11 @@ class Worker:
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
+        # Optional: a handler that prepares per-partition resources (the router fences the
+        # previous owner's transactional producers here). Records may still arrive first.
+        assigned = getattr(self._handler, "assigned", None)
+        if assigned is not None:
+            await assigned(list(partitions))
 
     async def _window(self, tp: TopicPartition, offset: int) -> DedupeWindow:
         """The partition's window, rebuilt from the log before its first record is judged.

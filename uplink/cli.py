@@ -166,6 +166,94 @@ def _archive_replay(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _router(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return _router_check(args)
+    if args.action is not None:
+        raise ConfigError("router", f"unknown action {args.action!r} (check)")
+    if not args.rules:
+        raise ConfigError("--rules", "the router needs a rules file")
+    import asyncio
+
+    from consumers.deadletters import DeadLetters
+    from consumers.delivery import Deliverer, RetryLoop
+    from consumers.metrics import RouterMetrics, WorkerMetrics
+    from consumers.router import Router, router_topics
+    from consumers.rules import load_rules
+    from consumers.runtime import Worker
+    from schemas import PushCodec
+    from uplink.process import tune_gc
+    from uplink.settings import RouterSettings, WorkerSettings
+    from uplink.topics import ensure_topics
+
+    rules = load_rules(Path(args.rules), os.environ)  # an invalid file stops start-up here
+    settings = WorkerSettings.from_env(
+        "router",
+        os.environ,
+        # Commits end the router's transactions: a short interval keeps routed records
+        # visible to read_committed readers soon after they arrive.
+        **({} if os.environ.get("UPLINK_COMMIT_INTERVAL") else {"commit_interval": 0.5}),
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+    router_settings = RouterSettings.from_env(os.environ)
+
+    async def run() -> None:
+        codec = PushCodec()
+        outputs = router_topics(rules, settings, router_settings)
+        await ensure_topics(settings.kafka, settings.topics, extra=outputs)
+        worker_metrics = WorkerMetrics(settings.name)
+        metrics = RouterMetrics(worker_metrics.registry)
+        dead_letters = DeadLetters(settings, worker_metrics)  # the worker starts and stops it
+        deliverer = Deliverer(rules.endpoints, metrics)
+        router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
+        worker = Worker(settings, router, codec, metrics=worker_metrics, dead_letters=dead_letters)
+        retries = RetryLoop(settings, router_settings, deliverer, dead_letters, metrics, codec)
+        tune_gc()
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            worker.request_stop()
+            retries.request_stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop)
+        async with router, worker, retries:
+            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(retries.run())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            stop()  # one ended (a stop request, or an error): end the other too
+            await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    return 0
+
+
+def _router_check(args: argparse.Namespace) -> int:
+    import time
+
+    from consumers.rules import load_rules
+    from schemas import PushCodec, SchemaError
+
+    if not args.file:
+        raise ConfigError("router check", "name the rules file: uplink router check FILE")
+    rules = load_rules(Path(args.file), os.environ)
+    print(f"{args.file}: {len(rules.rules)} rules, default {rules.default}, OK")
+    codec = PushCodec()
+    for sample in args.push or []:
+        raw = sample.encode() if sample.lstrip().startswith("{") else Path(sample).read_bytes()
+        try:
+            # Through the codec both ways: the rules see exactly what the worker decodes.
+            push = codec.decode(codec.encode(codec.parse(raw, int(time.time() * 1000))))
+        except SchemaError as exc:
+            print(f"{sample}: not a push: {exc}", file=sys.stderr)
+            return 1
+        routing = rules.route(push)
+        label = sample if len(sample) < 60 else sample[:57] + "..."
+        print(f"{label}: matched {', '.join(routing.matched) or 'no rule'}")
+        for rule, action in routing.pairs:
+            print(f"  {rule} -> {action}")
+    return 0
+
+
 def _topics(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -234,6 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--metrics-port", type=int, default=None)
     archive.add_argument("--topic", help="replay: the topic to produce to")
     archive.set_defaults(run=_archive)
+
+    router = verbs.add_parser(
+        "router",
+        help="router worker (group uplink-router); `router check FILE` validates a rules file",
+    )
+    router.add_argument("action", nargs="?", choices=["check"], default=None)
+    router.add_argument("file", nargs="?", help="check: the rules file")
+    router.add_argument("--rules", help="the rules file (TOML)")
+    router.add_argument(
+        "--push",
+        action="append",
+        help="check: a sample push (a JSON file, or inline JSON) to show which rules it hits",
+    )
+    router.add_argument("--metrics-port", type=int, default=None)
+    router.set_defaults(run=_router)
 
     topics = verbs.add_parser(
         "topics", help="create the missing topics (settings from env) and exit; safe to re-run"

@@ -6,7 +6,7 @@ import pytest
 
 from uplink.cli import main
 from uplink.exceptions import ConfigError
-from uplink.settings import IngressSettings, Secret, WorkerSettings
+from uplink.settings import IngressSettings, RouterSettings, Secret, WorkerSettings
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -81,3 +81,25 @@ def test_worker_settings_name_their_group_and_dlq_and_read_the_window_in_seconds
     with pytest.raises(ConfigError) as caught:
         WorkerSettings.from_env("media", {"UPLINK_COMMIT_EVERY": "0"})
     assert caught.value.setting == "UPLINK_COMMIT_EVERY"
+
+
+def test_router_settings_from_env_and_errors_naming_the_variable() -> None:
+    settings = RouterSettings.from_env(
+        {
+            "UPLINK_ROUTER_DELAYS": "0.2, 0.5,1",
+            "UPLINK_TOPIC_ROUTER_DELAY": "x.delay.{step}",
+            "UPLINK_ROUTER_FLUSH_GRACE": "0",
+        }
+    )
+    assert settings.delays == (0.2, 0.5, 1.0)
+    assert settings.delay_topics == ["x.delay.1", "x.delay.2", "x.delay.3"]
+    assert settings.flush_grace == 0
+    for environ, variable in (
+        ({"UPLINK_ROUTER_DELAYS": "1m"}, "UPLINK_ROUTER_DELAYS"),
+        ({"UPLINK_ROUTER_DELAYS": ","}, "UPLINK_ROUTER_DELAYS"),
+        ({"UPLINK_TOPIC_ROUTER_DELAY": "no-step"}, "UPLINK_TOPIC_ROUTER_DELAY"),
+        ({"UPLINK_ROUTER_FLUSH_GRACE": "-1"}, "UPLINK_ROUTER_FLUSH_GRACE"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            RouterSettings.from_env(environ)
+        assert caught.value.setting == variable

@@ -1,0 +1,510 @@
+"""HTTP outputs of the router: signed POSTs, at least once, never holding up a partition.
+
+- ``Deliverer``: one httpx client per endpoint with its own timeout and concurrency limit, so a
+  slow or dead endpoint only ever waits on its own slots. Every POST carries the push's original
+  JSON, ``Idempotency-Key: <messageId>`` and an HMAC-SHA256 signature (see ``sign``).
+- ``FirstAttempts``: the first attempt of each delivery runs in the background while the router
+  goes on; the router's commit collects what has not been delivered and parks it in the first
+  delay topic, inside the same Kafka transaction as the input offsets (so a crash re-routes the
+  push rather than losing the delivery).
+- ``RetryLoop``: a second consumer (its own group) reads the delay topics, waits until a record
+  is due by pausing its partition (never sleeping on the others), re-delivers, and moves what
+  fails on to the next delay topic, or to the router's DLQ after the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+import logging
+import time
+from asyncio import FIRST_COMPLETED
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from consumers.deadletters import DeadLetters
+from consumers.metrics import RouterMetrics
+from consumers.rules import Endpoint
+from schemas import PushCodec, SchemaError
+from uplink.settings import RouterSettings, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Uplink-Signature"
+TIMESTAMP_HEADER = "X-Uplink-Timestamp"
+
+# Headers of a delivery parked in a delay topic (the value and key are the input record's).
+H_ENDPOINT = "uplink-endpoint"
+H_RULE = "uplink-rule"
+H_ATTEMPTS = "uplink-attempts"  # attempts made (or started) so far
+H_DUE = "uplink-due"  # epoch ms of the next attempt
+H_REASON = "uplink-reason"  # why the last attempt failed
+H_SOURCE = "uplink-source"  # topic/partition@offset of the input record
+_OWN_HEADERS = frozenset({H_ENDPOINT, H_RULE, H_ATTEMPTS, H_DUE, H_REASON})
+
+Headers = list[tuple[str, bytes]]
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``v1=`` + hex HMAC-SHA256 over ``<timestamp>.<body>`` (the receiver recomputes it)."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # a timeout, a connection error, 408, 429, 5xx
+    REFUSED = "refused"  # any other status: retrying would not help → DLQ
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    reason: str = ""
+
+
+class Deliverer:
+    """POSTs to the endpoints of the rules file. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        metrics: RouterMetrics,
+        clock: Callable[[], float] = time.time,
+        remember: int = 100_000,
+    ) -> None:
+        self._endpoints = dict(endpoints)
+        self._metrics = metrics
+        self._clock = clock
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        # (endpoint, messageId) recently delivered by this process: a retry of a delivery that
+        # was parked while its first attempt was still in flight is then skipped.
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._remember = remember
+
+    async def start(self) -> None:
+        for name, endpoint in self._endpoints.items():
+            if name not in self._clients:
+                self._clients[name] = httpx.AsyncClient(
+                    timeout=httpx.Timeout(endpoint.timeout),
+                    limits=httpx.Limits(
+                        max_connections=endpoint.concurrency,
+                        max_keepalive_connections=endpoint.concurrency,
+                    ),
+                )
+                self._slots[name] = asyncio.Semaphore(endpoint.concurrency)
+
+    async def stop(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    async def __aenter__(self) -> Deliverer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        return self._endpoints.get(name)
+
+    def delivered_recently(self, endpoint: str, message_id: str) -> bool:
+        return (endpoint, message_id) in self._recent
+
+    async def post(self, endpoint: str, body: bytes, message_id: str, rule: str) -> Attempt:
+        spec = self._endpoints[endpoint]
+        client = self._clients.get(endpoint)
+        if client is None:
+            raise RuntimeError("deliverer not started")
+        timestamp = str(int(self._clock()))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": message_id,
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(spec.secret.reveal(), timestamp, body),
+            "X-Uplink-Rule": rule,
+        }
+        async with self._slots[endpoint]:
+            started = time.perf_counter()
+            try:
+                response = await client.post(spec.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
+            finally:
+                self._metrics.observe_delivery(endpoint, time.perf_counter() - started)
+        status = response.status_code
+        if 200 <= status < 300:
+            self._metrics.delivered[endpoint] += 1
+            self._recent[(endpoint, message_id)] = None
+            if len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
+            return Attempt(Outcome.DELIVERED)
+        reason = f"HTTP {status} from {spec.url}"
+        if status in (408, 429) or status >= 500:
+            return Attempt(Outcome.RETRY, reason)
+        return Attempt(Outcome.REFUSED, reason)
+
+
+@dataclass
+class Delivery:
+    """One HTTP output of one routed push."""
+
+    endpoint: str
+    rule: str
+    record: ConsumerRecord[bytes, bytes]
+    message_id: str
+    body: bytes
+    attempt: Attempt | None = None  # None while in flight
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class FirstAttempts:
+    """First attempts in the background; ``settle`` hands back what a commit must park."""
+
+    def __init__(self, deliverer: Deliverer, max_pending: int = 1000) -> None:
+        self._deliverer = deliverer
+        self._max_pending = max_pending  # per endpoint; beyond it a delivery is parked at once
+        self._pending: dict[str, int] = {}
+        self._by_partition: dict[TopicPartition, list[Delivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # including those of parked deliveries
+
+    def submit(self, tp: TopicPartition, delivery: Delivery) -> None:
+        self._by_partition.setdefault(tp, []).append(delivery)
+        if self._pending.get(delivery.endpoint, 0) >= self._max_pending:
+            # The endpoint is this far behind: park it rather than hold up the partition.
+            delivery.attempt = Attempt(Outcome.RETRY, "too many deliveries in flight")
+            return
+        self._pending[delivery.endpoint] = self._pending.get(delivery.endpoint, 0) + 1
+        task = asyncio.create_task(self._attempt(delivery))
+        delivery.task = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(delivery, done))
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        delivery.attempt = await self._deliverer.post(
+            delivery.endpoint, delivery.body, delivery.message_id, delivery.rule
+        )
+
+    def _finished(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._pending[delivery.endpoint] -= 1
+        if delivery.attempt is None:
+            # Cancelled or crashed: the delivery is not done, so it must be parked, not lost.
+            error = None if task.cancelled() else task.exception()
+            delivery.attempt = Attempt(Outcome.RETRY, f"attempt failed: {error!r}")
+            if error is not None:
+                log.error("delivery to %s crashed", delivery.endpoint, exc_info=error)
+
+    async def settle(self, partitions: Iterable[TopicPartition], grace: float) -> list[Delivery]:
+        """The deliveries of ``partitions`` not delivered after up to ``grace`` seconds; the
+        partitions' deliveries are forgotten (attempts still in flight go on)."""
+        deliveries = [d for tp in partitions for d in self._by_partition.pop(tp, [])]
+        running = [d.task for d in deliveries if d.task is not None and not d.task.done()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        return [
+            d for d in deliveries if d.attempt is None or d.attempt.outcome is not Outcome.DELIVERED
+        ]
+
+    async def stop(self) -> None:
+        """Cancel attempts in flight: either their offsets were not committed (the push is
+        routed again) or they were parked already (the retry loop delivers them)."""
+        tasks = list(self._tasks)
+        self._by_partition.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def delay_headers(
+    record: ConsumerRecord[bytes, bytes],
+    endpoint: str,
+    rule: str,
+    attempts: int,
+    due_ms: int,
+    reason: str,
+) -> Headers:
+    kept = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
+    if not any(k == H_SOURCE for k, _ in kept):
+        kept.append((H_SOURCE, f"{record.topic}/{record.partition}@{record.offset}".encode()))
+    return [
+        *kept,
+        (H_ENDPOINT, endpoint.encode()),
+        (H_RULE, rule.encode()),
+        (H_ATTEMPTS, str(attempts).encode()),
+        (H_DUE, str(due_ms).encode()),
+        (H_REASON, reason.encode()[:1000]),
+    ]
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: RetryLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Re-deliveries under way go on, uncommitted: the partition's next owner may repeat
+        # them (at least once; the Idempotency-Key tells).
+        for tp in revoked:
+            self._loop._in_flight.pop(tp, None)
+            timer = self._loop._timers.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            text: str = value.decode("utf-8", "replace")
+            return text
+    return None
+
+
+class RetryLoop:
+    """Consumes the delay topics and re-delivers each record when it is due."""
+
+    def __init__(
+        self,
+        worker: WorkerSettings,
+        settings: RouterSettings,
+        deliverer: Deliverer,
+        dead_letters: DeadLetters,
+        metrics: RouterMetrics,
+        codec: PushCodec,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._worker = worker
+        self._settings = settings
+        self._deliverer = deliverer
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._codec = codec
+        self._clock = clock
+        self._steps = {topic: n for n, topic in enumerate(settings.delay_topics, 1)}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._timers: dict[TopicPartition, asyncio.TimerHandle] = {}
+        # Per partition, offset → its re-delivery, in offset order.
+        self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
+        self._stopping = asyncio.Event()
+
+    max_in_flight = 1000  # re-deliveries under way; beyond it, reading waits
+
+    @property
+    def group(self) -> str:
+        return f"{self._worker.group}.retry"
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        options = self._worker.kafka.client_options()
+        producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True)
+        await producer.start()
+        self._producer = producer
+        consumer = AIOKafkaConsumer(
+            **options,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        consumer.subscribe(list(self._steps), listener=_Revoked(self))
+        await consumer.start()
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        try:
+            if consumer is not None:
+                await consumer.stop()
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+    async def __aenter__(self) -> RetryLoop:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, timeout: float | None = None) -> int:
+        """Re-deliver due records until a stop request or ``timeout``; returns records finished.
+
+        Each due record is re-delivered by a task of its own (the endpoint's slots bound them),
+        so a slow endpoint holds up neither other endpoints nor the reading; a partition's
+        position is committed up to its first record not finished yet.
+        """
+        consumer = self._require()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished = 0
+        try:
+            while not self._stopping.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if sum(map(len, self._in_flight.values())) >= self.max_in_flight:
+                    running = [t for ts in self._in_flight.values() for t in ts.values()]
+                    await asyncio.wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+                else:
+                    self._take(await consumer.getmany(timeout_ms=100, max_records=500))
+                finished += await self._commit_finished(consumer)
+        finally:
+            # Not finished, so not committed: the next run re-delivers them (at least once).
+            tasks = [t for ts in self._in_flight.values() for t in ts.values()]
+            self._in_flight.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return finished
+
+    def _take(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        consumer = self._require()
+        now_ms = int(self._clock() * 1000)
+        for tp, records in batches.items():
+            in_flight = self._in_flight.setdefault(tp, {})
+            for record in records:
+                due_ms = int(_header(record, H_DUE) or 0)
+                if due_ms > now_ms:
+                    # Records of one delay topic come due in order: wait for this one by
+                    # pausing its partition, and read it again when it is due.
+                    consumer.seek(tp, record.offset)
+                    consumer.pause(tp)
+                    self._resume_later(tp, (due_ms - now_ms) / 1000)
+                    break
+                in_flight[record.offset] = asyncio.create_task(self._retry(record))
+
+    async def _commit_finished(self, consumer: AIOKafkaConsumer) -> int:
+        """Commit each partition up to its first unfinished record; a failed one stops the loop."""
+        positions: dict[TopicPartition, int] = {}
+        finished = 0
+        for tp, in_flight in self._in_flight.items():
+            for offset, task in list(in_flight.items()):  # in offset order (insertion order)
+                if not task.done():
+                    break
+                task.result()  # a DLQ or delay topic write failed: stop, never skip it
+                del in_flight[offset]
+                positions[tp] = offset + 1
+                finished += 1
+        if positions:
+            await consumer.commit(positions)
+        return finished
+
+    def _resume_later(self, tp: TopicPartition, seconds: float) -> None:
+        previous = self._timers.pop(tp, None)
+        if previous is not None:
+            previous.cancel()
+
+        def resume() -> None:
+            self._timers.pop(tp, None)
+            consumer = self._consumer
+            if consumer is not None and tp in consumer.assignment():
+                consumer.resume(tp)
+
+        self._timers[tp] = asyncio.get_running_loop().call_later(seconds, resume)
+
+    async def _retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        endpoint = _header(record, H_ENDPOINT) or ""
+        rule = _header(record, H_RULE) or ""
+        attempts = int(_header(record, H_ATTEMPTS) or 0)
+        if self._deliverer.endpoint(endpoint) is None:
+            await self._dead_letter(record, endpoint, f"endpoint {endpoint!r} is not configured")
+            return
+        try:
+            push = self._codec.decode(record.value or b"")
+        except SchemaError as exc:
+            await self._dead_letter(record, endpoint, f"undecodable: {exc}")
+            return
+        message_id = push["messageId"]
+        if self._deliverer.delivered_recently(endpoint, message_id):
+            return  # its first attempt succeeded after it was parked
+        attempt = await self._deliverer.post(endpoint, push["raw"], message_id, rule)
+        attempts += 1
+        if attempt.outcome is Outcome.DELIVERED:
+            return
+        if attempt.outcome is Outcome.REFUSED:
+            await self._dead_letter(record, endpoint, attempt.reason)
+            return
+        step = self._steps[record.topic] + 1
+        if step > len(self._settings.delays):
+            await self._dead_letter(
+                record, endpoint, f"gave up after {attempts} attempts: {attempt.reason}"
+            )
+            return
+        await park(
+            self._require_producer(),
+            self._settings,
+            record,
+            endpoint,
+            rule,
+            attempts,
+            attempt.reason,
+            step,
+            self._clock,
+        )
+        self._metrics.retries[endpoint] += 1
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], endpoint: str, reason: str
+    ) -> None:
+        await self._dead_letters.send(record, f"http:{endpoint}: {reason}")
+        self._metrics.dead_lettered[endpoint] += 1
+
+    def _require(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("retry loop not started")
+        return self._consumer
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("retry loop not started")
+        return self._producer
+
+
+async def park(
+    producer: AIOKafkaProducer,
+    settings: RouterSettings,
+    record: ConsumerRecord[bytes, bytes],
+    endpoint: str,
+    rule: str,
+    attempts: int,
+    reason: str,
+    step: int,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Put a delivery into delay topic ``step``, due after that step's delay."""
+    due_ms = int((clock() + settings.delays[step - 1]) * 1000)
+    await producer.send_and_wait(
+        settings.delay_topic(step),
+        record.value,
+        key=record.key,
+        headers=delay_headers(record, endpoint, rule, attempts, due_ms, reason),
+    )
