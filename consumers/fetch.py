@@ -1,0 +1,212 @@
+"""Downloading one media object: streamed to a file, size-capped, hashed as it streams, retried.
+
+Timeouts, connection errors, 5xx and 429 are retried with exponential backoff and full jitter (a
+429's or 503's Retry-After is honoured, capped); a 4xx, an oversize body, a refused address, too
+many redirects, a sha256 that does not match after ``hash_attempts`` downloads, or running out of
+attempts raise ``FetchFailed`` with the reason. Redirects are followed here, not by httpx, so the
+address guard sees every hop. Each host has its own limit of concurrent downloads and a sleeping
+retry holds none, so a failing host does not stall the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from consumers.exceptions import FetchFailed, FetchRetriable
+from consumers.guard import AddressGuard
+from uplink.settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    size: int
+    digest: bytes  # SHA-256 of the bytes written
+    content_type: str | None
+
+
+def retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP-date; None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    now = now or datetime.datetime.now(datetime.UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+class Fetcher:
+    """Downloads media over one shared httpx client. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        guard: AddressGuard,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._guard = guard
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._client: httpx.AsyncClient | None = None
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        timeouts = self._settings.timeouts
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=timeouts.connect,
+                read=timeouts.read,
+                write=timeouts.read,
+                pool=timeouts.attempt,
+            ),
+            limits=httpx.Limits(
+                max_connections=self._settings.concurrency,
+                max_keepalive_connections=self._settings.concurrency,
+            ),
+            follow_redirects=False,
+            trust_env=False,  # no proxy or certificate settings picked up behind our back
+        )
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Fetcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def download(self, url: str, sink: Path, expected: bytes) -> Downloaded:
+        """Fetch ``url`` into ``sink`` (overwritten) until its SHA-256 is ``expected``."""
+        retries = self._settings.retries
+        parsed = httpx.URL(url)
+        attempt = mismatches = 0
+        while True:
+            attempt += 1
+            try:
+                got = await self._attempt(parsed, sink)
+            except FetchRetriable as exc:
+                if attempt >= retries.attempts:
+                    raise FetchFailed(f"gave up after {attempt} attempts: {exc}") from exc
+                delay = self._backoff(attempt)
+                if exc.retry_after is not None:
+                    delay = min(max(exc.retry_after, 0.0), retries.retry_after_max)
+                log.info("retrying %s in %.2fs (attempt %d): %s", parsed, delay, attempt, exc)
+                await self._sleep(delay)
+                continue
+            if got.digest == expected:
+                return got
+            mismatches += 1
+            if mismatches >= retries.hash_attempts:
+                raise FetchFailed(
+                    f"sha256 mismatch: expected {expected.hex()}, got {got.digest.hex()} "
+                    f"({mismatches} downloads of {got.size} bytes)"
+                )
+            await self._sleep(self._backoff(mismatches))
+
+    def _backoff(self, attempt: int) -> float:
+        retries = self._settings.retries
+        delay = min(retries.backoff * 2.0 ** (attempt - 1), retries.backoff_max)
+        return float(delay * self._rng.uniform(0.5, 1.0))
+
+    async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
+        host = url.host.lower()
+        limit = self._hosts.get(host)
+        if limit is None:
+            limit = self._hosts[host] = asyncio.Semaphore(self._settings.per_host)
+        async with limit:
+            try:
+                async with asyncio.timeout(self._settings.timeouts.attempt):
+                    return await self._follow(url, sink)
+            except TimeoutError as exc:
+                raise FetchRetriable(f"timed out: {exc or type(exc).__name__}") from exc
+            except httpx.TimeoutException as exc:
+                raise FetchRetriable(f"timed out: {type(exc).__name__}") from exc
+            except httpx.TransportError as exc:
+                raise FetchRetriable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _follow(self, url: httpx.URL, sink: Path) -> Downloaded:
+        client = self._require_client()
+        for _ in range(self._settings.max_redirects + 1):
+            target = await self._guard.check(url)
+            headers = {"host": url.netloc.decode("ascii")}
+            auth = self._settings.auth_header
+            if auth is not None and target.host in self._settings.auth_targets:
+                headers[auth[0]] = auth[1].reveal()
+            request = client.build_request("GET", target.connect, headers=headers)
+            response = await client.send(request, stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.status_code in REDIRECTS and location:
+                    url = url.join(location)
+                    continue
+                self._raise_for_status(response)
+                return await self._save(response, sink)
+            finally:
+                await response.aclose()
+        raise FetchFailed(f"more than {self._settings.max_redirects} redirects")
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise FetchRetriable(f"HTTP {status}", retry_after(response.headers.get("retry-after")))
+        if not 200 <= status < 300 or status == 204:
+            raise FetchFailed(f"HTTP {status}")
+
+    async def _save(self, response: httpx.Response, sink: Path) -> Downloaded:
+        limit = self._settings.max_bytes
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise FetchFailed(f"oversize: {declared} bytes declared, the limit is {limit}")
+        hasher = hashlib.sha256()
+        size = 0
+        # Small sequential writes to the page cache; the store fsyncs once, in a thread.
+        with sink.open("wb") as out:
+            async for chunk in response.aiter_bytes(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise FetchFailed(f"oversize: more than {limit} bytes")
+                hasher.update(chunk)
+                out.write(chunk)
+        return Downloaded(size, hasher.digest(), response.headers.get("content-type"))
+
+    def _require_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("fetcher not started")
+        return self._client
