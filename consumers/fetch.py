@@ -4,8 +4,8 @@ Timeouts, connection errors, 5xx and 429 are retried with exponential backoff an
 429's or 503's Retry-After is honoured, capped); a 4xx, an oversize body, a refused address, too
 many redirects, a sha256 that does not match after ``hash_attempts`` downloads, or running out of
 attempts raise ``FetchFailed`` with the reason. Redirects are followed here, not by httpx, so the
-address guard sees every hop. Each host has its own limit of concurrent downloads and a sleeping
-retry holds none, so a failing host does not stall the others.
+address guard sees every hop. Each origin (scheme, host, port) has its own limit of concurrent
+downloads and a sleeping retry holds none, so a failing host does not stall the others.
 """
 
 from __future__ import annotations
@@ -145,10 +145,10 @@ class Fetcher:
         return float(delay * self._rng.uniform(0.5, 1.0))
 
     async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
-        host = url.host.lower()
-        limit = self._hosts.get(host)
+        origin = f"{url.scheme}://{url.netloc.decode('ascii').lower()}"
+        limit = self._hosts.get(origin)
         if limit is None:
-            limit = self._hosts[host] = asyncio.Semaphore(self._settings.per_host)
+            limit = self._hosts[origin] = asyncio.Semaphore(self._settings.per_host)
         async with limit:
             try:
                 async with asyncio.timeout(self._settings.timeouts.attempt):

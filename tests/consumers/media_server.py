@@ -100,7 +100,8 @@ class MediaServer:
 
     async def _gated(self, request: Request) -> Response:
         _, name = self._log(request)
-        await self.gate.wait()
+        async with asyncio.timeout(30):  # a failed test never opens it: let the server stop
+            await self.gate.wait()
         return self._body(name)
 
     async def _stream(self, request: Request) -> Response:
