@@ -38,6 +38,7 @@ class MediaServer:
     slow_seconds: float = 1.0  # /slow: the first request waits this long before answering
     failures: int = 2  # /flaky: this many 500s first
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # /gated waits for it
+    delay: float = 0.0  # /files: seconds before answering, so downloads overlap and take time
     # Called on every request first; e.g. to check whether the object is already stored.
     on_request: Callable[[str], None] | None = None
 
@@ -78,6 +79,8 @@ class MediaServer:
 
     async def _file(self, request: Request) -> Response:
         _, name = self._log(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return self._body(name)
 
     async def _slow(self, request: Request) -> Response:
