@@ -157,7 +157,7 @@ class Fetcher:
                 raise FetchRetriable(f"timed out: {exc or type(exc).__name__}") from exc
             except httpx.TimeoutException as exc:
                 raise FetchRetriable(f"timed out: {type(exc).__name__}") from exc
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # connection, protocol, a body that won't decode
                 raise FetchRetriable(f"{type(exc).__name__}: {exc}") from exc
 
     async def _follow(self, url: httpx.URL, sink: Path) -> Downloaded:
@@ -173,7 +173,10 @@ class Fetcher:
             try:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECTS and location:
-                    url = url.join(location)
+                    try:
+                        url = url.join(location)
+                    except httpx.InvalidURL as exc:
+                        raise FetchFailed(f"redirect to an invalid URL: {exc}") from exc
                     continue
                 self._raise_for_status(response)
                 return await self._save(response, sink)
