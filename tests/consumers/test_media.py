@@ -399,3 +399,33 @@ async def test_a_drain_that_times_out_cancels_and_commits_nothing_unfinished(
         assert await committed(worker_settings) == 1  # m0 only
     finally:
         server.gate.set()  # lets the server finish the cancelled request
+
+
+async def test_a_revoked_partition_has_its_downloads_cancelled_and_announces_nothing(
+    serve: Server,
+    worker_settings: WorkerSettings,
+    media_settings: MediaSettings,
+    publish: Publish,
+    read_records: Reader,
+) -> None:
+    server = MediaServer()
+    base = await serve(server.app())
+    for n in range(3):
+        sha = server.add(f"{n}.bin", os.urandom(1000))
+        await publish(media_push("image", f"m{n}", f"{base}/gated/{n}.bin", sha))
+    media = dataclasses.replace(
+        media_settings, timeouts=MediaTimeouts(connect=2, read=60, attempt=60)
+    )
+    tp = TopicPartition(worker_settings.topics.messages, 0)
+    try:
+        async with media_worker(worker_settings, media) as (worker, handler):
+            await worker.run(count=3, timeout=60)
+            assert handler.in_flight() == 3
+            await handler.revoked([tp])  # as the runtime calls it, after its commit
+            assert handler.in_flight() == 0
+            assert await handler.flush({tp: 3}) == {tp: 3}  # nothing of it left pending
+    finally:
+        server.gate.set()
+    assert await read_records(worker_settings.topics.media) == []
+    assert not [p for p in (media_settings.root / "sha256").rglob("*") if p.is_file()]
+    assert not list((media_settings.root / "tmp").iterdir())  # spool files removed
