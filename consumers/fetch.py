@@ -25,6 +25,7 @@ import httpx
 
 from consumers.exceptions import FetchFailed, FetchRetriable
 from consumers.guard import AddressGuard
+from consumers.media_metrics import MediaMetrics
 from uplink.settings import MediaSettings
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,13 @@ class Fetcher:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics: MediaMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._guard = guard
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.metrics = metrics if metrics is not None else MediaMetrics()
         self._client: httpx.AsyncClient | None = None
         self._hosts: dict[str, asyncio.Semaphore] = {}
 
@@ -123,6 +126,7 @@ class Fetcher:
             except FetchRetriable as exc:
                 if attempt >= retries.attempts:
                     raise FetchFailed(f"gave up after {attempt} attempts: {exc}") from exc
+                self.metrics.retries += 1
                 delay = self._backoff(attempt)
                 if exc.retry_after is not None:
                     delay = min(max(exc.retry_after, 0.0), retries.retry_after_max)

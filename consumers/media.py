@@ -194,6 +194,8 @@ class MediaHandler:
         self._pending: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
         self._digests = _Locks()
         self._failure: BaseException | None = None
+        self.metrics = fetcher.metrics
+        self.metrics.in_flight = self.in_flight
 
     # --- the Handler protocol ----------------------------------------------------------------
 
@@ -260,12 +262,19 @@ class MediaHandler:
         await self._digests.acquire(digest)
         try:
             stored = await self._store.find(digest)
-            if stored is None:
+            if stored is not None:
+                self.metrics.outcomes["already_stored"] += 1
+            else:
+                started = time.perf_counter()
                 try:
                     stored = await self._fetch(digest, message_id, ref)
                 except FetchFailed as exc:
                     await self._dead_letters.send(record, f"{ref.type} {ref.url}: {exc}")
+                    self.metrics.outcomes["dead_lettered"] += 1
                     return
+                self.metrics.download_seconds.observe(time.perf_counter() - started)
+                self.metrics.outcomes["fetched"] += 1
+                self.metrics.bytes += stored.size
         finally:
             self._digests.release(digest)
         event = {

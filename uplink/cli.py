@@ -154,6 +154,7 @@ def _media(args: argparse.Namespace) -> int:
         dead_letters = DeadLetters(settings, metrics)  # shared: downloads end in the background
         handler = MediaHandler(media, fetcher, store, events, dead_letters)
         worker = Worker(settings, handler, PushCodec(), metrics=metrics, dead_letters=dead_letters)
+        metrics.registry.register(handler.metrics)  # served with the runtime's
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.request_stop)

@@ -91,6 +91,7 @@ async def media_worker(
     dead_letters = DeadLetters(settings, metrics)
     handler = MediaHandler(media, fetcher, store, events, dead_letters)
     worker = Worker(settings, handler, CODEC, metrics=metrics, dead_letters=dead_letters)
+    metrics.registry.register(handler.metrics)
     async with store, fetcher, events, worker:
         try:
             yield worker, handler
@@ -129,8 +130,13 @@ async def test_every_media_type_is_fetched_verified_stored_and_announced(
         await publish(media_push(kind, f"m-{kind}", f"{base}/files/{kind}.bin", sha))
     await publish(EXAMPLES.joinpath("text.json").read_bytes())  # not media: nothing to do
 
-    async with media_worker(worker_settings, media_settings) as (worker, _):
+    async with media_worker(worker_settings, media_settings) as (worker, handler):
         assert await worker.run(count=6, timeout=60) == 6
+    assert handler.metrics.outcomes == {"fetched": 5}
+    assert handler.metrics.bytes == sum(map(len, blobs.values()))
+    rendered = worker.metrics.render().decode()
+    assert 'uplink_media_records_total{outcome="fetched"} 5.0' in rendered
+    assert "uplink_media_download_seconds_count 5.0" in rendered
 
     records = await read_records(worker_settings.topics.media, count=5)
     events = {event["type"]: event for event in map(EVENTS.decode, [r.value for r in records])}
@@ -215,8 +221,11 @@ async def test_permanent_failures_go_to_the_dlq_with_the_reason_and_the_rest_goe
     media = dataclasses.replace(
         media_settings, max_bytes=10_000, retries=MediaRetries(backoff=0.01, hash_attempts=2)
     )
-    async with media_worker(worker_settings, media) as (worker, _):
+    async with media_worker(worker_settings, media) as (worker, handler):
         await worker.run(count=len(bad) + 1, timeout=60)
+    # The ones refused before a download started are dead-lettered by the runtime itself.
+    assert handler.metrics.outcomes == {"fetched": 1, "dead_lettered": 5}
+    assert sum(worker.metrics.dead_lettered.values()) == len(bad)
 
     dead = await read_records(worker_settings.dlq, count=len(bad))
     reasons = {
@@ -255,9 +264,10 @@ async def test_duplicates_and_a_rerun_fetch_nothing_twice(
     await publish(media_push("sticker", "b", f"{base}/files/one.bin", one))  # same object
     await publish(media_push("audio", "c", f"{base}/files/two.bin", two))
 
-    async with media_worker(worker_settings, media_settings) as (worker, _):
+    async with media_worker(worker_settings, media_settings) as (worker, handler):
         await worker.run(count=4, timeout=60)
     assert server.count() == {"/files/one.bin": 1, "/files/two.bin": 1}
+    assert handler.metrics.outcomes == {"fetched": 2, "already_stored": 1}
     first = await read_records(worker_settings.topics.media, count=3)
     assert sorted(EVENTS.decode(r.value)["messageId"] for r in first) == ["a", "b", "c"]
     _, sidecar = stored(media_settings, server.files["one.bin"])
