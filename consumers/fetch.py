@@ -15,6 +15,7 @@ import datetime
 import email.utils
 import hashlib
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# httpx's connection pool slows down sharply as it grows (encode/httpx#3215): one client with 32
+# connections to one origin measured 391 downloads/s here, four clients of 8 measured 1,437.
+# So each origin gets ceil(per_host / 8) clients of at most 8 connections.
+CLIENT_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,18 @@ class Downloaded:
     size: int
     digest: bytes  # SHA-256 of the bytes written
     content_type: str | None
+
+
+@dataclass
+class _Shard:
+    client: httpx.AsyncClient
+    active: int = 0  # requests in progress on it
+
+
+@dataclass(frozen=True)
+class _Origin:
+    limit: asyncio.Semaphore  # per_host downloads at once
+    shards: list[_Shard]
 
 
 def retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
@@ -75,32 +92,18 @@ class Fetcher:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.metrics = metrics if metrics is not None else MediaMetrics()
-        self._client: httpx.AsyncClient | None = None
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._origins: dict[str, _Origin] = {}
+        self._started = False
 
     async def start(self) -> None:
-        if self._client is not None:
-            return
-        timeouts = self._settings.timeouts
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=timeouts.connect,
-                read=timeouts.read,
-                write=timeouts.read,
-                pool=timeouts.attempt,
-            ),
-            limits=httpx.Limits(
-                max_connections=self._settings.concurrency,
-                max_keepalive_connections=self._settings.concurrency,
-            ),
-            follow_redirects=False,
-            trust_env=False,  # no proxy or certificate settings picked up behind our back
-        )
+        self._started = True
 
     async def stop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self._started = False
+        origins, self._origins = self._origins, {}
+        for origin in origins.values():
+            for shard in origin.shards:
+                await shard.client.aclose()
 
     async def __aenter__(self) -> Fetcher:
         await self.start()
@@ -149,23 +152,50 @@ class Fetcher:
         return float(delay * self._rng.uniform(0.5, 1.0))
 
     async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
-        origin = f"{url.scheme}://{url.netloc.decode('ascii').lower()}"
-        limit = self._hosts.get(origin)
-        if limit is None:
-            limit = self._hosts[origin] = asyncio.Semaphore(self._settings.per_host)
-        async with limit:
+        origin = self._origin(f"{url.scheme}://{url.netloc.decode('ascii').lower()}")
+        async with origin.limit:
+            # The least busy client: under the origin's limit, it always has a free connection.
+            shard = min(origin.shards, key=lambda candidate: candidate.active)
+            shard.active += 1
             try:
                 async with asyncio.timeout(self._settings.timeouts.attempt):
-                    return await self._follow(url, sink)
+                    return await self._follow(shard.client, url, sink)
             except TimeoutError as exc:
                 raise FetchRetriable(f"timed out: {exc or type(exc).__name__}") from exc
             except httpx.TimeoutException as exc:
                 raise FetchRetriable(f"timed out: {type(exc).__name__}") from exc
             except httpx.RequestError as exc:  # connection, protocol, a body that won't decode
                 raise FetchRetriable(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                shard.active -= 1
 
-    async def _follow(self, url: httpx.URL, sink: Path) -> Downloaded:
-        client = self._require_client()
+    def _origin(self, key: str) -> _Origin:
+        origin = self._origins.get(key)
+        if origin is None:
+            if not self._started:
+                raise RuntimeError("fetcher not started")
+            per_host = self._settings.per_host
+            connections = min(per_host, CLIENT_CONNECTIONS)
+            count = math.ceil(per_host / connections)
+            shards = [_Shard(self._client(connections)) for _ in range(count)]
+            origin = self._origins[key] = _Origin(asyncio.Semaphore(per_host), shards)
+        return origin
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
+        timeouts = self._settings.timeouts
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=timeouts.connect,
+                read=timeouts.read,
+                write=timeouts.read,
+                pool=timeouts.attempt,
+            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            follow_redirects=False,
+            trust_env=False,  # no proxy or certificate settings picked up behind our back
+        )
+
+    async def _follow(self, client: httpx.AsyncClient, url: httpx.URL, sink: Path) -> Downloaded:
         for _ in range(self._settings.max_redirects + 1):
             target = await self._guard.check(url)
             headers = {"host": url.netloc.decode("ascii")}
@@ -212,8 +242,3 @@ class Fetcher:
                 hasher.update(chunk)
                 out.write(chunk)
         return Downloaded(size, hasher.digest(), response.headers.get("content-type"))
-
-    def _require_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError("fetcher not started")
-        return self._client
