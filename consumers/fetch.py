@@ -233,8 +233,10 @@ class Fetcher:
             raise FetchFailed(f"oversize: {declared} bytes declared, the limit is {limit}")
         hasher = hashlib.sha256()
         size = 0
-        # Small sequential writes to the page cache; the store fsyncs once, in a thread.
-        with sink.open("wb") as out:
+        # Creating a file costs ~0.7 ms on this machine's disk: in a thread, not on the loop.
+        # The writes that follow are small and go to the page cache; the store fsyncs, threaded.
+        out = await asyncio.to_thread(sink.open, "wb")
+        with out:
             async for chunk in response.aiter_bytes(CHUNK):
                 size += len(chunk)
                 if size > limit:
