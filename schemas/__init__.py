@@ -2,12 +2,15 @@
 
 from schemas.codec import PushCodec, load_push_schema
 from schemas.exceptions import CorruptRecord, NotAPush, SchemaError, UnknownSchema
+from schemas.media import MediaCodec, load_media_schema
 
 __all__ = [
     "CorruptRecord",
+    "MediaCodec",
     "NotAPush",
     "PushCodec",
     "SchemaError",
     "UnknownSchema",
+    "load_media_schema",
     "load_push_schema",
 ]

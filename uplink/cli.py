@@ -133,6 +133,53 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _media(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.deadletters import DeadLetters
+    from consumers.fetch import Fetcher
+    from consumers.guard import AddressGuard
+    from consumers.media import MediaEvents, MediaHandler
+    from consumers.metrics import WorkerMetrics
+    from consumers.runtime import Worker
+    from consumers.storage import FileStore
+    from schemas import PushCodec
+    from uplink.settings import MediaSettings, WorkerSettings
+
+    media = MediaSettings.from_env(
+        os.environ,
+        **({"root": Path(args.media_dir)} if args.media_dir else {}),
+        **({"concurrency": args.concurrency} if args.concurrency else {}),
+    )
+    settings = WorkerSettings.from_env(
+        "media",
+        os.environ,
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+
+    async def run() -> None:
+        store = FileStore(media.root)
+        fetcher = Fetcher(media, AddressGuard(media.allow_hosts))
+        events = MediaEvents(settings.kafka, settings.topics)
+        metrics = WorkerMetrics(settings.name)
+        dead_letters = DeadLetters(settings, metrics)  # shared: downloads end in the background
+        handler = MediaHandler(media, fetcher, store, events, dead_letters)
+        worker = Worker(settings, handler, PushCodec(), metrics=metrics, dead_letters=dead_letters)
+        metrics.registry.register(handler.metrics)  # served with the runtime's
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.request_stop)
+        async with store, fetcher, events, worker:
+            try:
+                await worker.run()
+            finally:
+                # In-flight downloads finish (or are cancelled) before the final commit.
+                await handler.drain(media.drain_timeout)
+
+    asyncio.run(run())
+    return 0
+
+
 def _archive_cat(args: argparse.Namespace) -> int:
     from consumers.replay import ArchiveReadError, archived_records, json_line
 
@@ -368,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=9101,
         help="archive's metrics port; media and router take the next two (0: free ports)",
     )
+
+    media = verbs.add_parser(
+        "media", help="media worker (group uplink-media): fetch, verify and keep media"
+    )
+    media.add_argument("--media-dir", help="where objects are kept (or UPLINK_MEDIA_DIR)")
+    media.add_argument(
+        "--concurrency", type=int, default=None, help="downloads in flight (default 32)"
+    )
+    media.add_argument("--metrics-port", type=int, default=None)
+    media.set_defaults(run=_media)
+
     dev.set_defaults(run=_dev)
     return parser
 

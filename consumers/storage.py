@@ -1,0 +1,156 @@
+"""Where fetched media is kept: content-addressed by SHA-256 behind a small interface.
+
+``FileStore`` (the default) keeps ``ROOT/sha256/<hex[0:2]>/<hex>`` plus ``<hex>.json``, a sidecar
+with what the first push that brought the object said about it. Downloads are spooled under
+``ROOT/tmp`` (same filesystem, so the final rename is atomic). The sidecar is linked into place
+before the object is renamed, so an object that exists always has its sidecar; linking fails if
+one is already there, so the first push's sidecar is the one that stays. Every name under ROOT
+derives from the digest this worker computed, never from anything a push says.
+
+An S3-compatible store would implement ``MediaStore`` the same way: spool locally, then upload
+the object (and its sidecar) under the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+SPOOL_SUFFIX = ".part"
+
+
+@dataclass(frozen=True)
+class Stored:
+    uri: str
+    size: int
+
+
+class MediaStore(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def find(self, digest: str) -> Stored | None:
+        """The object with this hex SHA-256, if it is already kept."""
+        ...
+
+    def spool(self) -> Path:
+        """A fresh local path to download into; ``put`` or ``discard`` it afterwards."""
+        ...
+
+    async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
+        """Keep the spooled bytes (already verified to hash to ``digest``), durably."""
+        ...
+
+    def discard(self, spooled: Path) -> None:
+        """Remove a spool file that was not put (safe if it is gone)."""
+        ...
+
+
+class FileStore:
+    """The filesystem ``MediaStore``."""
+
+    def __init__(self, root: Path, *, stale_after: float = 3600.0) -> None:
+        self._root = root
+        self._objects = root / "sha256"
+        self._spool = root / "tmp"
+        self._stale_after = stale_after  # spool files older than this were left by a crash
+
+    async def start(self) -> None:
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._sweep)
+
+    async def stop(self) -> None:
+        return None
+
+    async def __aenter__(self) -> FileStore:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def path(self, digest: str) -> Path:
+        if not _HEX.fullmatch(digest):
+            raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
+        return self._objects / digest[:2] / digest
+
+    def uri(self, digest: str) -> str:
+        return self.path(digest).absolute().as_uri()
+
+    async def find(self, digest: str) -> Stored | None:
+        try:
+            size = self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+        return Stored(self.uri(digest), size)
+
+    def spool(self) -> Path:
+        return self._spool / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
+
+    async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
+        final = self.path(digest)
+        size = await asyncio.to_thread(self._put, final, spooled, orjson.dumps(sidecar))
+        return Stored(self.uri(digest), size)
+
+    def discard(self, spooled: Path) -> None:
+        spooled.unlink(missing_ok=True)
+
+    def _put(self, final: Path, spooled: Path, sidecar: bytes) -> int:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _fsync(spooled)
+        size = spooled.stat().st_size
+        meta = self.spool()
+        try:
+            with meta.open("wb") as out:
+                out.write(sidecar)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(meta, final.with_name(final.name + ".json"))
+            except FileExistsError:
+                pass  # the first push's sidecar stays
+        finally:
+            meta.unlink(missing_ok=True)
+        os.replace(spooled, final)  # another worker may have put the same bytes: same result
+        _fsync(final.parent)
+        return size
+
+    def _sweep(self) -> None:
+        """Spool files of crashed downloads; only old ones, as other workers share the root."""
+        cutoff = time.time() - self._stale_after
+        for stale in self._spool.glob(f"*{SPOOL_SUFFIX}"):
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+                    log.info("removed %s, left by a crashed download", stale)
+            except FileNotFoundError:
+                continue
+
+
+def _fsync(path: Path) -> None:
+    """A file's bytes, or a directory's entries, on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
