@@ -329,6 +329,7 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in text.split(",") if part.strip())
 
 
+@dataclass(frozen=True)
 class MediaTimeouts:
     """Seconds. ``attempt`` bounds one whole download, so a server that drips bytes ends too."""
 
