@@ -17,10 +17,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from schemas import PushCodec
 from tests.conftest import EXAMPLES
+from tests.consumers.crashes import committed_past, kill_at_random_moments
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -34,21 +34,6 @@ KILLS = 10
 HOUR_10 = 1_700_042_400  # seconds, UTC: the pushes' event time
 # Record time stays recent, or the broker's 7-day retention deletes the test's data mid-run.
 RECORD_TIME = time.time_ns() // 1_000_000 - 4 * 3_600_000  # and never more than 1 h ahead
-
-
-async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except GroupCoordinatorNotAvailableError:
-        return 0  # the group's coordinator is still loading: nothing committed yet
-    return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
-
-
-async def committed_past(admin: AIOKafkaAdminClient, group: str, mark: int) -> int:
-    """Poll the group's committed offsets (the broker has no push for this) until past ``mark``."""
-    while (total := await committed_total(admin, group)) <= mark:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    return total
 
 
 async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
@@ -113,21 +98,10 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        kills = 0
-        while kills < KILLS:
-            before = await committed_total(admin, group)
-            if before >= total:
-                break  # everything got archived before the planned kills ran out
-            worker = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)
-            try:
-                async with asyncio.timeout(90):  # kill only once it made progress
-                    await committed_past(admin, group, before)
-                # Mid-file, mid-batch, mid-rename; short, for the worker archives ~50k records/s.
-                await asyncio.sleep(rng.uniform(0, 0.03))
-            finally:
-                worker.kill()
-                await worker.wait()
-            kills += 1
+        kills = await kill_at_random_moments(
+            command, env, log, admin, group, total=total, kills=KILLS, rng=rng,
+            max_delay=0.03,  # mid-file, mid-batch, mid-rename: the worker archives ~50k records/s
+        )  # fmt: skip
         assert kills == KILLS, f"only {kills} kills before the end (seed {seed})"
 
         worker = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)

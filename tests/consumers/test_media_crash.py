@@ -19,8 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import MediaCodec, PushCodec
 from tests.conftest import Reader, Server
+from tests.consumers.crashes import committed_past, kill_at_random_moments
 from tests.consumers.media_server import MediaServer
-from tests.consumers.test_archive_crash import RECORD_TIME, committed_past, committed_total
+from tests.consumers.test_archive_crash import RECORD_TIME
 from tests.consumers.test_media import media_push
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
@@ -120,20 +121,10 @@ async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        kills = 0
-        while kills < KILLS:
-            before = await committed_total(admin, group)
-            if before >= total:
-                break
-            worker = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)
-            try:
-                async with asyncio.timeout(90):  # kill only once it made progress
-                    await committed_past(admin, group, before)
-                await asyncio.sleep(rng.uniform(0, 0.1))  # mid-download, mid-rename, mid-send
-            finally:
-                worker.kill()
-                await worker.wait()
-            kills += 1
+        kills = await kill_at_random_moments(
+            command, env, log, admin, group, total=total, kills=KILLS, rng=rng,
+            max_delay=0.1,  # mid-download, mid-rename, mid-send
+        )  # fmt: skip
         assert kills == KILLS, f"only {kills} kills before the end (seed {seed})"
 
         worker = await asyncio.create_subprocess_exec(

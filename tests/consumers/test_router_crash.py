@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
-from tests.consumers.test_archive_crash import committed_past, committed_total
+from tests.consumers.crashes import committed_past, kill_at_random_moments
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -113,20 +113,10 @@ async def test_sigkill_mid_transaction_leaves_no_duplicate_and_no_gap(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        kills = 0
-        while kills < KILLS:
-            before = await committed_total(admin, group)
-            if before >= total:
-                break
-            router = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)
-            try:
-                async with asyncio.timeout(90):  # kill only once it committed a transaction
-                    await committed_past(admin, group, before)
-                await asyncio.sleep(rng.uniform(0, 0.15))  # mid-transaction, mid-commit
-            finally:
-                router.kill()
-                await router.wait()
-            kills += 1
+        kills = await kill_at_random_moments(
+            command, env, log, admin, group, total=total, kills=KILLS, rng=rng,
+            max_delay=0.15,  # mid-transaction, mid-commit
+        )  # fmt: skip
         assert kills == KILLS, f"only {kills} kills before the end (seed {seed})"
 
         router = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)

@@ -1,0 +1,59 @@
+"""What the crash tests share: a group's committed progress, and a worker process killed with
+SIGKILL at random moments once it made some, restarted each time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+
+async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:
+        return 0  # the group's coordinator is still loading: nothing committed yet
+    return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
+
+
+async def committed_past(admin: AIOKafkaAdminClient, group: str, mark: int) -> int:
+    """Poll the group's committed offsets (the broker has no push for this) until past ``mark``."""
+    while (total := await committed_total(admin, group)) <= mark:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return total
+
+
+async def kill_at_random_moments(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log: BinaryIO,
+    admin: AIOKafkaAdminClient,
+    group: str,
+    *,
+    total: int,
+    kills: int,
+    rng: random.Random,
+    max_delay: float,
+) -> int:
+    """Run ``command`` and SIGKILL it up to ``kills`` times, each time once its group committed
+    more than before, after a random delay; returns the kills made before all ``total``
+    records were committed."""
+    made = 0
+    while made < kills:
+        before = await committed_total(admin, group)
+        if before >= total:
+            break  # everything got committed before the planned kills ran out
+        process = await asyncio.create_subprocess_exec(*command, env=dict(env), stderr=log)
+        try:
+            async with asyncio.timeout(90):  # kill only once it made progress
+                await committed_past(admin, group, before)
+            await asyncio.sleep(rng.uniform(0, max_delay))
+        finally:
+            process.kill()
+            await process.wait()
+        made += 1
+    return made
