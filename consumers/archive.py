@@ -31,8 +31,8 @@ from aiokafka import TopicPartition
 from consumers.exceptions import TransientError
 from consumers.runtime import Inbound, Positions
 from schemas import load_push_schema
-from schemas.codec import HEADER_SIZE
 from schemas.container import CODECS, BlockFormat
+from schemas.framing import HEADER_SIZE
 
 log = logging.getLogger(__name__)
 

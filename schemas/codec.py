@@ -1,4 +1,4 @@
-"""JSON push → Avro record, and the Avro single-object framing of that record.
+"""JSON push → Avro record, framed as Avro single-object encoding (schemas/framing.py).
 
 The typed view is best effort: whatever does not fit a field's type becomes null there, while
 `raw` keeps the exact body, so nothing is lost and a push is never rejected for a data quirk.
@@ -8,7 +8,6 @@ Normalisation is compiled once per schema node into small converter closures (th
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Callable
@@ -16,18 +15,10 @@ from importlib import resources
 from typing import Any, Final, cast
 
 import orjson
-from fastavro import parse_schema, schemaless_reader
-from fastavro.schema import fingerprint as schema_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
-from schemas.encoder import compile_encoder
-from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
+from schemas.exceptions import NotAPush
+from schemas.framing import Framing
 from schemas.head import HeadReader
-
-# Avro spec, "Single object encoding": 2-byte marker, 8-byte little-endian CRC-64-AVRO of the
-# writer schema's Parsing Canonical Form, then the binary datum.
-MARKER: Final = b"\xc3\x01"
-HEADER_SIZE: Final = 10
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
 INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
@@ -294,36 +285,16 @@ def _message_id_problem(body: dict[str, Any]) -> str:
     return f"messageId is a JSON {_JSON_KINDS.get(type(value))}, not a string or number"
 
 
-def _without_logical_types(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [_without_logical_types(item) for item in schema]
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    return schema
-
-
 # --- the codec --------------------------------------------------------------------------------
 
 
-class PushCodec:
+class PushCodec(Framing):
     """Turns a push body into a record and frames records for Kafka; build once, reuse."""
-
-    schema: dict[str, Any]
-    fingerprint: bytes
-    header: bytes
 
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         source = load_push_schema() if schema is None else schema
-        self.schema = cast(dict[str, Any], parse_schema(source))
-        canonical = to_parsing_canonical_form(self.schema)
-        # fastavro gives the hex of the fingerprint's bytes already in little-endian order.
-        self.fingerprint = bytes.fromhex(schema_fingerprint(canonical, "CRC-64-AVRO"))
-        self.header = MARKER + self.fingerprint
-        # Same wire format (the canonical form drops logicalType) but receivedAt reads back as
-        # the int of epoch millis the record was built with, not a datetime.
-        self._datum_schema = parse_schema(_without_logical_types(source))
+        super().__init__(source)  # receivedAt reads back as the int of epoch millis
         self._push = _Compiler().push(source)
-        self._encode = compile_encoder(source, prefix=self.header)
         self._head = (
             HeadReader(source, self.header).read if HeadReader.fits(source) else self._decoded_head
         )
@@ -358,29 +329,6 @@ class PushCodec:
         if message is None:
             message = record["message"] = dict(cast(dict[str, Any], self._empty_message))
         message["type"] = top_type
-
-    def encode(self, record: dict[str, Any]) -> bytes:
-        """Avro single-object encoding of a record (as built by ``parse``)."""
-        return self._encode(record)
-
-    def decode(self, data: bytes | memoryview) -> dict[str, Any]:
-        """Inverse of encode; raises UnknownSchema or CorruptRecord."""
-        if data[:2] != MARKER:
-            raise UnknownSchema("not Avro single-object encoded (no C3 01 marker)")
-        found = bytes(data[2:HEADER_SIZE])
-        if found != self.fingerprint:
-            raise UnknownSchema(f"unknown writer schema, fingerprint {found.hex()}", found)
-        source = io.BytesIO(data)
-        source.seek(HEADER_SIZE)
-        try:
-            record = schemaless_reader(source, self._datum_schema, None)
-        except Exception as error:  # untrusted bytes: any decoder failure means a corrupt datum
-            raise CorruptRecord(f"undecodable datum: {error!r}") from error
-        if source.tell() != len(data):
-            raise CorruptRecord(f"{len(data) - source.tell()} trailing bytes after the datum")
-        if not isinstance(record, dict):
-            raise CorruptRecord("datum is not a record")
-        return record
 
     def head(self, data: bytes) -> tuple[str, int | None]:
         """(messageId, timestamp or None) of a record, without decoding the rest of it.

@@ -15,8 +15,8 @@ import fastavro
 import pytest
 
 from schemas import PushCodec, load_push_schema
-from schemas.codec import HEADER_SIZE
 from schemas.container import CODECS, BlockFormat
+from schemas.framing import HEADER_SIZE
 from tests.conftest import EXAMPLES
 
 CODEC = PushCodec()

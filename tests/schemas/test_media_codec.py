@@ -12,7 +12,7 @@ import avro.schema
 import pytest
 
 from schemas import MediaCodec, PushCodec, UnknownSchema
-from schemas.codec import MARKER
+from schemas.framing import MARKER
 
 AVSC = resources.files("schemas").joinpath("media.avsc").read_text(encoding="utf-8")
 APACHE_SCHEMA = avro.schema.parse(AVSC)
