@@ -203,11 +203,7 @@ class ArchiveFiles:
         tp = inbound.tp
         if self._settings.verify:
             inbound.push  # noqa: B018  # decoding raises SchemaError: the runtime dead-letters it
-        seconds = inbound.timestamp
-        if seconds is not None and _NAMEABLE[0] <= seconds < _NAMEABLE[1]:
-            hour = seconds // _HOUR_S  # inline: this runs for every record
-        else:
-            hour = event_hour(inbound)
+        hour = event_hour(inbound)
         durable: Positions | None = None
         current = self._open.get(tp)
         if current is not None and (
