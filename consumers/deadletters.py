@@ -7,17 +7,17 @@ concurrent downloads) can dead-letter them too; the worker starts and stops it (
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from consumers.metrics import WorkerMetrics
+from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
-class DeadLetters:
+class DeadLetters(Resource):
     def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -35,18 +35,6 @@ class DeadLetters:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
-
-    async def __aenter__(self) -> DeadLetters:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def send(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         """Keep the original bytes, key and headers, plus why and where from; returns once the

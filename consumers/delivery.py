@@ -24,7 +24,6 @@ from asyncio import FIRST_COMPLETED
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -34,6 +33,7 @@ from consumers.deadletters import DeadLetters
 from consumers.metrics import RouterMetrics
 from consumers.rules import Endpoint
 from schemas import PushCodec, SchemaError
+from uplink.resources import Resource
 from uplink.settings import RouterSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Attempt:
     reason: str = ""
 
 
-class Deliverer:
+class Deliverer(Resource):
     """POSTs to the endpoints of the rules file. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(
@@ -107,18 +107,6 @@ class Deliverer:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
-
-    async def __aenter__(self) -> Deliverer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def endpoint(self, name: str) -> Endpoint | None:
         return self._endpoints.get(name)
@@ -277,7 +265,7 @@ def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     return None
 
 
-class RetryLoop:
+class RetryLoop(Resource):
     """Consumes the delay topics and re-delivers each record when it is due."""
 
     def __init__(
@@ -341,18 +329,6 @@ class RetryLoop:
         finally:
             if producer is not None:
                 await producer.stop()
-
-    async def __aenter__(self) -> RetryLoop:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -20,13 +20,13 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from consumers.exceptions import FetchFailed, FetchRetriable
 from consumers.guard import AddressGuard
 from consumers.media_metrics import MediaMetrics
+from uplink.resources import Resource
 from uplink.settings import MediaSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def retry_after(value: str | None, now: datetime.datetime | None = None) -> floa
     return max((when - now).total_seconds(), 0.0)
 
 
-class Fetcher:
+class Fetcher(Resource):
     """Downloads media over one shared httpx client. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(
@@ -104,18 +104,6 @@ class Fetcher:
         for origin in origins.values():
             for shard in origin.shards:
                 await shard.client.aclose()
-
-    async def __aenter__(self) -> Fetcher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def download(self, url: str, sink: Path, expected: bytes) -> Downloaded:
         """Fetch ``url`` into ``sink`` (overwritten) until its SHA-256 is ``expected``."""

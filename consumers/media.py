@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -35,6 +34,7 @@ from consumers.fetch import Fetcher
 from consumers.runtime import Inbound, Positions
 from consumers.storage import MediaStore, Stored
 from schemas import MediaCodec
+from uplink.resources import Resource
 from uplink.settings import KafkaSettings, MediaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -101,7 +101,7 @@ def resolve_url(path: str, base_url: str | None) -> str:
     return str(httpx.URL(base_url.rstrip("/") + "/").join(path.lstrip("/")))
 
 
-class MediaEvents:
+class MediaEvents(Resource):
     """The producer of media events (acks=all, idempotent). ``start()``/``stop()``."""
 
     def __init__(self, kafka: KafkaSettings, topics: Topics) -> None:
@@ -122,18 +122,6 @@ class MediaEvents:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
-
-    async def __aenter__(self) -> MediaEvents:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def send(self, key: bytes | None, value: bytes) -> None:
         """Returns once the broker has it."""

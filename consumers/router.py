@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -34,6 +33,7 @@ from consumers.metrics import RouterMetrics
 from consumers.rules import DEFAULT, PostTo, Rules, ToTopic
 from consumers.runtime import Inbound, Positions
 from uplink.exceptions import UplinkError
+from uplink.resources import Resource
 from uplink.settings import RouterSettings, WorkerSettings
 from uplink.topics import TopicSpec, topic_configs
 
@@ -170,7 +170,7 @@ class TransactionalOutputs:
             await self.discard(tp)
 
 
-class Router:
+class Router(Resource):
     """The router ``Handler``. ``start()``/``stop()`` (the producers, the HTTP clients)."""
 
     def __init__(
@@ -208,18 +208,6 @@ class Router:
             await self._outputs.stop()
         finally:
             await self._deliverer.stop()
-
-    async def __aenter__(self) -> Router:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- Handler -----------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -29,6 +28,7 @@ from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
 from schemas import CorruptRecord, PushCodec, SchemaError
+from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 from uplink.topics import dlq_spec, ensure_topics
 
@@ -91,7 +91,7 @@ class Handler(Protocol):
         ...
 
 
-class Worker:
+class Worker(Resource):
     """One consumer in a group. ``start()``/``stop()`` (safe twice) or ``async with``."""
 
     def __init__(
@@ -170,18 +170,6 @@ class Worker:
         finally:
             await self.dead_letters.stop()
             self.metrics.close()
-
-    async def __aenter__(self) -> Worker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def request_stop(self) -> None:
         """From a signal handler: finish the batch in hand, then ``run`` returns."""

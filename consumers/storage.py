@@ -21,10 +21,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import orjson
+
+from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class MediaStore(Protocol):
         ...
 
 
-class FileStore:
+class FileStore(Resource):
     """The filesystem ``MediaStore``."""
 
     def __init__(self, root: Path, *, stale_after: float = 3600.0) -> None:
@@ -76,18 +77,6 @@ class FileStore:
 
     async def stop(self) -> None:
         return None
-
-    async def __aenter__(self) -> FileStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def path(self, digest: str) -> Path:
         if not _HEX.fullmatch(digest):

@@ -7,7 +7,6 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
@@ -15,6 +14,7 @@ from aiokafka.partitioner import murmur2
 
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded
+from uplink.resources import Resource
 from uplink.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 
 
-class DurableProducer:
+class DurableProducer(Resource):
     """Sends a record and returns only once the broker has acknowledged it (acks=all).
 
     ``start()`` does not wait for the broker: ``prepare`` (creating topics) and the connection
@@ -185,18 +185,6 @@ class DurableProducer:
         except TimeoutError:
             log.error("Kafka unreachable at shutdown: unflushed records were answered 503")
             await producer.client.close()
-
-    async def __aenter__(self) -> DurableProducer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
