@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -121,14 +123,7 @@ async def main(count: int) -> None:
 
 
 def write(count: int, bare: float, bare_again: float, archive: float, ratio: float) -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     section = f"""## Archive throughput — {datetime.date.today().isoformat()}
 
 Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO
 
 from ingress_load import BARE_APP, profile, uvicorn_cmd, wait_http
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -673,14 +674,7 @@ def profile_burst(
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     return (
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"

@@ -16,6 +16,8 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 from consumers.dedupe import DedupeWindow
 
 BUDGET = 100  # bytes per remembered id
@@ -61,16 +63,6 @@ def at(record: int) -> int:
 
 def verdict(bytes_per_id: float) -> str:
     return "within" if bytes_per_id <= BUDGET else "OVER"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tests" / "examples"
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -267,14 +269,7 @@ def write_results(
 ) -> None:
     ratios = [r["ingress"]["rps"] / r["bare"]["rps"] for r in rounds]
     ratio = statistics.median(ratios)
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     lines = [
         f"## Ingress load — {datetime.date.today().isoformat()}",
         "",

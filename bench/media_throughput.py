@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -213,14 +215,7 @@ def main(count: int, levels: list[int]) -> None:
 
 
 def write(count: int, rows: list[tuple[int, float, float]]) -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     table = "\n".join(
         f"| {level} | {bare:,.0f} | {worker:,.0f} | {worker / bare:.0%} |"
         for level, bare, worker in rows

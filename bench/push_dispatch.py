@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -91,14 +93,7 @@ async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 

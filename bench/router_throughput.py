@@ -36,6 +36,8 @@ import tomllib
 import uuid
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -304,14 +306,7 @@ async def main(count: int, sizes: list[int]) -> None:
 
 
 def write(count: int, plain: float, rows: list[tuple[int, float, float, float]]) -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     table = "\n".join(
         f"| {size:,} | {bare:,.0f} | {router:,.0f} | {again:,.0f} "
         f"| **{router / ((bare + again) / 2):.1%}** |"

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -112,14 +114,7 @@ async def main(count: int) -> None:
 
 
 def write(count: int, bare: float, bare_again: float, rebuilt: float) -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     baseline = (bare + bare_again) / 2
     section = f"""## Dedupe window rebuild from the log — {datetime.date.today().isoformat()}
 
