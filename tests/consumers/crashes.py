@@ -1,10 +1,11 @@
-"""What the crash tests share: a group's committed progress, and a worker process killed with
-SIGKILL at random moments once it made some, restarted each time."""
+"""What the crash tests share: a group's committed progress, a worker process killed with
+SIGKILL at random moments once it made some, restarted each time, and the last run to the end."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
@@ -57,3 +58,24 @@ async def kill_at_random_moments(
             await process.wait()
         made += 1
     return made
+
+
+async def run_to_the_end(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log: BinaryIO,
+    admin: AIOKafkaAdminClient,
+    group: str,
+    *,
+    total: int,
+) -> None:
+    """Run ``command`` until its group committed all ``total`` records, then SIGTERM it: it
+    must exit cleanly (0)."""
+    process = await asyncio.create_subprocess_exec(*command, env=dict(env), stderr=log)
+    try:
+        async with asyncio.timeout(120):
+            await committed_past(admin, group, total - 1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sys
 import time
 import uuid
@@ -20,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
-from tests.consumers.crashes import committed_past, kill_at_random_moments
+from tests.consumers.crashes import kill_at_random_moments, run_to_the_end
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -119,14 +118,7 @@ async def test_sigkill_mid_transaction_leaves_no_duplicate_and_no_gap(
         )  # fmt: skip
         assert kills == KILLS, f"only {kills} kills before the end (seed {seed})"
 
-        router = await asyncio.create_subprocess_exec(*command, env=env, stderr=log)
-        try:
-            async with asyncio.timeout(120):
-                await committed_past(admin, group, total - 1)
-        finally:
-            router.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                assert await router.wait() == 0
+        await run_to_the_end(command, env, log, admin, group, total=total)
     finally:
         await admin.close()
         log.close()
