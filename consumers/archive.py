@@ -31,8 +31,9 @@ from aiokafka import TopicPartition
 from consumers.exceptions import TransientError
 from consumers.runtime import Inbound, Positions
 from schemas import load_push_schema
-from schemas.container import CODECS, BlockFormat
+from schemas.container import BlockFormat, compressor
 from schemas.framing import HEADER_SIZE
+from uplink.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class ArchiveSettings:
     verify: bool = False
 
     def __post_init__(self) -> None:
-        if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
+        try:  # at start-up, not at the first file: a missing zstandard package too
+            compressor(self.codec)
+        except ValueError as exc:
+            raise ConfigError("--codec", str(exc)) from exc
 
 
 def archive_path(

@@ -35,7 +35,7 @@ def _deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def _compressor(codec: str) -> Callable[[bytes], bytes]:
+def compressor(codec: str) -> Callable[[bytes], bytes]:
     if codec == "deflate":
         return _deflate
     if codec == "null":
@@ -60,7 +60,7 @@ class BlockFormat:
 
     def __init__(self, schema: str, codec: str, sync: bytes | None = None) -> None:
         """``schema``: the writer schema's JSON text, ``codec``: one of CODECS."""
-        self._compress = _compressor(codec)
+        self._compress = compressor(codec)
         self.sync = os.urandom(16) if sync is None else sync
         if len(self.sync) != 16:
             raise ValueError("an Avro sync marker is 16 bytes")

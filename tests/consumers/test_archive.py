@@ -20,6 +20,7 @@ from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
+from uplink.exceptions import ConfigError
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
 
@@ -242,3 +243,8 @@ def test_an_event_time_no_date_can_name_falls_back_to_when_it_was_received() -> 
     assert event_hour(inbound(2**62)) == received_hour  # past year 9999
     assert event_hour(inbound(-(2**40))) == received_hour  # before year 1
     assert hour_start(HOUR_10 // 3600).isoformat() == "2023-11-15T10:00:00+00:00"
+
+
+def test_an_unknown_codec_stops_start_up_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--codec: unknown Avro codec 'snappy'"):
+        ArchiveSettings(root=tmp_path, codec="snappy")
