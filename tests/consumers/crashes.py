@@ -9,8 +9,11 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
+import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+from uplink.broker import free_port
 
 
 async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -26,6 +29,18 @@ async def committed_past(admin: AIOKafkaAdminClient, group: str, mark: int) -> i
     while (total := await committed_total(admin, group)) <= mark:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     return total
+
+
+async def serving(url: str) -> None:
+    """Poll ``url`` until it answers 200 (a starting process has no way to announce it)."""
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            await asyncio.sleep(0.05)
 
 
 async def kill_at_random_moments(
@@ -69,13 +84,22 @@ async def run_to_the_end(
     *,
     total: int,
 ) -> None:
-    """Run ``command`` until its group committed all ``total`` records, then SIGTERM it: it
-    must exit cleanly (0)."""
-    process = await asyncio.create_subprocess_exec(*command, env=dict(env), stderr=log)
+    """Run ``command`` until it serves its metrics and its group committed all ``total`` records,
+    then SIGTERM it: it must exit cleanly (0).
+
+    Everything may already be committed when it starts (the last killed run can finish the
+    work, or its transaction can commit after the kill), so the SIGTERM waits for the metrics
+    port: a signal that lands while the interpreter is still importing ends any process with
+    -15, before it has anything to finish."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *command, env={**env, "UPLINK_METRICS_PORT": str(port)}, stderr=log
+    )
     try:
         async with asyncio.timeout(120):
+            await serving(f"http://127.0.0.1:{port}/metrics")
             await committed_past(admin, group, total - 1)
     finally:
         process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):  # the media worker lets downloads in flight finish
             assert await process.wait() == 0

@@ -7,11 +7,9 @@ import asyncio
 import hashlib
 import os
 import random
-import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -19,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import MediaCodec, PushCodec
 from tests.conftest import Reader, Server
-from tests.consumers.crashes import committed_past, kill_at_random_moments
+from tests.consumers.crashes import kill_at_random_moments, run_to_the_end
 from tests.consumers.media_server import MediaServer
 from tests.consumers.test_archive_crash import RECORD_TIME
 from tests.consumers.test_media import media_push
@@ -34,14 +32,6 @@ OBJECTS = 300
 PUSHES = 600  # each object comes with two pushes
 RETRIED = 10  # the provider's retries: same messageId again
 KILLS = 5
-
-
-async def copy_log(stream: asyncio.StreamReader, log: BinaryIO, assigned: asyncio.Event) -> None:
-    """The worker's stderr into the log; ``assigned`` once it logs its partitions."""
-    async for line in stream:
-        log.write(line)
-        if b"assigned" in line:
-            assigned.set()
 
 
 async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing(
@@ -127,22 +117,7 @@ async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing
         )  # fmt: skip
         assert kills == KILLS, f"only {kills} kills before the end (seed {seed})"
 
-        worker = await asyncio.create_subprocess_exec(
-            *command, env=env, stderr=asyncio.subprocess.PIPE
-        )
-        assert worker.stderr is not None
-        assigned = asyncio.Event()
-        copier = asyncio.create_task(copy_log(worker.stderr, log, assigned))
-        try:
-            async with asyncio.timeout(120):
-                # SIGTERM only once it runs (its handler is installed), even if nothing is left.
-                await assigned.wait()
-                await committed_past(admin, group, total - 1)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(60):
-                assert await worker.wait() == 0
-                await copier
+        await run_to_the_end(command, env, log, admin, group, total=total)
     finally:
         await admin.close()
         log.close()
