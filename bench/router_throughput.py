@@ -253,10 +253,9 @@ async def router_run(
     metrics = RouterMetrics(worker_metrics.registry)
     dead_letters = DeadLetters(settings, worker_metrics)
     deliverer = Deliverer(rules.endpoints, metrics)
-    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
-    worker = Worker(
-        settings, router, PushCodec(), metrics=worker_metrics, dead_letters=dead_letters
-    )
+    codec = PushCodec()
+    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics, codec)
+    worker = Worker(settings, router, codec, metrics=worker_metrics, dead_letters=dead_letters)
     started = time.perf_counter()
     async with router:
         async with worker:  # its stop() commits the last transactions

@@ -30,8 +30,9 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from consumers.deadletters import DeadLetters
 from consumers.delivery import Deliverer, Delivery, FirstAttempts, Outcome, park
 from consumers.metrics import RouterMetrics
-from consumers.rules import DEFAULT, PostTo, Rules, ToTopic
+from consumers.rules import DEFAULT, VIEW, PostTo, Rules, ToTopic
 from consumers.runtime import Inbound, Positions
+from schemas import PushCodec
 from uplink.exceptions import UplinkError
 from uplink.resources import Resource
 from uplink.settings import RouterSettings, WorkerSettings
@@ -181,8 +182,11 @@ class Router(Resource):
         deliverer: Deliverer,
         dead_letters: DeadLetters,
         metrics: RouterMetrics,
+        codec: PushCodec,
     ) -> None:
         self._rules = rules
+        # The rules read a dozen fields: a view of those costs a third of the full decode.
+        self._view = codec.viewer(VIEW)
         self._worker = worker
         self._settings = settings
         self._deliverer = deliverer
@@ -215,8 +219,11 @@ class Router(Resource):
         tp, record = inbound.tp, inbound.record
         if tp in self._failed:
             raise RouterError(f"{tp}: an earlier transaction failed")
-        push = inbound.push
-        routing = self._rules.route(push)
+        routing = self._rules.route(self._view(inbound.value))
+        if routing.posts:
+            # Deliveries carry `raw`: decoded before anything is sent, so a datum corrupt past
+            # the view goes to the DLQ whole rather than after its topic outputs.
+            raw = inbound.push["raw"]
         metrics = self._metrics
         for name in routing.matched or (DEFAULT,):
             metrics.matches[name] += 1
@@ -244,7 +251,7 @@ class Router(Resource):
             elif type(action) is PostTo:
                 self._first.submit(
                     tp,
-                    Delivery(action.endpoint, output.rule, record, push["messageId"], push["raw"]),
+                    Delivery(action.endpoint, output.rule, record, inbound.message_id, raw),
                 )
         return None
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from schemas.view import Shape
 from uplink.exceptions import ConfigError
 from uplink.settings import Secret
 
@@ -39,6 +40,21 @@ Predicate = Callable[[Push], bool]
 
 RULE_HEADER = "uplink-rule"  # on every routed record: the rule that sent it
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+# Every field a condition reads: the router reads only these of a record (schemas/view.py).
+# tests/consumers/test_rules.py checks each condition judges this view as the decoded push.
+VIEW: Shape = {
+    "appId": True,
+    "eventType": True,
+    "businessPhone": True,
+    "from": {"phone": True},
+    "message": {
+        "type": True,
+        "text": {"body": True},
+        **{kind: {} for kind in MEDIA_TYPES},  # only whether it is there
+        "interactive": {"button_reply": True, "list_reply": True},
+        "context": {"forwarded": True, "frequently_forwarded": True},
+    },
+}
 # Topic names Kafka accepts.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -120,6 +136,11 @@ class Routing(NamedTuple):
 
     outputs: tuple[Output, ...]
     matched: tuple[str, ...]
+
+    @property
+    def posts(self) -> bool:
+        """Whether any output is an HTTP delivery."""
+        return any(type(output.action) is PostTo for output in self.outputs)
 
     @property
     def dropped(self) -> bool:

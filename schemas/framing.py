@@ -8,6 +8,7 @@ library decodes such a record without a registry.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from fastavro import parse_schema, schemaless_reader
@@ -16,6 +17,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from schemas.encoder import compile_encoder
 from schemas.exceptions import CorruptRecord, UnknownSchema
+from schemas.view import Shape, compile_view
 
 MARKER: Final = b"\xc3\x01"
 HEADER_SIZE: Final = 10
@@ -46,10 +48,24 @@ class Framing:
         # Same wire format (the canonical form drops logicalType), but a timestamp-millis field
         # reads back as the int of epoch millis it was written from, not a datetime.
         self._datum_schema = parse_schema(without_logical_types(source))
+        self._source = source
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record (of this schema's types) single-object encoded."""
         return self._encode(record)
+
+    def viewer(self, shape: Shape) -> Callable[[bytes], dict[str, Any]]:
+        """A reader of only ``shape``'s fields of a record (schemas/view.py), several times
+        cheaper than ``decode`` for a few fields; it checks the framing, not the whole datum."""
+        read = compile_view(self._source, shape)
+        header = self.header
+
+        def view(data: bytes) -> dict[str, Any]:
+            if not data.startswith(header):
+                raise UnknownSchema(f"not a record of this schema (header {data[:10].hex()})")
+            return read(data, HEADER_SIZE)
+
+        return view
 
     def decode(self, data: bytes | memoryview) -> dict[str, Any]:
         """Inverse of encode; raises UnknownSchema or CorruptRecord."""

@@ -252,7 +252,7 @@ def _router(args: argparse.Namespace) -> int:
         metrics = RouterMetrics(worker_metrics.registry)
         dead_letters = DeadLetters(settings, worker_metrics)  # the worker starts and stops it
         deliverer = Deliverer(rules.endpoints, metrics)
-        router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
+        router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics, codec)
         worker = Worker(settings, router, codec, metrics=worker_metrics, dead_letters=dead_letters)
         retries = RetryLoop(settings, router_settings, deliverer, dead_letters, metrics, codec)
         tune_gc()
@@ -277,7 +277,7 @@ def _router(args: argparse.Namespace) -> int:
 def _router_check(args: argparse.Namespace) -> int:
     import time
 
-    from consumers.rules import load_rules
+    from consumers.rules import VIEW, load_rules
     from schemas import PushCodec, SchemaError
 
     if not args.file:
@@ -285,11 +285,12 @@ def _router_check(args: argparse.Namespace) -> int:
     rules = load_rules(Path(args.file), os.environ)
     print(f"{args.file}: {len(rules.rules)} rules, default {rules.default}, OK")
     codec = PushCodec()
+    view = codec.viewer(VIEW)
     for sample in args.push or []:
         raw = sample.encode() if sample.lstrip().startswith("{") else Path(sample).read_bytes()
         try:
-            # Through the codec both ways: the rules see exactly what the worker decodes.
-            push = codec.decode(codec.encode(codec.parse(raw, int(time.time() * 1000))))
+            # Through the codec both ways: the rules see exactly what the worker reads.
+            push = view(codec.encode(codec.parse(raw, int(time.time() * 1000))))
         except SchemaError as exc:
             print(f"{sample}: not a push: {exc}", file=sys.stderr)
             return 1

@@ -138,7 +138,7 @@ async def running_router(
     metrics = RouterMetrics(worker_metrics.registry)
     dead_letters = DeadLetters(settings, worker_metrics)
     deliverer = Deliverer(rules.endpoints, metrics)
-    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics)
+    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics, CODEC)
     worker = Worker(settings, router, CODEC, metrics=worker_metrics, dead_letters=dead_letters)
     retries = RetryLoop(settings, router_settings, deliverer, dead_letters, metrics, CODEC)
     async with router, worker, retries:
