@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -35,6 +36,7 @@ def redrive_recipe() -> str:
 async def test_the_redrive_recipe_copies_dead_letters_exactly(
     kafka_bootstrap: str, read_records: Reader
 ) -> None:
+    assert shutil.which("kcat"), "kcat missing: apt-get install kcat (scripts/test does)"
     suffix = uuid.uuid4().hex[:10]
     source, target = f"test.router.dlq.{suffix}", f"test.router.redrive.{suffix}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
