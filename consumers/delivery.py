@@ -24,6 +24,7 @@ from asyncio import FIRST_COMPLETED
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -437,14 +438,9 @@ class RetryLoop(Resource):
             return
         await park(
             self._require_producer(),
-            self._settings,
-            record,
-            endpoint,
-            rule,
-            attempts,
-            attempt.reason,
-            step,
-            self._clock,
+            parked(
+                self._settings, record, endpoint, rule, attempts, attempt.reason, step, self._clock
+            ),
         )
         self._metrics.retries[endpoint] += 1
 
@@ -465,8 +461,16 @@ class RetryLoop(Resource):
         return self._producer
 
 
-async def park(
-    producer: AIOKafkaProducer,
+class Parked(NamedTuple):
+    """A delivery as a record of a delay topic."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers
+
+
+def parked(
     settings: RouterSettings,
     record: ConsumerRecord[bytes, bytes],
     endpoint: str,
@@ -475,12 +479,19 @@ async def park(
     reason: str,
     step: int,
     clock: Callable[[], float] = time.time,
-) -> None:
-    """Put a delivery into delay topic ``step``, due after that step's delay."""
+) -> Parked:
+    """The delivery as a record of delay topic ``step``, due after that step's delay."""
     due_ms = int((clock() + settings.delays[step - 1]) * 1000)
-    await producer.send_and_wait(
+    return Parked(
         settings.delay_topic(step),
         record.value,
-        key=record.key,
-        headers=delay_headers(record, endpoint, rule, attempts, due_ms, reason),
+        record.key,
+        delay_headers(record, endpoint, rule, attempts, due_ms, reason),
+    )
+
+
+async def park(producer: AIOKafkaProducer, delivery: Parked) -> None:
+    """Put a delivery into its delay topic."""
+    await producer.send_and_wait(
+        delivery.topic, delivery.value, key=delivery.key, headers=delivery.headers
     )

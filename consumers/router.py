@@ -1,11 +1,14 @@
 """The router's ``Handler``: each push to the topics and HTTP endpoints its rules name.
 
 Topic outputs are exactly once for ``read_committed`` readers: consume-transform-produce in Kafka
-transactions. The first record of a partition after a commit begins a transaction; ``handle``
-produces the routed records (the input's Avro value, key and timestamp, plus headers naming the
-rule); ``flush`` sends the partition's position to the same transaction and commits it, and
-returns nothing for the runtime to commit. A crash aborts (or a successor fences) the open
-transaction, and the successor re-reads from the committed position.
+transactions. ``handle`` buffers the routed records (the input's Avro value, key and timestamp,
+plus headers naming the rule) per input partition, with no I/O; ``flush`` starts each partition's
+transaction in the background: its buffered records as one record batch per output partition,
+its position sent to the transaction, commit. The router goes on routing meanwhile; a partition
+has at most one transaction in flight (its next one waits, growing, up to ``commit_every``
+records), and a revoke or a stop waits for every one. ``flush`` returns only the positions of
+partitions that routed nothing to a topic, for the runtime to commit. A crash aborts (or a
+successor fences) the open transaction, and the successor re-reads from the committed position.
 
 Fencing: one transactional producer per *input partition*, ``<prefix>.<topic>.<partition>``
 (pre-KIP-447 Kafka Streams; aiokafka cannot fence by consumer-group generation). Whichever
@@ -22,13 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from consumers.deadletters import DeadLetters
-from consumers.delivery import Deliverer, Delivery, FirstAttempts, Outcome, park
+from consumers.delivery import Deliverer, Delivery, FirstAttempts, Headers, Outcome, Parked, parked
 from consumers.metrics import RouterMetrics
 from consumers.rules import DEFAULT, VIEW, PostTo, Rules, ToTopic
 from consumers.runtime import Inbound, Positions
@@ -78,21 +83,45 @@ class KeyHashes:
         return all_partitions[hashed % len(all_partitions)]
 
 
-class TransactionalOutputs:
-    """One transactional producer per input partition, started as the partition is assigned
-    (``prepare``: all at once, and the previous owner is fenced before any record is routed)
-    or else when first needed."""
+class Output(NamedTuple):
+    """A record for an output topic, kept until its transaction is sent."""
 
-    def __init__(self, worker: WorkerSettings, settings: RouterSettings) -> None:
+    topic: str
+    value: bytes
+    key: bytes | None
+    timestamp: int
+    headers: Headers
+
+
+class TransactionalOutputs:
+    """One transactional producer per input partition, and each partition's outputs until its
+    next transaction.
+
+    ``add`` only buffers (no I/O per record); ``commit`` sends a partition's outputs as record
+    batches, its position, and commits, in the background: the router reads and routes the
+    next records meanwhile, and the partition's following commit first waits for this one
+    (``settle``). A failed transaction marks its partition failed (a done-callback), so its
+    next record stops the worker rather than being routed into a transaction that cannot
+    commit.
+
+    Producers start as partitions are assigned (``prepare``: all at once, and the previous
+    owner is fenced before any record is routed) or else when first needed.
+    """
+
+    def __init__(
+        self, worker: WorkerSettings, settings: RouterSettings, failed: set[TopicPartition]
+    ) -> None:
         self._worker = worker
         self._prefix = settings.transactional_prefix or worker.group
         self._producers: dict[TopicPartition, asyncio.Task[AIOKafkaProducer]] = {}
-        self._open: set[TopicPartition] = set()
+        self._buffered: dict[TopicPartition, list[Output | Parked]] = {}
+        self._commits: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._failed = failed
         self._partitioner = KeyHashes()
 
     def prepare(self, partitions: list[TopicPartition]) -> None:
         """Start the partitions' producers in the background (records may arrive meanwhile:
-        ``begin`` waits for the same start)."""
+        ``commit`` waits for the same start)."""
         for tp in partitions:
             self._starting(tp)
 
@@ -116,7 +145,6 @@ class TransactionalOutputs:
             retry_backoff_ms=20,
             max_batch_size=256 * 1024,
             max_request_size=self._worker.kafka.max_request_size,
-            partitioner=self._partitioner,
         )
         try:
             await producer.start()  # InitProducerId: fences the previous owner
@@ -125,35 +153,103 @@ class TransactionalOutputs:
             raise
         return producer
 
-    async def begin(self, tp: TopicPartition) -> AIOKafkaProducer:
-        """The partition's producer, inside a transaction."""
-        task = self._producers.get(tp)
-        producer = task.result() if task is not None and task.done() else None
-        if producer is None:
-            producer = await self._starting(tp)
-        if tp not in self._open:
-            await producer.begin_transaction()
-            self._open.add(tp)
-        return producer
+    async def producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """The partition's producer, started (which fenced the partition's previous owner)."""
+        return await self._starting(tp)
 
-    def is_open(self, tp: TopicPartition) -> bool:
-        return tp in self._open
+    def add(self, tp: TopicPartition, output: Output | Parked) -> None:
+        """Buffer an output of input partition ``tp`` for its next transaction."""
+        buffered = self._buffered.get(tp)
+        if buffered is None:
+            buffered = self._buffered[tp] = []
+        buffered.append(output)
 
-    async def commit(self, tp: TopicPartition, position: int, group: str) -> None:
-        producer = await self._producers[tp]
+    def has_outputs(self, tp: TopicPartition) -> bool:
+        return tp in self._buffered
+
+    def commit(self, tp: TopicPartition, position: int, group: str) -> None:
+        """Start committing ``tp``'s buffered outputs with its position, in the background;
+        the previous commit of ``tp`` must be settled."""
+        if tp in self._commits:
+            raise RuntimeError(f"{tp}: the previous transaction is not settled")
+        outputs = self._buffered.pop(tp, [])
+        task = asyncio.create_task(self._commit(tp, outputs, position, group))
+        self._commits[tp] = task
+        task.add_done_callback(lambda done: self._committed(tp, done))
+
+    def _committed(self, tp: TopicPartition, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failed.add(tp)  # its next record stops the worker (Router.handle)
+
+    async def _commit(
+        self, tp: TopicPartition, outputs: list[Output | Parked], position: int, group: str
+    ) -> None:
         try:
-            await producer.send_offsets_to_transaction({tp: position}, group)
-            await producer.commit_transaction()
+            producer = await self._starting(tp)
+            await producer.begin_transaction()
+            try:
+                sent = await self._send(producer, outputs)
+                await producer.send_offsets_to_transaction({tp: position}, group)
+                await producer.commit_transaction()
+                await asyncio.gather(*sent)  # done by now: a failed batch raises here
+            except BaseException:
+                await self.discard(tp)  # aborts the transaction
+                raise
         except KafkaError as exc:
-            await self.discard(tp)
             raise RouterError(f"transaction of {tp} not committed: {exc!r}") from exc
-        finally:
-            self._open.discard(tp)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, outputs: list[Output | Parked]
+    ) -> list[asyncio.Future[Any]]:
+        """The outputs as one record batch per output partition (a batch costs the producer
+        what a single ``send`` does), partitioned by key as ``send`` would."""
+        by_topic: dict[str, list[Output | Parked]] = {}
+        for output in outputs:
+            by_topic.setdefault(output.topic, []).append(output)
+        sent: list[asyncio.Future[Any]] = []
+        for topic, records in by_topic.items():
+            partitions = sorted(await producer.partitions_for(topic))
+            builders: dict[int, BatchBuilder] = {}
+            for record in records:
+                partition = self._partitioner(record.key, partitions, partitions)
+                builder = builders.get(partition)
+                if builder is None:
+                    builder = builders[partition] = producer.create_batch()
+                timestamp = record.timestamp if type(record) is Output else None
+                if builder.append(
+                    key=record.key, value=record.value, timestamp=timestamp, headers=record.headers
+                ) is None:  # fmt: skip
+                    # Full: send it, and start the partition's next batch with this record.
+                    sent.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = builders[partition] = producer.create_batch()
+                    builder.append(
+                        key=record.key,
+                        value=record.value,
+                        timestamp=timestamp,
+                        headers=record.headers,
+                    )
+            for partition, builder in builders.items():
+                sent.append(await producer.send_batch(builder, topic, partition=partition))
+        return sent
+
+    def busy(self, tp: TopicPartition) -> bool:
+        """Whether ``tp``'s last transaction is still being committed."""
+        task = self._commits.get(tp)
+        return task is not None and not task.done()
+
+    def buffered(self, tp: TopicPartition) -> int:
+        return len(self._buffered.get(tp, ()))
+
+    async def settle(self, tp: TopicPartition) -> None:
+        """Wait for ``tp``'s commit in flight; raises RouterError if it failed."""
+        task = self._commits.pop(tp, None)
+        if task is not None:
+            await task
 
     async def discard(self, tp: TopicPartition) -> None:
-        """Close the partition's producer; an open transaction is aborted by the broker (or by
-        the next owner's fencing)."""
-        self._open.discard(tp)
+        """Forget the partition's outputs and close its producer (settle its commit first): an
+        open transaction is aborted by the broker, or by the next owner's fencing."""
+        self._buffered.pop(tp, None)
         task = self._producers.pop(tp, None)
         if task is None:
             return
@@ -167,8 +263,17 @@ class TransactionalOutputs:
             log.warning("closing the producer of %s failed", tp, exc_info=True)
 
     async def stop(self) -> None:
+        """Settle every commit in flight and close; raises the first failure, after closing."""
+        failures: list[BaseException] = []
+        for tp in list(self._commits):
+            try:
+                await self.settle(tp)
+            except RouterError as exc:
+                failures.append(exc)
         for tp in list(self._producers):
             await self.discard(tp)
+        if failures:
+            raise failures[0]
 
 
 class Router(Resource):
@@ -192,11 +297,15 @@ class Router(Resource):
         self._deliverer = deliverer
         self._dead_letters = dead_letters
         self._metrics = metrics
-        self._outputs = TransactionalOutputs(worker, settings)
-        self._first = FirstAttempts(deliverer)
         # A partition whose transaction failed: nothing of it may be committed any more.
         self._failed: set[TopicPartition] = set()
+        self._outputs = TransactionalOutputs(worker, settings, self._failed)
+        self._first = FirstAttempts(deliverer)
         self._owned: set[TopicPartition] = set()
+        # Positions whose transaction waits for the partition's previous one (``flush``), and
+        # partitions handed over with their last transaction failed (reported at ``stop``).
+        self._deferred: dict[TopicPartition, int] = {}
+        self._lost: set[TopicPartition] = set()
 
     @property
     def partitions(self) -> frozenset[TopicPartition]:
@@ -207,11 +316,17 @@ class Router(Resource):
         await self._deliverer.start()
 
     async def stop(self) -> None:
+        """Settle the transactions in flight and close; raises RouterError if a transaction of
+        a partition still owned failed (its next owner routes those records again)."""
         try:
             await self._first.stop()
             await self._outputs.stop()
         finally:
             await self._deliverer.stop()
+        if self._failed or self._lost:
+            failed = sorted(self._failed | self._lost)
+            names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in failed)
+            raise RouterError(f"transactions of {names} not committed")
 
     # --- Handler -----------------------------------------------------------------------------
 
@@ -221,67 +336,57 @@ class Router(Resource):
             raise RouterError(f"{tp}: an earlier transaction failed")
         routing = self._rules.route(self._view(inbound.value))
         if routing.posts:
-            # Deliveries carry `raw`: decoded before anything is sent, so a datum corrupt past
+            # Deliveries carry `raw`: decoded before anything is routed, so a datum corrupt past
             # the view goes to the DLQ whole rather than after its topic outputs.
             raw = inbound.push["raw"]
         metrics = self._metrics
         for name in routing.matched or (DEFAULT,):
             metrics.matches[name] += 1
+        source: tuple[str, bytes] | None = None
         for output in routing.outputs:
             metrics.outputs[output.label] += 1
             action = output.action
             if type(action) is ToTopic:
-                producer = await self._outputs.begin(tp)
-                try:
-                    await producer.send(
-                        action.topic,
-                        record.value,
-                        key=record.key,
-                        timestamp_ms=record.timestamp,
-                        headers=[
-                            *(record.headers or ()),
-                            output.rule_header,
-                            (SOURCE_HEADER, f"{tp.topic}/{tp.partition}@{record.offset}".encode()),
-                        ],
-                    )
-                except KafkaError as exc:
-                    self._failed.add(tp)
-                    await self._outputs.discard(tp)
-                    raise RouterError(f"cannot produce to {action.topic}: {exc!r}") from exc
+                if source is None:
+                    where = f"{tp.topic}/{tp.partition}@{record.offset}"
+                    source = (SOURCE_HEADER, where.encode())
+                headers = [*(record.headers or ()), output.rule_header, source]
+                self._outputs.add(
+                    tp, Output(action.topic, inbound.value, record.key, record.timestamp, headers)
+                )
             elif type(action) is PostTo:
                 self._first.submit(
-                    tp,
-                    Delivery(action.endpoint, output.rule, record, inbound.message_id, raw),
+                    tp, Delivery(action.endpoint, output.rule, record, inbound.message_id, raw)
                 )
         return None
 
     async def flush(self, handled: Positions) -> Positions:
-        """Park undelivered HTTP outputs, then commit each partition's transaction with its
-        position; partitions without a transaction go back to the runtime to commit."""
+        """Park undelivered HTTP outputs, then start each partition's transaction (its outputs
+        and position) in the background; partitions with no outputs go back to the runtime
+        to commit.
+
+        A partition whose previous transaction the broker is still committing waits for a later
+        flush (or its revoke), up to ``commit_every`` outputs: under load transactions grow
+        rather than queue, and a partition never has two in flight.
+        """
         parked = await self._first.settle(handled, self._settings.flush_grace)
         for delivery in parked:
             await self._park(delivery)
         plain: Positions = {}
-        commits = []
+        outputs = self._outputs
         for tp, position in handled.items():
             if tp in self._failed:
                 continue
-            if self._outputs.is_open(tp):
-                commits.append(self._commit(tp, position))
+            if outputs.busy(tp) and outputs.buffered(tp) < self._worker.commit_every:
+                self._deferred[tp] = position
+                continue
+            self._deferred.pop(tp, None)
+            await outputs.settle(tp)  # a failure raises (and marked the partition failed)
+            if outputs.has_outputs(tp):
+                outputs.commit(tp, position, self._worker.group)
             else:
                 plain[tp] = position
-        results = await asyncio.gather(*commits, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         return plain
-
-    async def _commit(self, tp: TopicPartition, position: int) -> None:
-        try:
-            await self._outputs.commit(tp, position, self._worker.group)
-        except RouterError:
-            self._failed.add(tp)
-            raise
 
     async def _park(self, delivery: Delivery) -> None:
         record = delivery.record
@@ -295,16 +400,10 @@ class Router(Resource):
         attempts = 0 if attempt is not None and attempt.reason.startswith("too many") else 1
         if tp in self._failed:
             return  # its offsets will not be committed: the push is routed again
-        producer = await self._outputs.begin(tp)
-        try:
-            await park(
-                producer, self._settings, record, delivery.endpoint, delivery.rule, attempts,
-                reason, step=1,
-            )  # fmt: skip
-        except KafkaError as exc:
-            self._failed.add(tp)
-            await self._outputs.discard(tp)
-            raise RouterError(f"cannot park a delivery of {tp}: {exc!r}") from exc
+        self._outputs.add(
+            tp,
+            parked(self._settings, record, delivery.endpoint, delivery.rule, attempts, reason, 1),
+        )
         self._metrics.retries[delivery.endpoint] += 1
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
@@ -313,7 +412,20 @@ class Router(Resource):
         self._outputs.prepare(partitions)
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
+        """After their flush, before the next owner starts: the partitions' deferred
+        transactions are committed and every one in flight settled."""
         self._owned.difference_update(partitions)
         for tp in partitions:
-            self._failed.discard(tp)
-            await self._outputs.discard(tp)
+            try:
+                position = self._deferred.pop(tp, None)
+                if position is not None and tp not in self._failed:
+                    await self._outputs.settle(tp)
+                    self._outputs.commit(tp, position, self._worker.group)
+                await self._outputs.settle(tp)
+            except RouterError:
+                # Not committed: its next owner routes these records again.
+                log.warning("%s handed over with its last transaction failed", tp, exc_info=True)
+                self._lost.add(tp)
+            finally:
+                await self._outputs.discard(tp)
+                self._failed.discard(tp)

@@ -87,7 +87,8 @@ class Handler(Protocol):
         ...
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
-        """Forget the state of partitions this worker no longer owns (after their flush)."""
+        """Forget the state of partitions this worker no longer owns (after their flush): on a
+        rebalance's revoke, and for all of them as the worker stops, before it leaves the group."""
         ...
 
 
@@ -162,6 +163,10 @@ class Worker(Resource):
                 self._closing = True
                 try:
                     await self._commit(consumer, list(self._handled))
+                    # Given up like a revoke, before the group is left: what the handler
+                    # finishes in the background (the router's transactions) is done before
+                    # the next owner reads the committed position.
+                    await self._handler.revoked(sorted(consumer.assignment()))
                 finally:
                     # Leaving the group may call the revoke listener, which needs the consumer.
                     await consumer.stop()

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.partitioner import DefaultPartitioner
@@ -226,7 +226,11 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
             if isinstance(action, ToTopic):
                 expected.setdefault(action.topic, {})[message_id] = rule
     assert set(expected) == {f"{out}.{s}" for s in ("all", "media", "texts", "unmatched")}
+    partitions = list(range(settings.topics.partitions))
     assert len(expected[f"{out}.unmatched"]) == 20
+    inputs: dict[str, ConsumerRecord[bytes, bytes]] = {}  # messageId → its first sighting
+    for r in await read_records(settings.topics.messages):
+        inputs.setdefault(CODEC.decode(r.value or b"")["messageId"], r)
     for topic, ids in expected.items():
         records = await read_records(topic)
         decoded = [CODEC.decode(r.value or b"")["messageId"] for r in records]
@@ -235,6 +239,10 @@ async def test_topic_outputs_once_per_rule_same_avro_value_rule_header(
             message_id = CODEC.decode(record.value or b"")["messageId"]
             assert record.value == sent[message_id][0]  # the same Avro record
             assert dict(record.headers)[RULE_HEADER].decode() == ids[message_id]
+            source = inputs[message_id]  # duplicates are not routed
+            assert (record.key, record.timestamp) == (source.key, source.timestamp)
+            # Batched by the router itself: still the partition `send` would pick for the key.
+            assert record.partition == DefaultPartitioner()(source.key, partitions, partitions)
     assert metrics.matches["spam"] == 20 and metrics.outputs["drop"] == 20
     assert metrics.matches["everything"] == len(sent) - 20  # all but the unknown ones
     assert metrics.matches["default"] == 20
@@ -401,13 +409,13 @@ async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts
     rules = make_rules(f'[[rule]]\nname = "all"\nmatch = {{}}\nactions = [{{ topic = "{out}" }}]')
     sent = await send_pushes(settings, [example_raw("text", f"zombie-{n}") for n in range(50)])
     tp = TopicPartition(settings.topics.messages, 0)
-    successor = TransactionalOutputs(settings, router_settings)
+    successor = TransactionalOutputs(settings, router_settings, set())
     with pytest.raises(RouterError, match="not committed"):
         async with running_router(settings, router_settings, rules) as (_, metrics, _router):
             await wait_until(lambda: metrics.outputs[f"topic:{out}"] == len(sent))
             # The partition's next owner starts its producer: the same transactional id.
-            await successor.begin(tp)
-    await successor.stop()  # its own (empty) transaction is aborted
+            await successor.producer(tp)
+    await successor.stop()
     assert await read_records(out) == []  # the zombie's routed records never became visible
     assert not await committed(settings, 1)  # nor did its offsets
 
