@@ -1,11 +1,15 @@
 """Downloading one media object: streamed to a file, size-capped, hashed as it streams, retried.
 
-Timeouts, connection errors, 5xx and 429 are retried with exponential backoff and full jitter (a
-429's or 503's Retry-After is honoured, capped); a 4xx, an oversize body, a refused address, too
-many redirects, a sha256 that does not match after ``hash_attempts`` downloads, or running out of
-attempts raise ``FetchFailed`` with the reason. Redirects are followed here, not by httpx, so the
-address guard sees every hop. Each origin (scheme, host, port) has its own limit of concurrent
-downloads and a sleeping retry holds none, so a failing host does not stall the others.
+Timeouts, connection errors, 5xx and 429 are retried with exponential backoff, each delay drawn
+between half and all of it (a 429's or 503's Retry-After is honoured, capped); a 4xx, an oversize
+body, a refused address, too many redirects, a sha256 that does not match after
+``hash_attempts`` downloads, or running out of attempts raise ``FetchFailed`` with the reason.
+Redirects are followed here, not by httpx, so the address guard sees every hop.
+
+A download holds a slot of the worker's ``concurrency`` and one of its origin's (scheme, host,
+port) ``per_host`` only while it is in progress, taking its origin's first: a sleeping retry
+holds neither, and a busy host's queue holds none of the worker's, so a failing or slow host
+does not stall the others.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class Fetcher(Resource):
         self._rng = rng or random.Random()
         self.metrics = metrics if metrics is not None else MediaMetrics()
         self._origins: dict[str, _Origin] = {}
+        self._downloads = asyncio.Semaphore(settings.concurrency)
         self._started = False
 
     async def start(self) -> None:
@@ -141,7 +146,7 @@ class Fetcher(Resource):
 
     async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
         origin = self._origin(f"{url.scheme}://{url.netloc.decode('ascii').lower()}")
-        async with origin.limit:
+        async with origin.limit, self._downloads:
             # The least busy client: under the origin's limit, it always has a free connection.
             shard = min(origin.shards, key=lambda candidate: candidate.active)
             shard.active += 1

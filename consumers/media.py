@@ -178,7 +178,7 @@ class MediaHandler:
         self._dead_letters = dead_letters
         self._codec = codec or MediaCodec()
         self._clock = clock
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slots = asyncio.Semaphore(settings.max_pending)  # records in flight
         self._pending: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
         self._digests = _Locks()
         self._failure: BaseException | None = None

@@ -355,8 +355,11 @@ class MediaSettings:
 
     root: Path
     base_url: str | None = None  # a relative filePath is resolved against it
-    concurrency: int = 32  # downloads in flight per worker
+    concurrency: int = 32  # downloads in progress per worker (a sleeping retry holds none)
     per_host: int = 8  # of those, to one host
+    # Records in flight per worker (downloading, waiting for a slot, or sleeping before a
+    # retry): many more than downloads, so a failing host's retries do not fill them.
+    max_pending: int = 1024
     max_bytes: int = 100 * MiB
     max_redirects: int = 5
     # Hosts allowed to resolve to private, loopback or link-local addresses (else refused).
@@ -370,6 +373,7 @@ class MediaSettings:
     def __post_init__(self) -> None:
         _positive("UPLINK_MEDIA_CONCURRENCY", self.concurrency)
         _positive("UPLINK_MEDIA_PER_HOST", self.per_host)
+        _positive("UPLINK_MEDIA_MAX_PENDING", self.max_pending)
         _positive("UPLINK_MEDIA_MAX_BYTES", self.max_bytes)
         _positive("UPLINK_MEDIA_ATTEMPTS", self.retries.attempts)
         _positive("UPLINK_MEDIA_HASH_ATTEMPTS", self.retries.hash_attempts)
@@ -417,6 +421,7 @@ class MediaSettings:
             "base_url": env.get("UPLINK_MEDIA_BASE_URL", str),
             "concurrency": env.get("UPLINK_MEDIA_CONCURRENCY", int),
             "per_host": env.get("UPLINK_MEDIA_PER_HOST", int),
+            "max_pending": env.get("UPLINK_MEDIA_MAX_PENDING", int),
             "max_bytes": env.get("UPLINK_MEDIA_MAX_BYTES", int),
             "max_redirects": env.get("UPLINK_MEDIA_MAX_REDIRECTS", int),
             "allow_hosts": env.get("UPLINK_MEDIA_ALLOW_HOSTS", _hosts),

@@ -57,6 +57,7 @@ class MediaServer:
                 Route("/slow/{name}", self._slow),
                 Route("/flaky/{name}", self._flaky),
                 Route("/busy/{name}", self._busy),
+                Route("/unavailable/{name}", self._unavailable),
                 Route("/gated/{name}", self._gated),
                 Route("/stream/{size:int}", self._stream),
                 Route("/redirect/{hops:int}/{name}", self._redirect),
@@ -100,6 +101,10 @@ class MediaServer:
         if nth == 1:
             return Response(status_code=429, headers={"retry-after": "1"})
         return self._body(name)
+
+    async def _unavailable(self, request: Request) -> Response:
+        self._log(request)  # always down, asking for a retry much later
+        return Response(status_code=503, headers={"retry-after": "30"})
 
     async def _gated(self, request: Request) -> Response:
         _, name = self._log(request)

@@ -322,6 +322,42 @@ async def test_a_slow_host_does_not_delay_a_fast_host_and_commits_stay_in_order(
     assert len({EVENTS.decode(r.value)["messageId"] for r in records}) == 20
 
 
+async def test_a_failing_host_with_more_records_than_download_slots_does_not_stall_a_fast_host(
+    serve: Server,
+    worker_settings: WorkerSettings,
+    media_settings: MediaSettings,
+    publish: Publish,
+    read_records: Reader,
+) -> None:
+    down, fast = MediaServer(), MediaServer()
+    down_base, fast_base = await serve(down.app()), await serve(fast.app())
+    for n in range(12):  # three times the worker's download slots: 503, retry in 30 s
+        sha = down.add(f"{n}.bin", os.urandom(100))
+        await publish(media_push("video", f"down{n}", f"{down_base}/unavailable/{n}.bin", sha))
+    for n in range(16):  # behind them in the partition
+        sha = fast.add(f"{n}.bin", os.urandom(2000))
+        await publish(media_push("image", f"fast{n}", f"{fast_base}/files/{n}.bin", sha))
+
+    media = dataclasses.replace(
+        media_settings,
+        concurrency=4,
+        per_host=2,
+        retries=dataclasses.replace(media_settings.retries, retry_after_max=60),
+    )
+    async with media_worker(worker_settings, media) as (worker, handler):
+        await worker.run(count=28, timeout=60)
+        # Long before any of the failing host's retries is due: its sleeping records hold no
+        # download slot, so the fast host's records are fetched meanwhile.
+        done = await read_records(worker_settings.topics.media, count=16, timeout=20)
+        assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == sorted(
+            f"fast{n}" for n in range(16)
+        )
+        assert len(down.hits) == 12  # each failing record tried once, none waiting for a slot
+        assert handler.in_flight() == 12
+        await handler.drain(timeout=0)  # cancelled: their offsets stay uncommitted
+    assert await committed(worker_settings) == 0  # in order: not past the first failing record
+
+
 async def test_an_unexpected_failure_stops_the_worker_and_nothing_past_it_is_committed(
     serve: Server,
     worker_settings: WorkerSettings,
