@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.exceptions import TransientError
 from consumers.runtime import Inbound, Positions
@@ -120,6 +120,7 @@ class _OpenFile:
         self._writer = writer
         self._block_bytes = settings.block_bytes
         self._max_bytes = settings.max_bytes
+        self._max_records = settings.max_records
         self._datums: list[bytes] = []
         self._pending = 0
         self._error: BaseException | None = None
@@ -136,6 +137,21 @@ class _OpenFile:
 
     def full(self) -> bool:
         return self.bytes + self._pending >= self._max_bytes
+
+    def take(self, datum: bytes, hour: int) -> bool:
+        """``add`` if the datum belongs here (its hour, room left), else False: rotate first."""
+        if (
+            hour != self.hour
+            or self.records >= self._max_records
+            or self.bytes + self._pending >= self._max_bytes
+        ):
+            return False
+        self._datums.append(datum)
+        self._pending += len(datum)
+        self.records += 1
+        if self._pending >= self._block_bytes:
+            self._end_block()
+        return True
 
     async def commit(self) -> None:
         """Durable under its final name: last block, fsync, rename, fsync the directory."""
@@ -201,6 +217,23 @@ class ArchiveFiles:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+
+    def take(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], head: tuple[str, int | None]
+    ) -> bool:
+        """The runtime's fast path: append the record to its partition's open file when that
+        needs no I/O (the file is open, of the record's event hour, not full); False leaves the
+        record to ``handle`` (open or rotate a file, verify, or name the hour otherwise)."""
+        current = self._open.get(tp)
+        seconds = head[1]
+        if (
+            current is None
+            or self._settings.verify
+            or seconds is None
+            or not _NAMEABLE[0] <= seconds < _NAMEABLE[1]
+        ):
+            return False
+        return current.take(record.value[HEADER_SIZE:], seconds // _HOUR_S)
 
     async def handle(self, inbound: Inbound) -> Positions | None:
         tp = inbound.tp

@@ -92,6 +92,9 @@ class Handler(Protocol):
         ...
 
 
+Take = Callable[[TopicPartition, "ConsumerRecord[bytes, bytes]", tuple[str, int | None]], bool]
+
+
 class Worker(Resource):
     """One consumer in a group. ``start()``/``stop()`` (safe twice) or ``async with``."""
 
@@ -126,6 +129,9 @@ class Worker(Resource):
         # protocol), so a batch fetched before one is stale as a whole: skipped, and fetched
         # again from the committed positions.
         self._turn = asyncio.Lock()
+        # Optional: ``take(tp, record, head) -> bool`` handles a record with no I/O and no
+        # Inbound (True), or leaves it to ``handle`` (False). The archive's append.
+        self._take: Take | None = getattr(handler, "take", None)
         self._generation = 0
         self._closing = False
 
@@ -226,26 +232,45 @@ class Worker(Resource):
         return seen
 
     async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """One partition's fetched records, in offset order. The hot path: keep it lean."""
+        """One partition's fetched records, in offset order. The hot path: keep it lean.
+
+        The batch is judged first (heads read, dedupe decided for all its records at once),
+        then its new records are handled in order. A handler may take a record synchronously
+        (``take``, e.g. the archive appending to an open file) and fall back to ``handle``.
+        """
         window = await self._window(tp, records[0].offset)
-        head, codec, handled, handle = (
-            self._codec.head,
-            self._codec,
-            self._handled,
-            self._handler.handle,
-        )
-        processed = duplicates = 0
+        head = self._codec.head
+        judged: list[ConsumerRecord[bytes, bytes]] = []
+        heads: list[tuple[str, int | None]] = []
         for record in records:
             try:
                 if record.value is None:
                     raise CorruptRecord("no value")
-                found = head(record.value)
+                heads.append(head(record.value))
             except SchemaError as exc:
                 await self.dead_letters.send(record, f"undecodable: {exc}")
             else:
-                if window.seen(found[0], record.timestamp):
-                    duplicates += 1
-                else:
+                judged.append(record)
+        repeats = window.seen_many(
+            [found[0] for found in heads], [record.timestamp for record in judged]
+        )
+        duplicates = sum(repeats)
+        processed = 0
+        if judged:
+            handled, handle, take, codec = (
+                self._handled,
+                self._handler.handle,
+                self._take,
+                self._codec,
+            )
+            record = judged[0]
+            try:
+                for record, found, repeat in zip(judged, heads, repeats, strict=True):
+                    if repeat:
+                        continue
+                    if take is not None and take(tp, record, found):
+                        processed += 1
+                        continue
                     inbound = Inbound(record, codec, found, tp)
                     try:
                         durable = await handle(inbound)
@@ -255,7 +280,12 @@ class Worker(Resource):
                         processed += 1
                     if durable:
                         await self._commit_positions(self._require_consumer(), durable)
-            handled[tp] = record.offset + 1
+            except BaseException:
+                # The worker stops: what its last flush may commit is everything before this
+                # record (taken, handled, skipped), nothing of it or after it.
+                handled[tp] = record.offset
+                raise
+        self._handled[tp] = records[-1].offset + 1
         self._uncommitted += len(records)
         self.metrics.processed[tp] += processed
         self.metrics.duplicates[tp] += duplicates
@@ -285,7 +315,7 @@ class Worker(Resource):
                     "offset": inbound.record.offset,
                 },
             )
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, bounded
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: half to all of it
             delay = min(delay * 2, self._settings.retry_backoff_max)
             try:
                 durable = await self._handler.handle(inbound)
@@ -414,12 +444,16 @@ async def rebuild_window(
         reader.seek(tp, start)
         while (await reader.position(tp)) < position:
             batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
+            ids: list[str] = []
+            stamps: list[int] = []
             for record in batch.get(tp, []):
                 if record.offset >= position:
                     break
                 message_id = _message_id(codec, record)
                 if message_id is not None:
-                    window.remember(message_id, record.timestamp)
+                    ids.append(message_id)
+                    stamps.append(record.timestamp)
+            window.seen_many(ids, stamps)  # remembered as they were judged; answers unneeded
     finally:
         await reader.stop()
     return window

@@ -55,6 +55,14 @@ sequences = st.lists(st.tuples(st.sampled_from("abcdef"), steps), max_size=80).m
     ]
 )
 windows = st.integers(0, 150) | st.integers(65_000, 140_000)
+# Mostly new ids (as live traffic is), so whole batches take seen_many's fast path, with windows
+# short enough that they evict in the middle of a batch.
+mostly_new = st.lists(st.tuples(st.integers(0, 500).map(str), steps), max_size=120).map(
+    lambda pairs: [
+        (message_id, T0 + sum(step for _, step in pairs[: n + 1]))
+        for n, (message_id, _) in enumerate(pairs)
+    ]
+)
 
 
 def test_repeat_within_the_window_is_a_duplicate() -> None:
@@ -232,3 +240,33 @@ def test_rebuild_from_too_late_only_forgets(
         rebuilt.remember(message_id, ts)
     got = judge(rebuilt, records[committed:])
     assert all(e or not g for e, g in zip(expected, got, strict=True))
+
+
+@settings(max_examples=500)
+@given(sequences | mostly_new, windows, st.data())
+def test_seen_many_answers_as_seen_one_by_one(
+    records: list[Record], window_ms: int, data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=6)))
+    batched = DedupeWindow(window_ms)
+    answers: list[bool] = []
+    for start, end in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        chunk = records[start:end]
+        answers += batched.seen_many([m for m, _ in chunk], [ts for _, ts in chunk])
+    one_by_one = DedupeWindow(window_ms)
+    assert answers == judge(one_by_one, records) == naive(records, window_ms)
+    # And it is left in the same state: the next records are judged alike.
+    after = [(m, ts + 1) for m, ts in records[-20:]]
+    after += [(m, ts + window_ms) for m, ts in records[:5]]
+    assert judge(batched, after) == judge(one_by_one, after)
+    assert len(batched) == len(one_by_one)
+
+
+def test_seen_many_a_live_batch_new_ids_in_order() -> None:
+    window = DedupeWindow(HOUR)
+    ids = [uuid.uuid4().hex for _ in range(1000)]
+    assert window.seen_many(ids[:500], [T0 + n for n in range(500)]) == [False] * 500
+    assert window.seen_many(ids[500:], [T0 + 500 + n for n in range(500)]) == [False] * 500
+    retried = [ids[3], uuid.uuid4().hex, ids[999]]
+    assert window.seen_many(retried, [T0 + 2000] * 3) == [True, False, True]
+    assert len(window) == 1001
