@@ -93,15 +93,38 @@ def mounts(service: dict[str, Any]) -> list[Mount]:
 
 
 def test_every_service_of_the_contract_is_there(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", *UPLINK}
+    assert set(services) == {"kafka", "lb", *UPLINK}
 
 
-def test_workers_scale_no_fixed_names_no_host_ports(services: dict[str, dict[str, Any]]) -> None:
-    # `--scale archive=3` fails on a fixed container_name or a published port.
-    for name in WORKERS:
+def test_workers_and_ingress_scale_no_fixed_names_no_host_ports(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # `--scale archive=3` (or ingress=3) fails on a fixed container_name or a published port.
+    for name in [*WORKERS, "ingress"]:
         assert "container_name" not in services[name], name
         assert not services[name].get("ports"), name
     assert not [name for name, service in services.items() if "container_name" in service]
+
+
+def test_the_load_balancer_publishes_8080_and_checks_every_ingress_replica(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    lb = services["lb"]
+    assert [str(p["published"]) for p in lb["ports"]] == ["8080"]
+    (mount,) = lb["volumes"]  # "source:target:ro" as docker-compose 1.x resolves it
+    source, target, *_ = mount.split(":") if isinstance(mount, str) else (
+        mount["source"], mount["target"]
+    )  # fmt: skip
+    config = Path(source)
+    assert config.resolve() == ROOT / "deploy" / "haproxy.cfg"
+    assert target == "/usr/local/etc/haproxy/haproxy.cfg"
+    text = config.read_text()
+    ingress = services["ingress"]
+    port = ingress["command"][ingress["command"].index("--port") + 1]
+    # Every replica by Docker's DNS, health-checked on the ingress's readiness endpoint.
+    assert f"server-template ingress 12 ingress:{port} check resolvers docker" in text
+    assert "option httpchk GET /readyz" in text
+    assert "bind :8080" in text
 
 
 def test_uplink_services_run_one_image_built_from_the_dockerfile(
@@ -129,7 +152,7 @@ def test_each_worker_runs_its_verb_with_its_flag(services: dict[str, dict[str, A
 
 def test_the_cli_accepts_the_commands_it_already_has(services: dict[str, dict[str, Any]]) -> None:
     parser = build_parser()
-    for name in ["topics", "ingress", "archive"]:
+    for name in UPLINK:
         args = parser.parse_args(services[name]["command"])
         assert args.verb == name
     assert (

@@ -1,8 +1,9 @@
 """`uplink dev` as a subprocess: every spec example through the whole pipeline, stop, resume.
 
-The pipeline runs against the session's broker (``KAFKA_BOOTSTRAP_SERVERS``), on topics of its
-own; media is served by a loopback uvicorn app, and the example rules file is used as shipped
-except for its HTTP endpoint, pointed at a loopback receiver.
+`uplink dev` runs as a newcomer runs it: with no KAFKA_BOOTSTRAP_SERVERS, so it starts its own
+local broker with its data under --var-dir, and the second run resumes on that data. Media is
+served by a loopback uvicorn app, and the example rules file is used as shipped except for its
+HTTP endpoint, pointed at a loopback receiver.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import signal
+import subprocess
 import sys
+import tomllib
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +27,15 @@ import fastavro
 import httpx
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schemas import PushCodec
+from consumers.rules import PostTo, ToTopic, compile_rules
+from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from uplink.broker import free_port
 
@@ -35,8 +43,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEC = PushCodec()
+EVENTS = MediaCodec()
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
-ANALYTICS = "uplink.analytics.v1"  # examples/rules.toml: a copy of every push
+DLQS = ("uplink.archive.dlq.v1", "uplink.media.dlq.v1", "uplink.router.dlq.v1")
 
 
 class Receivers:
@@ -66,7 +75,8 @@ class Receivers:
 
 
 def pushes(receivers: Receivers, base: str, tag: str) -> dict[str, bytes]:
-    """The 13 spec examples with fresh messageIds; media ones point at the loopback files."""
+    """The 13 spec examples with fresh messageIds (media ones point at the loopback files), and
+    a plea for help."""
     bodies = {}
     for path in sorted(EXAMPLES.glob("*.json")):
         body: dict[str, Any] = orjson.loads(path.read_bytes())
@@ -79,6 +89,11 @@ def pushes(receivers: Receivers, base: str, tag: str) -> dict[str, bytes]:
                 hashlib.sha256(receivers.files[kind]).digest()
             ).decode()
         bodies[body["messageId"]] = orjson.dumps(body)
+    # And a customer asking for help: the rules' support desk (a topic and an HTTP POST).
+    help_body = orjson.loads((EXAMPLES / "text.json").read_bytes())
+    help_body["messageId"] = f"{tag}-help"
+    help_body["message"]["text"]["body"] = "Hi, I need help with my delivery"
+    bodies[help_body["messageId"]] = orjson.dumps(help_body)
     return bodies
 
 
@@ -102,14 +117,33 @@ async def seen(client: httpx.AsyncClient, metrics_port: int) -> float:
 
 
 async def run_dev(
-    argv: list[str], env: dict[str, str], port: int, metrics: int, sends: list[bytes]
-) -> None:
-    """Start `uplink dev`, post ``sends`` (each must get 200), wait until each of the three
-    workers has judged every record of the topic, then SIGTERM (which commits)."""
-    dev = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.DEVNULL)
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    sends: list[bytes],
+    check: Callable[[], Awaitable[None]] | None = None,
+) -> str:
+    """Start `uplink dev` (its workers on free metrics ports, which its banner names), post
+    ``sends`` (each must get 200), wait until each of the three workers has judged every record
+    of the topic, ``check`` while it runs, then SIGTERM: every part must stop cleanly (dev's
+    exit code says so). Returns what dev printed."""
+    dev = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE)
+    assert dev.stdout is not None
+    printed: list[str] = []
+    metrics: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+    async def read_banner(stdout: asyncio.StreamReader) -> None:
+        async for line in stdout:
+            printed.append(line.decode())
+            found = re.search(r"metrics on (\d+), (\d+), (\d+)", printed[-1])
+            if found and not metrics.done():
+                metrics.set_result([int(p) for p in found.groups()])
+
+    reader = asyncio.create_task(read_banner(dev.stdout))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             async with asyncio.timeout(90):
+                ports = await metrics
                 while True:
                     try:
                         if (await client.get("/readyz")).status_code == 200:
@@ -122,14 +156,37 @@ async def run_dev(
                 answer = await client.post("/v1/uplink", content=body)
                 assert answer.status_code == 200, answer.text
             async with asyncio.timeout(90):
-                for worker_port in (metrics, metrics + 1, metrics + 2):
+                for worker_port in ports:
                     while await seen(client, worker_port) < len(sends):  # noqa: ASYNC110
                         await asyncio.sleep(0.1)
+        if check is not None:
+            await check()
     finally:
         if dev.returncode is None:
             dev.send_signal(signal.SIGTERM)
         async with asyncio.timeout(90):
             assert await dev.wait() == 0
+            await reader
+    return "".join(printed)
+
+
+async def committed_through(bootstrap: str, group: str, total: int) -> None:
+    """Poll until ``group`` committed ``total`` records of its topic (partitions from 0): for the
+    router, every transaction with their outputs is committed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    offsets = await admin.list_consumer_group_offsets(group)
+                except GroupCoordinatorNotAvailableError:
+                    offsets = {}
+                if sum(meta.offset for meta in offsets.values() if meta.offset > 0) >= total:
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 def archived(root: Path) -> Counter[str]:
@@ -141,29 +198,52 @@ def archived(root: Path) -> Counter[str]:
     return counts
 
 
+def test_dev_help_lists_its_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "uplink.cli", "dev", "--help"], capture_output=True, check=True
+    )
+    text = done.stdout.decode()
+    for option in ("--host", "--port", "--kafka-port", "--var-dir", "--rules", "--metrics-port"):
+        assert option in text, option
+    assert "KAFKA_BOOTSTRAP_SERVERS" in text
+
+
+def test_dev_refuses_a_bad_setting_of_any_part_before_starting_anything(tmp_path: Path) -> None:
+    env = {**os.environ, "UPLINK_MEDIA_CONCURRENCY": "0"}  # read by the media worker only
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    var = tmp_path / "var"
+    done = subprocess.run(
+        [sys.executable, "-m", "uplink.cli", "dev", "--var-dir", str(var), "--port", "0"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr.decode()
+    assert "UPLINK_MEDIA_CONCURRENCY" in done.stderr.decode()
+    assert not var.exists()  # no broker, no data directory: stopped before anything started
+
+
 async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
-    tmp_path: Path, kafka_bootstrap: str, serve: Server, read_records: Reader
+    tmp_path: Path, serve: Server, read_records: Reader
 ) -> None:
     receivers = Receivers()
     base = await serve(receivers.app)
-    rules = (ROOT / "examples" / "rules.toml").read_text()
-    assert "http://127.0.0.1:9001/hooks/whatsapp" in rules
-    (tmp_path / "rules.toml").write_text(rules.replace("http://127.0.0.1:9001", base))
+    rules_text = (ROOT / "examples" / "rules.toml").read_text()
+    assert "http://127.0.0.1:9001/hooks/whatsapp" in rules_text
+    rules_text = rules_text.replace("http://127.0.0.1:9001", base)
+    (tmp_path / "rules.toml").write_text(rules_text)
+    rules = compile_rules(tomllib.loads(rules_text), {}, source="rules.toml")
     suffix = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "UPLINK_TOPIC_MESSAGES": f"dev.messages.{suffix}",
-        "UPLINK_TOPIC_QUARANTINE": f"dev.quarantine.{suffix}",
-        "UPLINK_TOPIC_MEDIA": f"dev.media.{suffix}",
-        "UPLINK_TOPIC_DLQ": f"dev.{suffix}.{{worker}}.dlq",
-        "UPLINK_MEDIA_ALLOW_HOSTS": "127.0.0.1",
-    }
-    port, metrics = free_port(), free_port()  # archive, media and router: metrics + 0, 1, 2
+    env = {**os.environ, "UPLINK_MEDIA_ALLOW_HOSTS": "127.0.0.1"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # dev's own broker, as a newcomer runs it
+    port, kafka_port = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{kafka_port}"
     var = tmp_path / "var"
     argv = [
         sys.executable, "-m", "uplink.cli", "dev", "--port", str(port), "--var-dir", str(var),
-        "--metrics-port", str(metrics), "--rules", str(tmp_path / "rules.toml"),
+        "--metrics-port", "0", "--rules", str(tmp_path / "rules.toml"),
+        "--kafka-port", str(kafka_port),
     ]  # fmt: skip
     media_root = var / "media" / "sha256"
 
@@ -171,7 +251,11 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
         return sum(1 for p in media_root.glob("*/*") if not p.name.endswith(".json"))
 
     first = pushes(receivers, base, f"first-{suffix}")
-    await run_dev(argv, env, port, metrics, list(first.values()))
+    printed = await run_dev(argv, env, port, list(first.values()))
+    for where in (f"{bootstrap}  (data in {var.resolve() / 'kafka'})", f":{port}/v1/uplink"):
+        assert where in printed, printed
+    assert "curl" in printed and str(var.resolve() / "archive") in printed
+    assert (var / "kafka").is_dir()  # the broker's data, kept for the next run
     assert stored() == len(MEDIA_TYPES)
     assert archived(var / "archive") == Counter(
         first.keys()
@@ -185,8 +269,34 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
     second = pushes(receivers, base, f"second-{suffix}")
     expected = {**first, **second}
     sends = [*first.values(), *second.values()]
-    await run_dev(argv, env, port, metrics, sends)
+    routes: dict[str, Counter[str]] = {}  # topic → messageIds the rules send there
+    posts: set[str] = set()
+    for message_id, body in expected.items():
+        for _, action in rules.route(CODEC.parse(body, 0)).pairs:
+            if isinstance(action, ToTopic):
+                routes.setdefault(action.topic, Counter())[message_id] += 1
+            elif isinstance(action, PostTo):
+                posts.add(message_id)
+    assert {"uplink.analytics.v1", "uplink.support.v1", "uplink.media-inbox.v1"} <= set(routes)
+    media_ids = {
+        message_id
+        for message_id, body in expected.items()
+        if (CODEC.parse(body, 0)["message"] or {}).get("type") in MEDIA_TYPES
+    }
+    assert len(media_ids) == 2 * len(MEDIA_TYPES)
+
+    async def check() -> None:
+        # The router commits its offsets in the transactions of its outputs.
+        await committed_through(bootstrap, "uplink-router", len(first) + len(sends))
+        for topic, ids in routes.items():
+            routed = await read_records(topic, bootstrap=bootstrap)
+            assert Counter(CODEC.head(r.value or b"")[0] for r in routed) == ids, topic
+        for dlq in DLQS:
+            assert await read_records(dlq, bootstrap=bootstrap) == [], dlq
+        events = await read_records("uplink.media.v1", bootstrap=bootstrap)
+        assert {EVENTS.decode(e.value or b"")["messageId"] for e in events} == media_ids
+
+    await run_dev(argv, env, port, sends, check)
     assert archived(var / "archive") == Counter(expected.keys())
     assert receivers.fetched == Counter(MEDIA_TYPES)  # every object fetched once, never again
-    routed = await read_records(ANALYTICS, timeout=60)  # all of it, to its end
-    assert Counter(CODEC.head(r.value)[0] for r in routed) == Counter(expected.keys())
+    assert set(receivers.posted) == posts  # the support desk got each support push

@@ -1,5 +1,6 @@
-"""The README's re-drive recipe runs as written: kcat copies dead letters byte for byte, keys
-unchanged, each into the partition uplink's own producers would choose for its key."""
+"""The README's recipes hold: the re-drive recipe runs as written (kcat copies dead letters byte
+for byte, keys unchanged, each into the partition uplink's own producers would choose for its
+key), and its alert rules name metrics uplink serves."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from consumers.media_metrics import MediaMetrics
+from consumers.metrics import RouterMetrics, WorkerMetrics
+from ingress.metrics import IngressMetrics
 from tests.conftest import Reader
 
 pytestmark = pytest.mark.anyio
@@ -81,3 +85,31 @@ async def test_the_redrive_recipe_copies_dead_letters_exactly(
     partitions = list(range(5))
     for record in copied:
         assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
+
+
+def family(sample: str) -> str:
+    """A metric family's name from one of its sample names."""
+    return re.sub(r"_(total|bucket|sum|count)$", "", sample)
+
+
+def test_the_readmes_alert_rules_name_metrics_uplink_serves() -> None:
+    text = README.read_text()
+    start = text.index("Suggested rules.")
+    rules = text[start : text.index("```", text.index("```yaml", start) + 7)]
+    named = {family(name) for name in re.findall(r"\buplink_[a-z_]+", rules)}
+    assert len(named) >= 8, named
+
+    # Every metric family uplink renders, with a sample in each labelled one.
+    tp = TopicPartition("t", 0)
+    ingress = IngressMetrics("t", lambda: 0)
+    worker = WorkerMetrics("w")
+    for counts in (worker.processed, worker.duplicates, worker.dead_lettered, worker.retries):
+        counts[tp] += 1
+    worker.lag[tp] = 1
+    router = RouterMetrics(worker.registry)
+    router.retries["e"] += 1
+    media = MediaMetrics()
+    worker.registry.register(media)
+    exposition = ingress.render().decode() + worker.render().decode()
+    served = {family(n) for n in re.findall(r"^# TYPE (uplink_[a-z_]+) ", exposition, re.M)}
+    assert named <= served, f"named in the README, not served: {sorted(named - served)}"

@@ -42,6 +42,9 @@ class DevSettings:
 class Part:
     name: str
     argv: list[str]
+    # Exit codes of a clean stop after SIGTERM. uvicorn re-raises the SIGTERM it handled once
+    # its shutdown is complete, so the ingress ends with -SIGTERM (tests/ingress/test_shutdown.py).
+    clean: tuple[int, ...] = (0,)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -60,7 +63,9 @@ def parts(settings: DevSettings) -> list[Part]:
     ]  # fmt: skip
     return [
         Part(
-            "ingress", [*uplink, "ingress", "--host", settings.host, "--port", str(settings.port)]
+            "ingress",
+            [*uplink, "ingress", "--host", settings.host, "--port", str(settings.port)],
+            clean=(0, -signal.SIGTERM),
         ),
         Part(
             "archive",
@@ -107,22 +112,42 @@ class Pipeline:
         settings = self._settings
         if not settings.rules.is_file():
             raise DevError(f"--rules: no rules file at {settings.rules}")
+        self._validate()
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         with kafka_broker(
             self._environ, data_dir=settings.var_dir / "kafka", port=settings.kafka_port
         ) as bootstrap:
             env = {**self._environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
             self._create_topics(env)
+            unclean: list[str] = []
             try:
                 for part in self._parts:
                     part.process = subprocess.Popen(part.argv, env=env, start_new_session=True)
                 self._banner(bootstrap)
                 failed = self._watch()
             finally:
-                self._stop_parts()
+                unclean = self._stop_parts()
         if failed is not None:
             raise DevError(f"the {failed.name} exited on its own; everything was stopped")
+        if unclean:
+            # Its last batch may not be committed: the next run redoes it, but say so.
+            raise DevError(f"not stopped cleanly: {', '.join(unclean)}")
         return 0
+
+    def _validate(self) -> None:
+        """Every part's settings, read from the environment as the part will read them: a bad
+        value stops `uplink dev` here, naming the setting (ConfigError), before the broker
+        starts, rather than as a part that exits on its own later."""
+        from consumers.rules import load_rules
+        from uplink.settings import IngressSettings, MediaSettings, RouterSettings, WorkerSettings
+
+        environ = self._environ
+        IngressSettings.from_env(environ)
+        for worker in ("archive", "media", "router"):
+            WorkerSettings.from_env(worker, environ)
+        MediaSettings.from_env(environ, root=self._settings.var_dir / "media")
+        RouterSettings.from_env(environ)
+        load_rules(self._settings.rules, environ)
 
     def _create_topics(self, env: Mapping[str, str]) -> None:
         command = [sys.executable, "-m", "uplink.cli", "topics"]
@@ -140,29 +165,43 @@ class Pipeline:
             time.sleep(0.2)  # a supervisor's poll, not a synchronisation
         return None
 
-    def _stop_parts(self) -> None:
+    def _stop_parts(self) -> list[str]:
         """SIGTERM to every part (they finish their batch and commit), the ingress first so no
-        new push arrives; a part still running after the timeout is killed."""
-        running = [p.process for p in self._parts if p.process and p.process.poll() is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
+        new push arrives; a part still running after the timeout is killed. Returns the parts
+        that did not stop cleanly (killed, or a non-zero exit)."""
+        running = [p for p in self._parts if p.process and p.process.poll() is None]
+        for part in running:
+            assert part.process is not None
+            part.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self._settings.stop_timeout
-        for process in running:
+        unclean = []
+        for part in running:
+            assert part.process is not None
             try:
-                process.wait(max(deadline - time.monotonic(), 0.1))
+                code = part.process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                log.error("%s did not stop in time: killed", process.args)
-                process.kill()
-                process.wait()
+                log.error("the %s did not stop in time: killed", part.name)
+                part.process.kill()
+                part.process.wait()
+                unclean.append(f"the {part.name} (killed after {self._settings.stop_timeout} s)")
+                continue
+            if code not in part.clean:
+                log.error("the %s exited with %s on SIGTERM", part.name, code)
+                unclean.append(f"the {part.name} (exit code {code})")
+        return unclean
 
     def _banner(self, bootstrap: str) -> None:
         settings = self._settings
         var = settings.var_dir.resolve()
         url = f"http://{settings.host}:{settings.port}"
+        if self._environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+            kafka = "(KAFKA_BOOTSTRAP_SERVERS: not started or stopped here)"
+        else:
+            kafka = f"(data in {var / 'kafka'})"
         print(
             f"""
 uplink dev: the whole pipeline on this machine (Ctrl-C stops it, the broker last)
-  Kafka      {bootstrap}  (data in {var / "kafka"})
+  Kafka      {bootstrap}  {kafka}
   ingress    {url}/v1/uplink   ({url}/healthz  /readyz  /metrics)
   archive    {var / "archive"}   (uplink archive cat FILE...)
   media      {var / "media"}
