@@ -79,6 +79,15 @@ def retry_after(value: str | None, now: datetime.datetime | None = None) -> floa
     return max((when - now).total_seconds(), 0.0)
 
 
+def sends_auth(settings: MediaSettings, first: httpx.URL, hop: httpx.URL) -> bool:
+    """Whether a request to ``hop``, in a redirect chain that began at ``first``, carries the
+    provider's auth header: only to the configured hosts, and never over plain http once the
+    chain began on https (a redirect must not move the secret into the clear)."""
+    if settings.auth_header is None or hop.host not in settings.auth_targets:
+        return False
+    return hop.scheme == "https" or first.scheme != "https"
+
+
 class Fetcher(Resource):
     """Downloads media over one shared httpx client. ``start()``/``stop()`` or ``async with``."""
 
@@ -189,11 +198,12 @@ class Fetcher(Resource):
         )
 
     async def _follow(self, client: httpx.AsyncClient, url: httpx.URL, sink: Path) -> Downloaded:
+        first = url
         for _ in range(self._settings.max_redirects + 1):
             target = await self._guard.check(url)
             headers = {"host": url.netloc.decode("ascii")}
             auth = self._settings.auth_header
-            if auth is not None and target.host in self._settings.auth_targets:
+            if auth is not None and sends_auth(self._settings, first, url):
                 headers[auth[0]] = auth[1].reveal()
             request = client.build_request("GET", target.connect, headers=headers)
             response = await client.send(request, stream=True)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from consumers.exceptions import FetchFailed, FetchRetriable, RefusedURL
-from consumers.fetch import Fetcher, retry_after
+from consumers.fetch import Fetcher, retry_after, sends_auth
 from consumers.guard import AddressGuard
 from tests.conftest import Server
 from tests.consumers.media_server import MediaServer
@@ -241,3 +241,26 @@ async def test_dns_failure_is_transient() -> None:
 
     with pytest.raises(FetchRetriable, match="cannot resolve"):
         await AddressGuard(frozenset(), resolver=broken).check(httpx.URL("http://example.com/"))
+
+
+@pytest.mark.parametrize(
+    ("first", "hop", "sent"),
+    [
+        ("https://media.provider.example/a", "https://media.provider.example/b", True),
+        ("http://media.provider.example/a", "http://media.provider.example/b", True),
+        ("http://media.provider.example/a", "https://media.provider.example/b", True),
+        # A redirect from https to plain http on the provider's own host: not in the clear.
+        ("https://media.provider.example/a", "http://media.provider.example/b", False),
+        ("https://media.provider.example/a", "https://cdn.example/b", False),  # another host
+        ("https://media.provider.example/a", "https://media.provider.example:8443/b", True),
+    ],
+)
+def test_the_auth_header_never_leaves_its_hosts_or_https(first: str, hop: str, sent: bool) -> None:
+    settings = MediaSettings(
+        root=Path("unused"),
+        base_url="https://media.provider.example/",
+        auth_header=("Authorization", Secret("Bearer s3cret")),
+    )
+    assert sends_auth(settings, httpx.URL(first), httpx.URL(hop)) is sent
+    unset = dataclasses.replace(settings, auth_header=None)
+    assert not sends_auth(unset, httpx.URL(first), httpx.URL(hop))
