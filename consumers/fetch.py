@@ -56,10 +56,16 @@ class _Shard:
     active: int = 0  # requests in progress on it
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Origin:
     limit: asyncio.Semaphore  # per_host downloads at once
     shards: list[_Shard]
+    users: int = 0  # attempts holding or waiting for it: it is not closed under them
+
+
+# Origins whose clients (and their idle connections) are kept. filePath comes from outside, so
+# the set of origins is unbounded: beyond this, the least recently used idle ones are closed.
+MAX_ORIGINS = 64
 
 
 def retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
@@ -99,13 +105,15 @@ class Fetcher(Resource):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         metrics: MediaMetrics | None = None,
+        max_origins: int = MAX_ORIGINS,
     ) -> None:
         self._settings = settings
         self._guard = guard
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.metrics = metrics if metrics is not None else MediaMetrics()
-        self._origins: dict[str, _Origin] = {}
+        self._origins: dict[str, _Origin] = {}  # least recently used first
+        self._max_origins = max_origins
         self._downloads = asyncio.Semaphore(settings.concurrency)
         self._started = False
 
@@ -153,8 +161,19 @@ class Fetcher(Resource):
         delay = min(retries.backoff * 2.0 ** (attempt - 1), retries.backoff_max)
         return float(delay * self._rng.uniform(0.5, 1.0))
 
+    @property
+    def origins(self) -> int:
+        """Origins whose clients are open."""
+        return len(self._origins)
+
     async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
-        origin = self._origin(f"{url.scheme}://{url.netloc.decode('ascii').lower()}")
+        origin = await self._use(f"{url.scheme}://{url.netloc.decode('ascii').lower()}")
+        try:
+            return await self._attempt_at(origin, url, sink)
+        finally:
+            origin.users -= 1
+
+    async def _attempt_at(self, origin: _Origin, url: httpx.URL, sink: Path) -> Downloaded:
         async with origin.limit, self._downloads:
             # The least busy client: under the origin's limit, it always has a free connection.
             shard = min(origin.shards, key=lambda candidate: candidate.active)
@@ -171,16 +190,26 @@ class Fetcher(Resource):
             finally:
                 shard.active -= 1
 
-    def _origin(self, key: str) -> _Origin:
-        origin = self._origins.get(key)
+    async def _use(self, key: str) -> _Origin:
+        """The origin's clients, marked in use (the caller decrements ``users``); opened if
+        need be, closing the least recently used idle origins beyond ``max_origins``."""
+        if not self._started:
+            raise RuntimeError("fetcher not started")
+        origin = self._origins.pop(key, None)
         if origin is None:
-            if not self._started:
-                raise RuntimeError("fetcher not started")
             per_host = self._settings.per_host
             connections = min(per_host, CLIENT_CONNECTIONS)
             count = math.ceil(per_host / connections)
             shards = [_Shard(self._client(connections)) for _ in range(count)]
-            origin = self._origins[key] = _Origin(asyncio.Semaphore(per_host), shards)
+            origin = _Origin(asyncio.Semaphore(per_host), shards)
+        self._origins[key] = origin  # the most recently used, last
+        origin.users += 1
+        if len(self._origins) > self._max_origins:
+            idle = [k for k, o in self._origins.items() if o.users == 0]
+            for stale in idle[: len(self._origins) - self._max_origins]:
+                # Out of the table before the await: a new user opens a fresh origin.
+                for shard in self._origins.pop(stale).shards:
+                    await shard.client.aclose()
         return origin
 
     def _client(self, connections: int) -> httpx.AsyncClient:

@@ -264,3 +264,21 @@ def test_the_auth_header_never_leaves_its_hosts_or_https(first: str, hop: str, s
     assert sends_auth(settings, httpx.URL(first), httpx.URL(hop)) is sent
     unset = dataclasses.replace(settings, auth_header=None)
     assert not sends_auth(unset, httpx.URL(first), httpx.URL(hop))
+
+
+async def test_idle_origins_beyond_the_limit_are_closed_and_reopened_when_needed(
+    serve: Server, tmp_path: Path
+) -> None:
+    servers = [MediaServer() for _ in range(4)]
+    bases = []
+    for server in servers:
+        server.add("a.jpg", BODY)
+        bases.append(await serve(server.app()))
+    settings = MediaSettings(root=tmp_path, allow_hosts=frozenset({"127.0.0.1"}))
+    async with Fetcher(settings, AddressGuard(settings.allow_hosts), max_origins=2) as fetcher:
+        for base in bases:  # four origins (ports), one after the other
+            await fetcher.download(f"{base}/files/a.jpg", tmp_path / "out", DIGEST)
+            assert fetcher.origins <= 2
+        await fetcher.download(f"{bases[0]}/files/a.jpg", tmp_path / "out", DIGEST)  # reopened
+        assert fetcher.origins == 2
+    assert [len(server.hits) for server in servers] == [2, 1, 1, 1]
