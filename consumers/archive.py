@@ -76,13 +76,21 @@ def archive_path(
     )
 
 
-def event_hour(inbound: Inbound) -> int:
-    """The push's event hour (hours since the epoch, UTC): its `timestamp` (seconds) when that is
-    a date a file can be named by, else the hour the ingress received it."""
-    seconds = inbound.timestamp
+def named_hour(seconds: int | None) -> int | None:
+    """The hour (since the epoch, UTC) of an event `timestamp` in seconds, if it is a date a file
+    can be named by."""
     if seconds is None or not _NAMEABLE[0] <= seconds < _NAMEABLE[1]:
-        seconds = inbound.push["receivedAt"] // 1000
+        return None
     return int(seconds) // _HOUR_S
+
+
+def event_hour(inbound: Inbound) -> int:
+    """The push's event hour: its `timestamp`'s (``named_hour``), else the hour the ingress
+    received it."""
+    hour = named_hour(inbound.timestamp)
+    if hour is None:
+        return int(inbound.push["receivedAt"] // 1000) // _HOUR_S
+    return hour
 
 
 # Years 1..9999: what datetime (and so a dt=YYYY-MM-DD directory) can represent.
@@ -135,23 +143,14 @@ class _OpenFile:
         if self._pending >= self._block_bytes:
             self._end_block()
 
-    def full(self) -> bool:
-        return self.bytes + self._pending >= self._max_bytes
-
-    def take(self, datum: bytes, hour: int) -> bool:
-        """``add`` if the datum belongs here (its hour, room left), else False: rotate first."""
-        if (
-            hour != self.hour
-            or self.records >= self._max_records
-            or self.bytes + self._pending >= self._max_bytes
-        ):
-            return False
-        self._datums.append(datum)
-        self._pending += len(datum)
-        self.records += 1
-        if self._pending >= self._block_bytes:
-            self._end_block()
-        return True
+    def fits(self, hour: int) -> bool:
+        """Whether a record of event ``hour`` belongs here: its hour, and room left (records and
+        bytes); else the file rotates first."""
+        return (
+            hour == self.hour
+            and self.records < self._max_records
+            and self.bytes + self._pending < self._max_bytes
+        )
 
     async def commit(self) -> None:
         """Durable under its final name: last block, fsync, rename, fsync the directory."""
@@ -209,7 +208,6 @@ class ArchiveFiles:
     def __init__(self, settings: ArchiveSettings) -> None:
         self._settings = settings
         self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
-        self._max_records = settings.max_records
         self._open: dict[TopicPartition, _OpenFile] = {}
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
@@ -225,15 +223,13 @@ class ArchiveFiles:
         needs no I/O (the file is open, of the record's event hour, not full); False leaves the
         record to ``handle`` (open or rotate a file, verify, or name the hour otherwise)."""
         current = self._open.get(tp)
-        seconds = head[1]
-        if (
-            current is None
-            or self._settings.verify
-            or seconds is None
-            or not _NAMEABLE[0] <= seconds < _NAMEABLE[1]
-        ):
+        if current is None or self._settings.verify:
             return False
-        return current.take(record.value[HEADER_SIZE:], seconds // _HOUR_S)
+        hour = named_hour(head[1])
+        if hour is None or not current.fits(hour):
+            return False
+        current.add(record.value[HEADER_SIZE:])
+        return True
 
     async def handle(self, inbound: Inbound) -> Positions | None:
         tp = inbound.tp
@@ -242,9 +238,7 @@ class ArchiveFiles:
         hour = event_hour(inbound)
         durable: Positions | None = None
         current = self._open.get(tp)
-        if current is not None and (
-            current.hour != hour or current.records >= self._max_records or current.full()
-        ):
+        if current is not None and not current.fits(hour):
             # At most one rename per call: the runtime commits it before the next one.
             await self._commit(tp)
             durable = {tp: inbound.record.offset}

@@ -283,6 +283,15 @@ async def test_duplicates_and_a_rerun_fetch_nothing_twice(
     assert sorted(EVENTS.decode(r.value)["messageId"] for r in again[3:]) == ["a", "b", "c"]
 
 
+async def publish_fast(publish: Publish, fast: MediaServer, base: str) -> list[str]:
+    """16 image pushes for ``fast`` (the records a slow or failing host must not hold up);
+    returns their messageIds, sorted."""
+    for n in range(16):
+        sha = fast.add(f"{n}.bin", os.urandom(2000))
+        await publish(media_push("image", f"fast{n}", f"{base}/files/{n}.bin", sha))
+    return sorted(f"fast{n}" for n in range(16))
+
+
 async def test_a_slow_host_does_not_delay_a_fast_host_and_commits_stay_in_order(
     serve: Server,
     worker_settings: WorkerSettings,
@@ -295,9 +304,7 @@ async def test_a_slow_host_does_not_delay_a_fast_host_and_commits_stay_in_order(
     for n in range(4):  # offsets 0..3 wait on the slow host until the test opens its gate
         sha = slow.add(f"{n}.bin", os.urandom(2000))
         await publish(media_push("video", f"slow{n}", f"{slow_base}/gated/{n}.bin", sha))
-    for n in range(16):  # offsets 4..19
-        sha = fast.add(f"{n}.bin", os.urandom(2000))
-        await publish(media_push("image", f"fast{n}", f"{fast_base}/files/{n}.bin", sha))
+    fast_ids = await publish_fast(publish, fast, fast_base)  # offsets 4..19
 
     media = dataclasses.replace(
         media_settings,
@@ -309,9 +316,7 @@ async def test_a_slow_host_does_not_delay_a_fast_host_and_commits_stay_in_order(
         try:
             await worker.run(count=20, timeout=60)
             done = await read_records(worker_settings.topics.media, count=16)
-            assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == sorted(
-                f"fast{n}" for n in range(16)
-            )
+            assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == fast_ids
             assert len(slow.hits) == 2  # the per-host limit: two at a time on the slow host
             assert handler.in_flight() == 4
             assert await handler.flush({tp: 20}) == {tp: 0}  # not past the lowest unfinished
@@ -334,9 +339,7 @@ async def test_a_failing_host_with_more_records_than_download_slots_does_not_sta
     for n in range(12):  # three times the worker's download slots: 503, retry in 30 s
         sha = down.add(f"{n}.bin", os.urandom(100))
         await publish(media_push("video", f"down{n}", f"{down_base}/unavailable/{n}.bin", sha))
-    for n in range(16):  # behind them in the partition
-        sha = fast.add(f"{n}.bin", os.urandom(2000))
-        await publish(media_push("image", f"fast{n}", f"{fast_base}/files/{n}.bin", sha))
+    fast_ids = await publish_fast(publish, fast, fast_base)  # behind them in the partition
 
     media = dataclasses.replace(
         media_settings,
@@ -349,9 +352,7 @@ async def test_a_failing_host_with_more_records_than_download_slots_does_not_sta
         # Long before any of the failing host's retries is due: its sleeping records hold no
         # download slot, so the fast host's records are fetched meanwhile.
         done = await read_records(worker_settings.topics.media, count=16, timeout=20)
-        assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == sorted(
-            f"fast{n}" for n in range(16)
-        )
+        assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == fast_ids
         assert len(down.hits) == 12  # each failing record tried once, none waiting for a slot
         assert handler.in_flight() == 12
         await handler.drain(timeout=0)  # cancelled: their offsets stay uncommitted
