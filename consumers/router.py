@@ -216,18 +216,14 @@ class TransactionalOutputs:
                 if builder is None:
                     builder = builders[partition] = producer.create_batch()
                 timestamp = record.timestamp if type(record) is Output else None
-                if builder.append(
+                while builder.append(
                     key=record.key, value=record.value, timestamp=timestamp, headers=record.headers
                 ) is None:  # fmt: skip
+                    if builder.record_count() == 0:  # aiokafka takes any first record: never
+                        raise RouterError(f"a record for {topic} that no batch takes")
                     # Full: send it, and start the partition's next batch with this record.
                     sent.append(await producer.send_batch(builder, topic, partition=partition))
                     builder = builders[partition] = producer.create_batch()
-                    builder.append(
-                        key=record.key,
-                        value=record.value,
-                        timestamp=timestamp,
-                        headers=record.headers,
-                    )
             for partition, builder in builders.items():
                 sent.append(await producer.send_batch(builder, topic, partition=partition))
         return sent
