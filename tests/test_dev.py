@@ -28,7 +28,6 @@ import httpx
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +36,7 @@ from starlette.routing import Route
 from consumers.rules import PostTo, ToTopic, compile_rules
 from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
+from tests.consumers.crashes import committed_past
 from uplink.broker import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -171,20 +171,13 @@ async def run_dev(
 
 
 async def committed_through(bootstrap: str, group: str, total: int) -> None:
-    """Poll until ``group`` committed ``total`` records of its topic (partitions from 0): for the
+    """Wait until ``group`` committed ``total`` records of its topic (partitions from 0): for the
     router, every transaction with their outputs is committed."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         async with asyncio.timeout(60):
-            while True:
-                try:
-                    offsets = await admin.list_consumer_group_offsets(group)
-                except GroupCoordinatorNotAvailableError:
-                    offsets = {}
-                if sum(meta.offset for meta in offsets.values() if meta.offset > 0) >= total:
-                    return
-                await asyncio.sleep(0.1)
+            await committed_past(admin, group, total - 1)
     finally:
         await admin.close()
 
