@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate, islice
+from operator import sub
 
 _pack_bits = struct.Struct("<Q").pack
 _unpack_double = struct.Struct("<d").unpack
@@ -33,6 +34,12 @@ def _key(message_id: str) -> float:
     already that rare, is then not even repeated by a replay in another process."""
     key: float = _unpack_double(_pack_bits(hash(message_id) & _LOW62))[0]
     return key
+
+
+def _keys(message_ids: Sequence[str]) -> array[float]:
+    """``_key`` of each id, the bits reinterpreted for the whole batch at once."""
+    bits = array("Q", [hash(message_id) & _LOW62 for message_id in message_ids])
+    return array("d", bits.tobytes())
 
 
 class DedupeWindow:
@@ -137,10 +144,10 @@ class DedupeWindow:
         """
         if len(message_ids) != len(timestamps_ms):
             raise ValueError("one timestamp per messageId")
-        keys = [_key(message_id) for message_id in message_ids]
+        keys = _keys(message_ids)
         fresh = set(keys)
         clocks = list(accumulate(timestamps_ms, max, initial=self._clock))
-        steps = [after - before for before, after in pairwise(clocks)]
+        steps = list(map(sub, islice(clocks, 1, None), clocks))
         if (
             len(fresh) < len(keys)
             or not self._ids.isdisjoint(fresh)

@@ -16,8 +16,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, Protocol, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -27,7 +27,8 @@ from consumers.deadletters import DeadLetters
 from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
-from schemas import CorruptRecord, PushCodec, SchemaError
+from schemas import PushCodec, SchemaError
+from schemas.head import Head
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 from uplink.topics import dlq_spec, ensure_topics
@@ -70,12 +71,21 @@ class Inbound:
         return self._push
 
 
+class Pending(NamedTuple):
+    """Positions that become safe to commit once ``ready`` is done (the archive's rename, on its
+    writer thread). The runtime commits them in the background, and before it calls the
+    handler's ``handle`` or ``flush`` for their partitions again."""
+
+    ready: Awaitable[object]
+    positions: Positions
+
+
 class Handler(Protocol):
     """A worker's side effect. ``handle`` raises RecordError (→ DLQ) or TransientError (→ retry)."""
 
-    async def handle(self, inbound: Inbound) -> Positions | None:
+    async def handle(self, inbound: Inbound) -> Positions | Pending | None:
         """Do the side effect; return positions that just became durable and must be committed
-        before anything else happens (the archive's rename), or None."""
+        before anything else happens, positions that will be (``Pending``), or None."""
         ...
 
     async def flush(self, handled: Positions) -> Positions:
@@ -92,7 +102,9 @@ class Handler(Protocol):
         ...
 
 
-Take = Callable[[TopicPartition, "ConsumerRecord[bytes, bytes]", tuple[str, int | None]], bool]
+TakeMany = Callable[
+    [TopicPartition, list["ConsumerRecord[bytes, bytes]"], list[Head], list[bool], int], int
+]
 
 
 class Worker(Resource):
@@ -120,6 +132,11 @@ class Worker(Resource):
         self._consumer: AIOKafkaConsumer | None = None
         self._windows: dict[TopicPartition, DedupeWindow] = {}
         self._handled: Positions = {}
+        self._later: dict[TopicPartition, asyncio.Task[None]] = {}  # commits of Pending positions
+        # Partitions whose Pending failed (a rename): never flushed or committed again here, so
+        # the records of the lost file are redone from the committed position by the next owner.
+        self._broken: set[TopicPartition] = set()
+        self._failure: BaseException | None = None  # of a rebalance: stops the worker
         self._uncommitted = 0
         self._last_commit = clock()
         self._stopping = asyncio.Event()
@@ -129,9 +146,10 @@ class Worker(Resource):
         # protocol), so a batch fetched before one is stale as a whole: skipped, and fetched
         # again from the committed positions.
         self._turn = asyncio.Lock()
-        # Optional: ``take(tp, record, head) -> bool`` handles a record with no I/O and no
-        # Inbound (True), or leaves it to ``handle`` (False). The archive's append.
-        self._take: Take | None = getattr(handler, "take", None)
+        # Optional: ``take_many(tp, records, heads, repeats, start) -> index`` handles records
+        # from ``start`` on, skipping repeats, with no I/O and no Inbound, and returns the index
+        # of the first it leaves to ``handle`` (len(records): none). The archive's append.
+        self._take_many: TakeMany | None = getattr(handler, "take_many", None)
         self._generation = 0
         self._closing = False
 
@@ -168,11 +186,14 @@ class Worker(Resource):
             if consumer is not None and not self._closing:
                 self._closing = True
                 try:
-                    await self._commit(consumer, list(self._handled))
-                    # Given up like a revoke, before the group is left: what the handler
-                    # finishes in the background (the router's transactions) is done before
-                    # the next owner reads the committed position.
-                    await self._handler.revoked(sorted(consumer.assignment()))
+                    try:
+                        await self._commit(consumer, [*self._handled, *self._later])
+                    finally:
+                        # Given up like a revoke (also after a failed flush: what was not
+                        # committed is dropped), before the group is left: what the handler
+                        # finishes in the background (the router's transactions) is done
+                        # before the next owner reads the committed position.
+                        await self._handler.revoked(sorted(consumer.assignment()))
                 finally:
                     # Leaving the group may call the revoke listener, which needs the consumer.
                     await consumer.stop()
@@ -229,70 +250,72 @@ class Worker(Resource):
                     await self._batch(tp, records)
                     seen += len(records)
                 await self._maybe_commit(consumer)
+        if self._failure is not None:
+            raise self._failure
         return seen
 
     async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """One partition's fetched records, in offset order. The hot path: keep it lean.
 
-        The batch is judged first (heads read, dedupe decided for all its records at once),
-        then its new records are handled in order. A handler may take a record synchronously
-        (``take``, e.g. the archive appending to an open file) and fall back to ``handle``.
+        The batch is judged first (heads read in one call, dedupe decided for all its records at
+        once), then its new records are handled in order. A handler may take a run of records
+        synchronously (``take_many``, e.g. the archive appending to an open file) and leaves the
+        record it stops at to ``handle``.
         """
         window = await self._window(tp, records[0].offset)
-        head = self._codec.head
-        judged: list[ConsumerRecord[bytes, bytes]] = []
-        heads: list[tuple[str, int | None]] = []
-        for record in records:
-            try:
-                if record.value is None:
-                    raise CorruptRecord("no value")
-                heads.append(head(record.value))
-            except SchemaError as exc:
-                await self.dead_letters.send(record, f"undecodable: {exc}")
-            else:
-                judged.append(record)
+        found = self._codec.heads([record.value for record in records])
+        judged: list[ConsumerRecord[bytes, bytes]] = records
+        heads = cast(list[Head], found)
+        if str in map(type, found):  # a value without a readable head: to the DLQ
+            judged, heads = [], []
+            for record, head in zip(records, found, strict=True):
+                if isinstance(head, str):
+                    await self.dead_letters.send(record, f"undecodable: {head}")
+                else:
+                    judged.append(record)
+                    heads.append(head)
         repeats = window.seen_many(
-            [found[0] for found in heads], [record.timestamp for record in judged]
+            [head[0] for head in heads], [record.timestamp for record in judged]
         )
         duplicates = sum(repeats)
-        processed = 0
+        failed = 0
         if judged:
-            handled, handle, take, codec = (
-                self._handled,
-                self._handler.handle,
-                self._take,
-                self._codec,
-            )
-            record = judged[0]
+            take_many, handle, codec = self._take_many, self._handler.handle, self._codec
+            index, end = 0, len(judged)
             try:
-                for record, found, repeat in zip(judged, heads, repeats, strict=True):
-                    if repeat:
-                        continue
-                    if take is not None and take(tp, record, found):
-                        processed += 1
-                        continue
-                    inbound = Inbound(record, codec, found, tp)
-                    try:
-                        durable = await handle(inbound)
-                    except (ConsumerError, SchemaError) as exc:
-                        durable = await self._failed(inbound, exc)
-                    else:
-                        processed += 1
-                    if durable:
-                        await self._commit_positions(self._require_consumer(), durable)
+                while index < end:
+                    if take_many is not None:
+                        index = take_many(tp, judged, heads, repeats, index)
+                        if index == end:
+                            break
+                    if not repeats[index]:
+                        if tp in self._later:
+                            await self._later.pop(tp)
+                        inbound = Inbound(judged[index], codec, heads[index], tp)
+                        try:
+                            durable = await handle(inbound)
+                        except (ConsumerError, SchemaError) as exc:
+                            failed += 1
+                            durable = await self._failed(inbound, exc)
+                        if isinstance(durable, Pending):
+                            self._later[tp] = asyncio.create_task(self._commit_when(durable))
+                        elif durable:
+                            await self._commit_positions(self._require_consumer(), durable)
+                    index += 1
             except BaseException:
                 # The worker stops: what its last flush may commit is everything before this
                 # record (taken, handled, skipped), nothing of it or after it.
-                handled[tp] = record.offset
+                self._handled[tp] = judged[index].offset
                 raise
         self._handled[tp] = records[-1].offset + 1
         self._uncommitted += len(records)
-        self.metrics.processed[tp] += processed
+        # A failed record counts as processed once a retry succeeds (``_failed``).
+        self.metrics.processed[tp] += len(judged) - duplicates - failed
         self.metrics.duplicates[tp] += duplicates
 
     async def _failed(
         self, inbound: Inbound, error: ConsumerError | SchemaError
-    ) -> Positions | None:
+    ) -> Positions | Pending | None:
         """After a failed ``handle``: retry a transient failure with backoff until it succeeds
         (returns what that ``handle`` returned), or dead-letter the record (returns None)."""
         delay = self._settings.retry_backoff
@@ -328,6 +351,8 @@ class Worker(Resource):
     # --- commits -----------------------------------------------------------------------------
 
     async def _maybe_commit(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in [tp for tp, later in self._later.items() if later.done()]:
+            await self._later.pop(tp)  # raises what failed: the worker stops
         due = (
             self._uncommitted >= self._settings.commit_every
             or self._clock() - self._last_commit >= self._settings.commit_interval
@@ -338,12 +363,28 @@ class Worker(Resource):
             await self._record_lag(consumer)
 
     async def _commit(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        handled = {tp: self._handled[tp] for tp in partitions if tp in self._handled}
+        later = [self._later.pop(tp) for tp in partitions if tp in self._later]
+        if later:  # before the flush renames the partitions' next files
+            await asyncio.gather(*later)
+        handled = {
+            tp: self._handled[tp]
+            for tp in partitions
+            if tp in self._handled and tp not in self._broken
+        }
         if not handled:
             return
         await self._commit_positions(consumer, await self._handler.flush(handled))
         self._uncommitted = 0
         self._last_commit = self._clock()
+
+    async def _commit_when(self, pending: Pending) -> None:
+        try:
+            await pending.ready
+            await self._commit_positions(self._require_consumer(), pending.positions)
+        except BaseException:
+            # The next file must not be renamed before this commit: none will be, here.
+            self._broken.update(pending.positions)
+            raise
 
     async def _commit_positions(self, consumer: AIOKafkaConsumer, durable: Positions) -> None:
         if not durable:
@@ -364,12 +405,21 @@ class Worker(Resource):
         async with self._turn:  # after the batch in hand, never in the middle of it
             self._generation += 1
             consumer = self._require_consumer()
-            await self._commit(consumer, partitions)
-            await self._handler.revoked(partitions)
-            for tp in partitions:
-                self._windows.pop(tp, None)
-                self._handled.pop(tp, None)
-                self.metrics.lag.pop(tp, None)
+            try:
+                await self._commit(consumer, partitions)
+            except BaseException as exc:
+                # aiokafka logs a listener's error and goes on with the rebalance: stop the
+                # worker with it instead (what was not committed is redone by the next owner).
+                self._failure = exc
+                self._stopping.set()
+                raise
+            finally:
+                await self._handler.revoked(partitions)
+                for tp in partitions:
+                    self._windows.pop(tp, None)
+                    self._handled.pop(tp, None)
+                    self._broken.discard(tp)
+                    self.metrics.lag.pop(tp, None)
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(partitions))
@@ -444,14 +494,15 @@ async def rebuild_window(
         reader.seek(tp, start)
         while (await reader.position(tp)) < position:
             batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
+            records = [record for record in batch.get(tp, []) if record.offset < position]
             ids: list[str] = []
             stamps: list[int] = []
-            for record in batch.get(tp, []):
-                if record.offset >= position:
-                    break
-                message_id = _message_id(codec, record)
-                if message_id is not None:
-                    ids.append(message_id)
+            for record, head in zip(
+                records, codec.heads([record.value for record in records]), strict=True
+            ):
+                # Without a head it went to the DLQ when it was judged, and was never remembered.
+                if not isinstance(head, str):
+                    ids.append(head[0])
                     stamps.append(record.timestamp)
             window.seen_many(ids, stamps)  # remembered as they were judged; answers unneeded
     finally:
@@ -472,12 +523,3 @@ async def _record_at(
             for record in batch.get(tp, []):
                 return record
     return None  # a transaction marker: no record to date the window by
-
-
-def _message_id(codec: PushCodec, record: ConsumerRecord[bytes, bytes]) -> str | None:
-    if record.value is None:
-        return None
-    try:
-        return codec.head(record.value)[0]
-    except SchemaError:
-        return None  # it went to the DLQ when it was judged, and was never remembered

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, Final, cast
 
 import orjson
 
-from schemas.exceptions import NotAPush
+from schemas.exceptions import NotAPush, SchemaError
 from schemas.framing import Framing
-from schemas.head import HeadReader
+from schemas.head import Head, HeadReader
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
 INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
@@ -295,9 +295,7 @@ class PushCodec(Framing):
         source = load_push_schema() if schema is None else schema
         super().__init__(source)  # receivedAt reads back as the int of epoch millis
         self._push = _Compiler().push(source)
-        self._head = (
-            HeadReader(source, self.header).read if HeadReader.fits(source) else self._decoded_head
-        )
+        self._reader = HeadReader(source, self.header) if HeadReader.fits(source) else None
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -335,11 +333,23 @@ class PushCodec(Framing):
 
         Checks the framing and the leading fields only: a datum corrupt further on passes.
         """
-        return self._head(data)
-
-    def _decoded_head(self, data: bytes) -> tuple[str, int | None]:
+        if self._reader is not None:
+            return self._reader.read(data)
         record = self.decode(data)
         return record["messageId"], record.get("timestamp")
+
+    def heads(self, values: Sequence[bytes | None]) -> list[Head | str]:
+        """``head`` of each value of a fetched batch, in one call: the head, or a str saying why
+        the value has none (the reason a worker dead-letters it with)."""
+        if self._reader is not None:
+            return self._reader.read_many(values)
+        found: list[Head | str] = []
+        for value in values:
+            try:
+                found.append(self.head(value) if value is not None else "no value")
+            except SchemaError as exc:
+                found.append(str(exc))
+        return found
 
     @staticmethod
     def key(record: dict[str, Any]) -> bytes:

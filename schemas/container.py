@@ -3,7 +3,7 @@
 Push records travel as single-object encoded datums; an archive file holds the same datums under
 the same schema, so the archive copies them into blocks as they are instead of decoding and
 re-encoding each record (the Avro spec, "Object Container Files"). Compressing a block is the
-only costly step left and zlib and zstandard release the GIL while they do it, so a block can
+only costly step left and zlib-ng and zstandard release the GIL while they do it, so a block can
 be finished on another thread.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Final
+
+from zlib_ng import zlib_ng
 
 MAGIC: Final = b"Obj\x01"
 CODECS: Final = ("deflate", "null", "zstandard")
@@ -31,7 +32,8 @@ def _long(n: int) -> bytes:
 
 def _deflate(data: bytes) -> bytes:
     # Avro's deflate is raw RFC 1951: no zlib header, no checksum (negative window bits).
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    # zlib-ng writes the same format as zlib, at the same level, in about half the time.
+    compressor = zlib_ng.compressobj(zlib_ng.Z_DEFAULT_COMPRESSION, zlib_ng.DEFLATED, -15)
     return compressor.compress(data) + compressor.flush()
 
 

@@ -25,11 +25,28 @@ from contextlib import contextmanager
 from typing import Any, Union
 
 from schemas.exceptions import CorruptRecord
-from schemas.head import _long_at
 
 Shape = Mapping[str, Union[bool, "Shape"]]
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "string", "bytes"})
+
+
+def _long_at(data: bytes, pos: int) -> tuple[int, int]:
+    """Avro's zig-zag varint at ``pos``: (value, position after it)."""
+    byte = data[pos]
+    pos += 1
+    if byte < 0x80:
+        return (byte >> 1) ^ -(byte & 1), pos
+    result, shift = byte & 0x7F, 7
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptRecord("varint longer than 10 bytes")
 
 
 def _size(data: bytes, pos: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from uplink.broker import free_port
+from uplink.settings import WorkerSettings
 
 
 async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -22,6 +23,16 @@ async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
     except GroupCoordinatorNotAvailableError:
         return 0  # the group's coordinator is still loading: nothing committed yet
     return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
+
+
+async def committed(settings: WorkerSettings) -> int:
+    """The sum of the group's committed offsets, now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        return await committed_total(admin, settings.group)
+    finally:
+        await admin.close()
 
 
 async def committed_past(admin: AIOKafkaAdminClient, group: str, mark: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,11 +16,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from consumers.archive import ArchiveFiles, ArchiveSettings, event_hour, hour_start
+from consumers.archive import ArchiveFiles, ArchiveSettings, _Writer, event_hour, hour_start
 from consumers.runtime import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
+from tests.consumers.crashes import committed
 from uplink.exceptions import ConfigError
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
@@ -141,6 +143,36 @@ async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
     assert counts == Counter(f"m{n}" for n in range(8))  # each exactly once
 
 
+async def test_a_failed_rename_stops_the_worker_and_nothing_past_the_last_file_is_committed(
+    tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
+) -> None:
+    sent = {f"m{n}": await publish(f"m{n}", HOUR_10 + n) for n in range(9)}
+    topic = worker_settings.topics.messages
+    # The second file's name is taken by a directory: its rename (in the background) fails.
+    hour = tmp_path / topic / "dt=2023-11-15" / "hour=10"
+    obstacle = hour / f"{topic}+0+3.avro"
+    (obstacle / "in-the-way").mkdir(parents=True)
+
+    with pytest.raises(IsADirectoryError):
+        archive = ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=3))
+        async with Worker(worker_settings, archive, CODEC) as worker:
+            await worker.run(count=9, timeout=60)
+    archive.close()
+    assert await committed(worker_settings) == 3  # the first file's records, not one more
+    assert sorted(p.name for p in hour.glob("*.avro")) == [f"{topic}+0+0.avro", obstacle.name]
+
+    (obstacle / "in-the-way").rmdir()
+    obstacle.rmdir()
+    archive = ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=3))
+    async with Worker(worker_settings, archive, CODEC) as worker:
+        assert await worker.run(count=6, timeout=60) == 6  # from the committed position
+    archive.close()
+    files, records = archived(tmp_path)  # the failed file's temporary one swept
+    assert [f.name for f in files] == [f"{topic}+0+{first}.avro" for first in (0, 3, 6)]
+    assert {r["messageId"]: r["raw"] for r in records} == sent
+    assert len(records) == len(sent)
+
+
 async def test_two_workers_with_a_rebalance_in_the_middle_archive_each_push_once(
     tmp_path: Path, worker_settings: WorkerSettings
 ) -> None:
@@ -248,3 +280,22 @@ def test_an_event_time_no_date_can_name_falls_back_to_when_it_was_received() -> 
 def test_an_unknown_codec_stops_start_up_naming_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--codec: unknown Avro codec 'snappy'"):
         ArchiveSettings(root=tmp_path, codec="snappy")
+
+
+async def test_records_wait_while_the_writer_thread_is_behind() -> None:
+    writer = _Writer(max_backlog=2)
+    release = threading.Event()
+    try:
+        jobs = [writer.submit(release.wait) for _ in range(3)]
+        assert writer.behind()  # 3 jobs queued, 2 allowed
+        catching_up = asyncio.create_task(writer.catch_up())
+        await asyncio.sleep(0.05)
+        assert not catching_up.done()
+        release.set()
+        async with asyncio.timeout(10):
+            await catching_up
+        assert not writer.behind()
+        assert jobs[0].done()
+    finally:
+        release.set()
+        writer.shutdown()

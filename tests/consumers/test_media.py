@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.deadletters import DeadLetters
 from consumers.exceptions import HandlerFailed
@@ -30,6 +29,7 @@ from consumers.storage import FileStore
 from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
+from tests.consumers.crashes import committed
 from tests.consumers.media_server import MediaServer, b64sha256
 from uplink.settings import MediaRetries, MediaSettings, MediaTimeouts, WorkerSettings
 
@@ -97,16 +97,6 @@ async def media_worker(
             yield worker, handler
         finally:
             await handler.drain(timeout=30)
-
-
-async def committed(settings: WorkerSettings) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.group)
-    finally:
-        await admin.close()
-    return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
 
 
 def stored(media: MediaSettings, data: bytes) -> tuple[Path, dict[str, Any]]:

@@ -471,6 +471,29 @@ def test_decode_rejects_corrupt_datums() -> None:
         CODEC.decode(CODEC.header)
 
 
+def test_heads_of_a_batch_name_why_a_value_has_none() -> None:
+    data = CODEC.encode(parse("text"))
+    found = CODEC.heads([data, None, b"\x00" + data[1:], data[:13]])
+    assert found[0] == CODEC.head(data)
+    assert found[1] == "no value"
+    assert isinstance(found[2], str) and found[2].startswith("not a push record of this schema")
+    assert found[3] == "undecodable datum head: the datum ends inside appId"
+
+
+def test_a_schema_laid_out_otherwise_reads_heads_by_decoding() -> None:
+    schema = load_push_schema()
+    fields = schema["fields"]
+    schema = {**schema, "fields": [fields[2], *fields[:2], *fields[3:]]}  # messageId first
+    codec = PushCodec(schema)
+    data = codec.encode(codec.parse(example("text"), 0))
+    record = codec.decode(data)
+    assert codec.heads([data, None, data[:12]])[:2] == [
+        (record["messageId"], record["timestamp"]),
+        "no value",
+    ]
+    assert codec.heads([data[:12]])[0].startswith("undecodable datum")
+
+
 def test_decode_accepts_memoryview() -> None:
     record = parse("image")
     assert CODEC.decode(memoryview(CODEC.encode(record))) == record

@@ -11,7 +11,8 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import CorruptRecord, NotAPush, PushCodec, load_push_schema
+from schemas import CorruptRecord, NotAPush, PushCodec, SchemaError, load_push_schema
+from schemas.framing import HEADER_SIZE
 
 CODEC = PushCodec()
 FASTAVRO_SCHEMA = parse_schema(load_push_schema())
@@ -169,3 +170,34 @@ def test_any_datum_after_our_header_decodes_or_is_corrupt(datum: bytes, example:
             continue
         assert isinstance(record, dict)
         assert head == (record["messageId"], record["timestamp"])
+
+
+def _encoded_cut(example: Path, cut: int) -> bytes:
+    encoded = CODEC.encode(CODEC.parse(example.read_bytes(), 0))
+    return encoded[: HEADER_SIZE + cut % (len(encoded) - HEADER_SIZE + 1)]
+
+
+record_values = st.lists(
+    st.none()
+    | st.binary(max_size=30)
+    | st.binary(max_size=60).map(CODEC.header.__add__)
+    | st.builds(_encoded_cut, st.sampled_from(EXAMPLES), st.integers(0, 4000)),
+    max_size=20,
+)
+
+
+@SETTINGS
+@given(values=record_values)
+def test_heads_of_a_batch_answer_as_head_one_by_one(values: list[bytes | None]) -> None:
+    found = CODEC.heads(values)
+    assert len(found) == len(values)
+    for value, got in zip(values, found, strict=True):
+        if value is None:
+            assert got == "no value"
+            continue
+        try:
+            expected = CODEC.head(value)
+        except SchemaError as exc:
+            assert got == str(exc)  # the reason the runtime dead-letters the record with
+        else:
+            assert got == expected
