@@ -37,7 +37,6 @@ from consumers.runtime import Inbound, Pending, Positions
 from schemas import load_push_schema
 from schemas.container import BlockFormat, compressor
 from schemas.framing import HEADER_SIZE
-from schemas.head import Head
 from uplink.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -188,7 +187,7 @@ class _OpenFile:
     def append(
         self,
         records: list[ConsumerRecord[bytes, bytes]],
-        heads: list[Head],
+        stamps: list[int | None],
         repeats: list[bool],
         start: int,
     ) -> int:
@@ -200,15 +199,15 @@ class _OpenFile:
         high = low + _HOUR_S
         # A fetch of live traffic is one run of new records of one hour: checked and appended
         # as a whole, with C-speed list operations.
-        stamps = [head[1] for head in heads[start:]]
-        seconds = cast(list[int], stamps)  # once None is ruled out
+        rest = stamps[start:]
+        seconds = cast(list[int], rest)  # once None is ruled out
         if (
-            stamps
-            and None not in stamps
+            rest
+            and None not in rest
             and low <= min(seconds)
             and max(seconds) < high
             and True not in repeats[start:]
-            and self.records + len(stamps) <= self._max_records
+            and self.records + len(rest) <= self._max_records
         ):
             datums = [record.value[HEADER_SIZE:] for record in records[start:]]
             size = sum(map(len, datums))
@@ -219,12 +218,12 @@ class _OpenFile:
                 if self._pending >= self._block_bytes:
                     self._end_block()
                 return len(records)
-        return self._append_each(records, heads, repeats, start, low, high)
+        return self._append_each(records, stamps, repeats, start, low, high)
 
     def _append_each(
         self,
         records: list[ConsumerRecord[bytes, bytes]],
-        heads: list[Head],
+        stamps: list[int | None],
         repeats: list[bool],
         start: int,
         low: int,
@@ -236,10 +235,10 @@ class _OpenFile:
             for index in range(start, len(records)):
                 if repeats[index]:
                     continue
-                seconds = heads[index][1]
+                second = stamps[index]
                 if (
-                    seconds is None
-                    or not low <= seconds < high
+                    second is None
+                    or not low <= second < high
                     or count >= max_records
                     or self.bytes + pending >= max_bytes
                 ):
@@ -335,7 +334,7 @@ class ArchiveFiles:
         self,
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
-        heads: list[Head],
+        stamps: list[int | None],
         repeats: list[bool],
         start: int,
     ) -> int:
@@ -346,7 +345,7 @@ class ArchiveFiles:
         current = self._open.get(tp)
         if current is None or self._settings.verify or self._writer.behind():
             return start
-        return current.append(records, heads, repeats, start)
+        return current.append(records, stamps, repeats, start)
 
     async def handle(self, inbound: Inbound) -> Pending | None:
         tp = inbound.tp

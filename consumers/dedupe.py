@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate, islice
+from itertools import accumulate, chain, islice
 from operator import sub
 
 _pack_bits = struct.Struct("<Q").pack
@@ -146,8 +146,14 @@ class DedupeWindow:
             raise ValueError("one timestamp per messageId")
         keys = _keys(message_ids)
         fresh = set(keys)
-        clocks = list(accumulate(timestamps_ms, max, initial=self._clock))
-        steps = list(map(sub, islice(clocks, 1, None), clocks))
+        # The clock's steps: a batch's timestamps rarely go backwards, and then they are the
+        # clock itself (a running max is a call per record).
+        steps = list(map(sub, timestamps_ms, chain((self._clock,), timestamps_ms)))
+        clock = timestamps_ms[-1] if steps else self._clock
+        if steps and min(steps) < 0:
+            clocks = list(accumulate(timestamps_ms, max, initial=self._clock))
+            steps = list(map(sub, islice(clocks, 1, None), clocks))
+            clock = clocks[-1]
         if (
             len(fresh) < len(keys)
             or not self._ids.isdisjoint(fresh)
@@ -157,7 +163,7 @@ class DedupeWindow:
         self._ids |= fresh
         self._keys.extend(keys)
         self._steps.extend(steps)
-        self._clock = clocks[-1]
+        self._clock = clock
         if self._clock > self._evict_after:
             self._evict(self._clock - self.window_ms)
         return [False] * len(keys)

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -28,7 +28,6 @@ from consumers.dedupe import DedupeWindow
 from consumers.exceptions import ConsumerError
 from consumers.metrics import WorkerMetrics
 from schemas import PushCodec, SchemaError
-from schemas.head import Head
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 from uplink.topics import dlq_spec, ensure_topics
@@ -103,7 +102,8 @@ class Handler(Protocol):
 
 
 TakeMany = Callable[
-    [TopicPartition, list["ConsumerRecord[bytes, bytes]"], list[Head], list[bool], int], int
+    [TopicPartition, list["ConsumerRecord[bytes, bytes]"], list[int | None], list[bool], int],
+    int,
 ]
 
 
@@ -146,7 +146,7 @@ class Worker(Resource):
         # protocol), so a batch fetched before one is stale as a whole: skipped, and fetched
         # again from the committed positions.
         self._turn = asyncio.Lock()
-        # Optional: ``take_many(tp, records, heads, repeats, start) -> index`` handles records
+        # Optional: ``take_many(tp, records, stamps, repeats, start) -> index`` handles records
         # from ``start`` on, skipping repeats, with no I/O and no Inbound, and returns the index
         # of the first it leaves to ``handle`` (len(records): none). The archive's append.
         self._take_many: TakeMany | None = getattr(handler, "take_many", None)
@@ -263,20 +263,18 @@ class Worker(Resource):
         record it stops at to ``handle``.
         """
         window = await self._window(tp, records[0].offset)
-        found = self._codec.heads([record.value for record in records])
-        judged: list[ConsumerRecord[bytes, bytes]] = records
-        heads = cast(list[Head], found)
-        if str in map(type, found):  # a value without a readable head: to the DLQ
-            judged, heads = [], []
-            for record, head in zip(records, found, strict=True):
-                if isinstance(head, str):
-                    await self.dead_letters.send(record, f"undecodable: {head}")
+        heads = self._codec.heads([record.value for record in records])
+        judged = records
+        if heads.failed:  # values without a readable head: to the DLQ
+            why = dict(heads.failed)
+            judged = []
+            for index, record in enumerate(records):
+                if index in why:
+                    await self.dead_letters.send(record, f"undecodable: {why[index]}")
                 else:
                     judged.append(record)
-                    heads.append(head)
-        repeats = window.seen_many(
-            [head[0] for head in heads], [record.timestamp for record in judged]
-        )
+        ids, stamps = heads.ids, heads.stamps
+        repeats = window.seen_many(ids, [record.timestamp for record in judged])
         duplicates = sum(repeats)
         failed = 0
         if judged:
@@ -285,13 +283,14 @@ class Worker(Resource):
             try:
                 while index < end:
                     if take_many is not None:
-                        index = take_many(tp, judged, heads, repeats, index)
+                        index = take_many(tp, judged, stamps, repeats, index)
                         if index == end:
                             break
                     if not repeats[index]:
                         if tp in self._later:
                             await self._later.pop(tp)
-                        inbound = Inbound(judged[index], codec, heads[index], tp)
+                        head = (ids[index], stamps[index])
+                        inbound = Inbound(judged[index], codec, head, tp)
                         try:
                             durable = await handle(inbound)
                         except (ConsumerError, SchemaError) as exc:
@@ -495,16 +494,12 @@ async def rebuild_window(
         while (await reader.position(tp)) < position:
             batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
             records = [record for record in batch.get(tp, []) if record.offset < position]
-            ids: list[str] = []
-            stamps: list[int] = []
-            for record, head in zip(
-                records, codec.heads([record.value for record in records]), strict=True
-            ):
-                # Without a head it went to the DLQ when it was judged, and was never remembered.
-                if not isinstance(head, str):
-                    ids.append(head[0])
-                    stamps.append(record.timestamp)
-            window.seen_many(ids, stamps)  # remembered as they were judged; answers unneeded
+            heads = codec.heads([record.value for record in records])
+            if heads.failed:  # it went to the DLQ when it was judged, and was never remembered
+                failed = {index for index, _ in heads.failed}
+                records = [r for index, r in enumerate(records) if index not in failed]
+            # Remembered as they were judged; the answers are not needed.
+            window.seen_many(heads.ids, [record.timestamp for record in records])
     finally:
         await reader.stop()
     return window

@@ -85,19 +85,15 @@ read_string(Cursor *c, Py_ssize_t *start, Py_ssize_t *length)
     return 0;
 }
 
-static PyObject *
-why(Cursor *c)
-{
-    return PyUnicode_FromFormat("undecodable datum head: %s %s", c->why, c->field);
-}
-
-/* A new reference: (messageId, timestamp or None), or a str saying why there is none; NULL only
- * on an error of Python's own (memory). */
-static PyObject *
-head_of(PyObject *value, const char *header)
+/* Reads one value's head: 0 with new references in *message_id and *stamp, 1 with a new reference
+ * in *reason (why it has none), -1 on an error of Python's own (memory). */
+static int
+head_of(PyObject *value, const char *header, PyObject **message_id, PyObject **stamp,
+        PyObject **reason)
 {
     if (!PyBytes_Check(value)) {
-        return PyUnicode_FromString(value == Py_None ? "no value" : "the value is not bytes");
+        *reason = PyUnicode_FromString(value == Py_None ? "no value" : "the value is not bytes");
+        return *reason == NULL ? -1 : 1;
     }
     Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
                 HEADER_SIZE, NULL, NULL};
@@ -105,17 +101,16 @@ head_of(PyObject *value, const char *header)
         PyObject *start = PyBytes_FromStringAndSize(
             (const char *)c.data, c.size < HEADER_SIZE ? c.size : HEADER_SIZE);
         if (start == NULL) {
-            return NULL;
+            return -1;
         }
         PyObject *hex = PyObject_CallMethod(start, "hex", NULL);
         Py_DECREF(start);
         if (hex == NULL) {
-            return NULL;
+            return -1;
         }
-        PyObject *reason =
-            PyUnicode_FromFormat("not a push record of this schema (header %U)", hex);
+        *reason = PyUnicode_FromFormat("not a push record of this schema (header %U)", hex);
         Py_DECREF(hex);
-        return reason;
+        return *reason == NULL ? -1 : 1;
     }
     Py_ssize_t start, length;
     int64_t skipped;
@@ -123,60 +118,60 @@ head_of(PyObject *value, const char *header)
 
     c.field = "appId";
     if ((branch = read_branch(&c)) < 0 || (branch == 1 && read_string(&c, &start, &length) < 0)) {
-        return why(&c);
+        goto corrupt;
     }
     c.field = "channelType";
     if ((branch = read_branch(&c)) < 0 || (branch == 1 && read_long(&c, &skipped) < 0)) {
-        return why(&c);
+        goto corrupt;
     }
     c.field = "messageId";
     if (read_string(&c, &start, &length) < 0) {
-        return why(&c);
+        goto corrupt;
     }
     c.field = "timestamp";
     if ((branch = read_branch(&c)) < 0) {
-        return why(&c);
+        goto corrupt;
     }
     int64_t timestamp = 0;
     if (branch == 1 && read_long(&c, &timestamp) < 0) {
-        return why(&c);
+        goto corrupt;
     }
-    PyObject *message_id =
-        PyUnicode_DecodeUTF8((const char *)c.data + start, length, "strict");
-    if (message_id == NULL) {
+    *message_id = PyUnicode_DecodeUTF8((const char *)c.data + start, length, "strict");
+    if (*message_id == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            return NULL;
+            return -1;
         }
         PyErr_Clear();
-        return PyUnicode_FromString("undecodable datum head: messageId is not UTF-8");
+        *reason = PyUnicode_FromString("undecodable datum head: messageId is not UTF-8");
+        return *reason == NULL ? -1 : 1;
     }
-    PyObject *stamp;
-    if (branch == 1) {
-        stamp = PyLong_FromLongLong(timestamp);
-        if (stamp == NULL) {
-            Py_DECREF(message_id);
-            return NULL;
-        }
+    *stamp = branch == 1 ? PyLong_FromLongLong(timestamp) : Py_NewRef(Py_None);
+    if (*stamp == NULL) {
+        Py_CLEAR(*message_id);
+        return -1;
     }
-    else {
-        stamp = Py_NewRef(Py_None);
-    }
-    PyObject *head = PyTuple_New(2);
-    if (head == NULL) {
-        Py_DECREF(message_id);
-        Py_DECREF(stamp);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(head, 0, message_id);
-    PyTuple_SET_ITEM(head, 1, stamp);
-    return head;
+    return 0;
+
+corrupt:
+    *reason = PyUnicode_FromFormat("undecodable datum head: %s %s", c.why, c.field);
+    return *reason == NULL ? -1 : 1;
+}
+
+/* Appends and gives up the reference; -1 on error. */
+static int
+append_stolen(PyObject *list, PyObject *item)
+{
+    int failed = item == NULL || PyList_Append(list, item) < 0;
+    Py_XDECREF(item);
+    return failed ? -1 : 0;
 }
 
 PyDoc_STRVAR(heads_doc,
-"heads(header, values, /) -> list\n"
+"heads(header, values, /) -> (ids, stamps, failed)\n"
 "\n"
-"For each value: (messageId, timestamp or None), or a str saying why it has no readable head\n"
-"(not bytes, another header than `header`, a corrupt leading field).");
+"The heads of a batch by column: the messageIds and event timestamps (or None) of the values\n"
+"that have one, in order, and (index, why) for each value that has none (not bytes, another\n"
+"header than `header`, a corrupt leading field).");
 
 static PyObject *
 heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -196,22 +191,40 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
     PyObject **items = PySequence_Fast_ITEMS(values);
-    PyObject *found = PyList_New(count);
-    if (found == NULL) {
-        Py_DECREF(values);
-        return NULL;
+    PyObject *ids = PyList_New(0);
+    PyObject *stamps = PyList_New(0);
+    PyObject *failed = PyList_New(0);
+    if (ids == NULL || stamps == NULL || failed == NULL) {
+        goto error;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *head = head_of(items[i], header);
-        if (head == NULL) {
-            Py_DECREF(found);
-            Py_DECREF(values);
-            return NULL;
+        PyObject *message_id = NULL, *stamp = NULL, *reason = NULL;
+        int found = head_of(items[i], header, &message_id, &stamp, &reason);
+        if (found < 0) {
+            goto error;
         }
-        PyList_SET_ITEM(found, i, head);
+        if (found == 0) {
+            if (append_stolen(ids, message_id) < 0) {
+                Py_DECREF(stamp);
+                goto error;
+            }
+            if (append_stolen(stamps, stamp) < 0) {
+                goto error;
+            }
+        }
+        else if (append_stolen(failed, Py_BuildValue("(nN)", i, reason)) < 0) {
+            goto error;
+        }
     }
     Py_DECREF(values);
-    return found;
+    return Py_BuildValue("(NNN)", ids, stamps, failed);
+
+error:
+    Py_DECREF(values);
+    Py_XDECREF(ids);
+    Py_XDECREF(stamps);
+    Py_XDECREF(failed);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

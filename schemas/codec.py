@@ -16,9 +16,9 @@ from typing import Any, Final, cast
 
 import orjson
 
-from schemas.exceptions import NotAPush, SchemaError
+from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
 from schemas.framing import Framing
-from schemas.head import Head, HeadReader
+from schemas.head import HeadReader, Heads
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
 INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
@@ -338,17 +338,22 @@ class PushCodec(Framing):
         record = self.decode(data)
         return record["messageId"], record.get("timestamp")
 
-    def heads(self, values: Sequence[bytes | None]) -> list[Head | str]:
-        """``head`` of each value of a fetched batch, in one call: the head, or a str saying why
-        the value has none (the reason a worker dead-letters it with)."""
+    def heads(self, values: Sequence[bytes | None]) -> Heads:
+        """``head`` of each value of a fetched batch, in one call, by column; for a value with
+        none, why (the reason a worker dead-letters it with)."""
         if self._reader is not None:
             return self._reader.read_many(values)
-        found: list[Head | str] = []
-        for value in values:
+        found = Heads([], [], [])
+        for index, value in enumerate(values):
             try:
-                found.append(self.head(value) if value is not None else "no value")
+                if value is None:
+                    raise CorruptRecord("no value")
+                message_id, stamp = self.head(value)
             except SchemaError as exc:
-                found.append(str(exc))
+                found.failed.append((index, str(exc)))
+            else:
+                found.ids.append(message_id)
+                found.stamps.append(stamp)
         return found
 
     @staticmethod

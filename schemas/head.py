@@ -11,7 +11,7 @@ misreading it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from schemas._head import heads
 from schemas.exceptions import CorruptRecord, UnknownSchema
@@ -26,6 +26,14 @@ LAYOUT: Final = (
 HEADER: Final = 10  # the single-object header: marker and fingerprint
 
 Head = tuple[str, int | None]
+
+
+class Heads(NamedTuple):
+    """A batch's heads by column (a list per field costs less than a tuple per record)."""
+
+    ids: list[str]  # the messageIds of the values that have a head, in order
+    stamps: list[int | None]  # their event timestamps (s), None where a push has none
+    failed: list[tuple[int, str]]  # (index in the batch, why it has no head), in order
 
 
 class HeadReader:
@@ -46,11 +54,11 @@ class HeadReader:
     def read(self, data: bytes) -> Head:
         if data[:HEADER] != self._header:
             raise UnknownSchema(f"not a push record of this schema (header {data[:10].hex()})")
-        found = heads(self._header, (data,))[0]
-        if isinstance(found, str):
-            raise CorruptRecord(found)
-        return found
+        ids, stamps, failed = heads(self._header, (data,))
+        if failed:
+            raise CorruptRecord(failed[0][1])
+        return ids[0], stamps[0]
 
-    def read_many(self, values: Sequence[bytes | None]) -> list[Head | str]:
-        """``read`` for a batch: a head, or a str saying why the value has none."""
-        return heads(self._header, values)
+    def read_many(self, values: Sequence[bytes | None]) -> Heads:
+        """``read`` for a batch, in one call."""
+        return Heads(*heads(self._header, values))

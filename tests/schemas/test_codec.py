@@ -473,11 +473,13 @@ def test_decode_rejects_corrupt_datums() -> None:
 
 def test_heads_of_a_batch_name_why_a_value_has_none() -> None:
     data = CODEC.encode(parse("text"))
-    found = CODEC.heads([data, None, b"\x00" + data[1:], data[:13]])
-    assert found[0] == CODEC.head(data)
-    assert found[1] == "no value"
-    assert isinstance(found[2], str) and found[2].startswith("not a push record of this schema")
-    assert found[3] == "undecodable datum head: the datum ends inside appId"
+    ids, stamps, failed = CODEC.heads([None, data, b"\x00" + data[1:], data[:13], data])
+    assert list(zip(ids, stamps, strict=True)) == [CODEC.head(data)] * 2
+    assert [index for index, _ in failed] == [0, 2, 3]
+    [none, other, cut] = [why for _, why in failed]
+    assert none == "no value"
+    assert other.startswith("not a push record of this schema (header 00")
+    assert cut == "undecodable datum head: the datum ends inside appId"
 
 
 def test_a_schema_laid_out_otherwise_reads_heads_by_decoding() -> None:
@@ -487,11 +489,12 @@ def test_a_schema_laid_out_otherwise_reads_heads_by_decoding() -> None:
     codec = PushCodec(schema)
     data = codec.encode(codec.parse(example("text"), 0))
     record = codec.decode(data)
-    assert codec.heads([data, None, data[:12]])[:2] == [
-        (record["messageId"], record["timestamp"]),
-        "no value",
-    ]
-    assert codec.heads([data[:12]])[0].startswith("undecodable datum")
+    ids, stamps, failed = codec.heads([data, None, data[:12]])
+    assert (ids, stamps) == ([record["messageId"]], [record["timestamp"]])
+    assert [index for index, _ in failed] == [1, 2]
+    [none, cut] = [why for _, why in failed]
+    assert none == "no value"
+    assert cut.startswith("undecodable datum")
 
 
 def test_decode_accepts_memoryview() -> None:
