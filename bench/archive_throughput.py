@@ -1,10 +1,11 @@
 """Archive worker throughput against a bare aiokafka consumer loop, same topic, same run.
 
-    .venv/bin/python bench/archive_throughput.py [--records 100000]
+    .venv/bin/python bench/archive_throughput.py [--records 100000] [--rounds 3]
 
 Fills a 12-partition topic with the spec's example pushes (unique messageIds), then reads all of
-it twice: a bare loop (getmany, discard) and the archive worker (decode, dedupe, Avro container
-files with deflate, fsync + rename, commits). Appends records/s and the ratio to bench/RESULTS.md.
+it with a bare loop (getmany, discard) and ``--rounds`` times with the archive worker (heads,
+dedupe, Avro container files with deflate, fsync + rename, commits), each followed by the bare
+loop again. Appends records/s and the ratios (median and range) to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import datetime
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -97,7 +99,7 @@ async def archive_worker(settings: WorkerSettings, root: Path, count: int) -> fl
     return count / elapsed
 
 
-async def main(count: int) -> None:
+async def main(count: int, rounds: int) -> None:
     codec = PushCodec()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -107,39 +109,49 @@ async def main(count: int) -> None:
         topics = Topics(messages="bench.archive", quarantine="bench.q", media="bench.m")
         await ensure_topics(kafka, topics)
         await fill(kafka, topics, count, codec)
-        settings = WorkerSettings(
-            name="archive",
-            kafka=kafka,
-            topics=topics,
-            group_id=f"bench-archive-{uuid.uuid4().hex[:6]}",
-            commit_interval=60.0,
-            **ARCHIVE_COMMITS,  # as `uplink archive` runs
-        )
-        bare = await bare_loop(kafka, topics.messages, count)
-        archive = await archive_worker(settings, Path(tmp) / "archive", count)
-        bare_again = await bare_loop(kafka, topics.messages, count)
-    baseline = (bare + bare_again) / 2
-    write(count, bare, bare_again, archive, archive / baseline)
+        # Bare and archive alternate, so each archive run has a baseline measured just before
+        # and just after it: on a shared machine the speed drifts within a run.
+        bares = [await bare_loop(kafka, topics.messages, count)]
+        archives = []
+        for n in range(rounds):
+            settings = WorkerSettings(
+                name="archive",
+                kafka=kafka,
+                topics=topics,
+                group_id=f"bench-archive-{uuid.uuid4().hex[:6]}",
+                commit_interval=60.0,
+                **ARCHIVE_COMMITS,  # as `uplink archive` runs
+            )
+            archives.append(await archive_worker(settings, Path(tmp) / f"archive{n}", count))
+            bares.append(await bare_loop(kafka, topics.messages, count))
+    write(count, bares, archives)
 
 
-def write(count: int, bare: float, bare_again: float, archive: float, ratio: float) -> None:
+def write(count: int, bares: list[float], archives: list[float]) -> None:
+    ratios = [
+        archive / ((before + after) / 2)
+        for archive, before, after in zip(archives, bares, bares[1:], strict=False)
+    ]
+    rows = "\n".join(
+        f"| {n + 1} | {bares[n]:,.0f} | {archive:,.0f} | {bares[n + 1]:,.0f} | {ratio:.1%} |"
+        for n, (archive, ratio) in enumerate(zip(archives, ratios, strict=True))
+    )
     cpu = cpu_model()
     section = f"""## Archive throughput — {datetime.date.today().isoformat()}
 
 Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.
 {count:,} records (the spec's 13 examples in rotation, unique messageIds, event time now) in 12
-partitions, read
-in full by each, one after the other in this run: a bare aiokafka loop (getmany, discard), the
-archive worker (decode, dedupe, deflate Avro container files, fsync + rename, commits; its time
-includes joining the group), the bare loop again.
+partitions, read in full by each reader in turn: a bare aiokafka loop (getmany, discard), then
+{len(archives)} times the archive worker (a fresh group each time: decode heads, dedupe, deflate
+Avro container files, fsync + rename, commits; its time includes joining the group) followed by
+the bare loop again. Each archive run is compared with the bare runs just before and after it.
 
-| reader | records/s |
-|---|---|
-| bare aiokafka loop | {bare:,.0f} |
-| archive worker | {archive:,.0f} |
-| bare aiokafka loop, again | {bare_again:,.0f} |
+| round | bare before, records/s | archive worker, records/s | bare after, records/s | ratio |
+|---|---|---|---|---|
+{rows}
 
-**Ratio archive / bare (mean of the two bare runs): {ratio:.1%}** (bar: 50 %).
+**Ratio archive / bare: {statistics.median(ratios):.1%} (median of {len(ratios)}; range
+{min(ratios):.1%} to {max(ratios):.1%})** (bar: 50 %).
 
 """
     RESULTS.write_text(RESULTS.read_text() + section)
@@ -149,4 +161,6 @@ includes joining the group), the bare loop again.
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
-    asyncio.run(main(parser.parse_args().records))
+    parser.add_argument("--rounds", type=int, default=3, help="archive runs, each between two bare")
+    args = parser.parse_args()
+    asyncio.run(main(args.records, args.rounds))

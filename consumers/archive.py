@@ -170,16 +170,19 @@ class _OpenFile:
         self._block_bytes = settings.block_bytes
         self._max_bytes = settings.max_bytes
         self._max_records = settings.max_records
-        self._datums: list[bytes] = []
-        self._pending = 0
+        # Record values as fetched (framing included): the writer thread joins their datums, so
+        # the event loop copies nothing per record.
+        self._values: list[bytes] = []
+        self._pending = 0  # datum bytes in _values
         self._error: BaseException | None = None
         final.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = open(self.tmp, "wb")  # closed by close() or discard()
         self._submit(self._file.write, fmt.header)
 
-    def add(self, datum: bytes) -> None:
-        self._datums.append(datum)
-        self._pending += len(datum)
+    def add(self, value: bytes) -> None:
+        """A record value (single-object framed) whose datum goes into the file."""
+        self._values.append(value)
+        self._pending += len(value) - HEADER_SIZE
         self.records += 1
         if self._pending >= self._block_bytes:
             self._end_block()
@@ -209,12 +212,12 @@ class _OpenFile:
             and True not in repeats[start:]
             and self.records + len(rest) <= self._max_records
         ):
-            datums = [record.value[HEADER_SIZE:] for record in records[start:]]
-            size = sum(map(len, datums))
+            values = [record.value for record in records[start:]]
+            size = sum(map(len, values)) - HEADER_SIZE * len(values)
             if self.bytes + self._pending + size < self._max_bytes:
-                self._datums += datums
+                self._values += values
                 self._pending += size
-                self.records += len(datums)
+                self.records += len(values)
                 if self._pending >= self._block_bytes:
                     self._end_block()
                 return len(records)
@@ -230,7 +233,7 @@ class _OpenFile:
         high: int,
     ) -> int:
         max_records, max_bytes, block_bytes = self._max_records, self._max_bytes, self._block_bytes
-        datums, pending, count = self._datums, self._pending, self.records
+        values, pending, count = self._values, self._pending, self.records
         try:
             for index in range(start, len(records)):
                 if repeats[index]:
@@ -243,14 +246,14 @@ class _OpenFile:
                     or self.bytes + pending >= max_bytes
                 ):
                     return index
-                datum = records[index].value[HEADER_SIZE:]
-                datums.append(datum)
-                pending += len(datum)
+                value = records[index].value
+                values.append(value)
+                pending += len(value) - HEADER_SIZE
                 count += 1
                 if pending >= block_bytes:
                     self._pending, self.records = pending, count
                     self._end_block()
-                    datums, pending = self._datums, 0
+                    values, pending = self._values, 0
             return len(records)
         finally:
             self._pending, self.records = pending, count
@@ -274,10 +277,10 @@ class _OpenFile:
         await asyncio.wrap_future(self._writer.submit(self._discard))
 
     def _end_block(self) -> None:
-        if self._datums:
+        if self._values:
             self.bytes += self._pending
-            datums, self._datums, self._pending = self._datums, [], 0
-            self._submit(self._write_block, datums)
+            values, self._values, self._pending = self._values, [], 0
+            self._submit(self._write_block, values)
 
     def _submit(self, write: Any, data: Any) -> None:
         self._writer.submit(write, data).add_done_callback(self._failed)
@@ -287,9 +290,9 @@ class _OpenFile:
         if error is not None and self._error is None:
             self._error = error
 
-    def _write_block(self, datums: list[bytes]) -> None:
+    def _write_block(self, values: list[bytes]) -> None:
         if self._error is None:  # after a failed write the file is lost anyway
-            self._file.write(self._format.block(datums))
+            self._file.write(self._format.block(values, skip=HEADER_SIZE))
 
     def _commit(self) -> None:
         if self._error is not None:
@@ -364,7 +367,7 @@ class ArchiveFiles:
             current = None
         if current is None:
             current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
-        current.add(inbound.value[HEADER_SIZE:])
+        current.add(inbound.value)
         return durable
 
     async def flush(self, handled: Positions) -> Positions:

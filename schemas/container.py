@@ -16,6 +16,8 @@ from typing import Final
 
 from zlib_ng import zlib_ng
 
+from schemas._records import join
+
 MAGIC: Final = b"Obj\x01"
 CODECS: Final = ("deflate", "null", "zstandard")
 
@@ -76,6 +78,7 @@ class BlockFormat:
         )
         self.header = MAGIC + _long(len(metadata)) + entries + _long(0) + self.sync
 
-    def block(self, datums: Sequence[bytes]) -> bytes:
-        data = self._compress(b"".join(datums))
+    def block(self, datums: Sequence[bytes], skip: int = 0) -> bytes:
+        """A block of the datums, each without its first ``skip`` bytes (a record's framing)."""
+        data = self._compress(join(datums, skip))
         return _long(len(datums)) + _long(len(data)) + data + self.sync

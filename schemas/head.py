@@ -2,10 +2,10 @@
 
 Every worker needs a record's ``messageId`` (dedupe) and most need its event time; decoding the
 whole datum for those costs ~16 µs a record. push.avsc keeps them first on purpose, and
-``schemas/_head.c`` reads them for a whole fetched batch in one call (~0.1 µs a record; the same
-walk in Python was ~1.4, as much as aiokafka's own work per record). ``HeadReader.fits`` checks
-that layout, and a codec built for a schema laid out otherwise decodes the whole datum instead of
-misreading it.
+``schemas/_records.c`` reads them for a whole fetched batch in one call (~0.1 µs a record; the
+same walk in Python was ~1.4, as much as aiokafka's own work per record). ``HeadReader.fits``
+checks that layout, and a codec built for a schema laid out otherwise decodes the whole datum
+instead of misreading it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from schemas._head import heads
+from schemas._records import heads
 from schemas.exceptions import CorruptRecord, UnknownSchema
 
 # (name, type) of the fields the reader walks, in schema order.

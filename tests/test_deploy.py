@@ -358,7 +358,7 @@ def test_the_files_the_dockerfile_copies_build_the_whole_package(tmp_path: Path)
     for package in PACKAGES:
         assert f"{package}/__init__.py" in names
     assert "schemas/push.avsc" in names
-    assert any(name.startswith("schemas/_head.") and name.endswith(".so") for name in names)
+    assert any(name.startswith("schemas/_records.") and name.endswith(".so") for name in names)
     # Every module of the tree is in the image.
     modules = {
         str(path.relative_to(ROOT))
@@ -372,5 +372,5 @@ def test_the_build_stage_compiles_and_the_image_keeps_no_compiler() -> None:
     build, final = dockerfile_stages()[0], dockerfile_stages()[-1]
     [compiler] = [n for n, line in enumerate(build) if "apt-get install" in line and "gcc" in line]
     [install] = [n for n, line in enumerate(build) if "pip install ." in line]
-    assert compiler < install  # schemas/_head.c is built by pip install
+    assert compiler < install  # schemas/_records.c is built by pip install
     assert not any("gcc" in line for line in final)

@@ -13,6 +13,8 @@ import avro.datafile
 import avro.io
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import PushCodec, load_push_schema
 from schemas.container import CODECS, BlockFormat
@@ -74,3 +76,17 @@ def test_avro_c_reads_null_and_deflate(tmp_path: Path, codec: str) -> None:
 def test_an_unknown_codec_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'snappy'"):
         BlockFormat(json.dumps(load_push_schema()), "snappy")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.binary(min_size=HEADER_SIZE, max_size=80), max_size=30))
+def test_a_block_of_framed_values_skips_their_framing(values: list[bytes]) -> None:
+    fmt = BlockFormat("{}", "null", sync=bytes(16))
+    datums = [value[HEADER_SIZE:] for value in values]
+    assert fmt.block(values, skip=HEADER_SIZE) == fmt.block(datums)
+
+
+def test_a_value_shorter_than_its_framing_is_refused() -> None:
+    fmt = BlockFormat("{}", "null")
+    with pytest.raises(ValueError, match=r"values\[1\] is not bytes of 10 bytes or more"):
+        fmt.block([bytes(12), bytes(9)], skip=HEADER_SIZE)
