@@ -1,0 +1,8 @@
+"""The C extension's build; everything else about the package is in pyproject.toml.
+
+(setuptools' ``ext-modules`` table in pyproject.toml is still experimental.)
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("schemas._records", ["schemas/_records.c"])])
