@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -196,23 +198,23 @@ class _OpenFile:
     ) -> int:
         """``add`` the records from ``start`` on (repeats skipped) while they ``fit``; returns
         the index of the first that does not, ``len(records)`` if none."""
-        # fits() inline: an event `timestamp` inside this file's hour (named_hour() == hour),
-        # and room left; the file's hour is nameable, so every second inside it is too.
-        low = self.hour * _HOUR_S
-        high = low + _HOUR_S
-        # A fetch of live traffic is one run of new records of one hour: checked and appended
-        # as a whole, with C-speed list operations.
-        rest = stamps[start:]
-        seconds = cast(list[int], rest)  # once None is ruled out
+        # A fetch of live traffic is one run of records of one hour, retries among them: its new
+        # records are checked and appended as a whole, with C-speed list operations.
+        new_records, new_stamps = records[start:], stamps[start:]
+        if True in repeats[start:]:
+            fresh = list(map(not_, repeats[start:]))
+            new_records = list(compress(new_records, fresh))
+            new_stamps = list(compress(new_stamps, fresh))
+        seconds = cast(list[int], new_stamps)  # once None is ruled out
+        low = self.hour * _HOUR_S  # the seconds of this file's hour: all nameable
         if (
-            rest
-            and None not in rest
+            new_stamps
+            and None not in new_stamps
             and low <= min(seconds)
-            and max(seconds) < high
-            and True not in repeats[start:]
-            and self.records + len(rest) <= self._max_records
+            and max(seconds) < low + _HOUR_S
+            and self.records + len(new_stamps) <= self._max_records
         ):
-            values = [record.value for record in records[start:]]
+            values = [record.value for record in new_records]
             size = sum(map(len, values)) - HEADER_SIZE * len(values)
             if self.bytes + self._pending + size < self._max_bytes:
                 self._values += values
@@ -221,42 +223,14 @@ class _OpenFile:
                 if self._pending >= self._block_bytes:
                     self._end_block()
                 return len(records)
-        return self._append_each(records, stamps, repeats, start, low, high)
-
-    def _append_each(
-        self,
-        records: list[ConsumerRecord[bytes, bytes]],
-        stamps: list[int | None],
-        repeats: list[bool],
-        start: int,
-        low: int,
-        high: int,
-    ) -> int:
-        max_records, max_bytes, block_bytes = self._max_records, self._max_bytes, self._block_bytes
-        values, pending, count = self._values, self._pending, self.records
-        try:
-            for index in range(start, len(records)):
-                if repeats[index]:
-                    continue
-                second = stamps[index]
-                if (
-                    second is None
-                    or not low <= second < high
-                    or count >= max_records
-                    or self.bytes + pending >= max_bytes
-                ):
+        # The run crosses an hour or a limit (a rotation is near): record by record.
+        for index in range(start, len(records)):
+            if not repeats[index]:
+                hour = named_hour(stamps[index])
+                if hour is None or not self.fits(hour):
                     return index
-                value = records[index].value
-                values.append(value)
-                pending += len(value) - HEADER_SIZE
-                count += 1
-                if pending >= block_bytes:
-                    self._pending, self.records = pending, count
-                    self._end_block()
-                    values, pending = self._values, 0
-            return len(records)
-        finally:
-            self._pending, self.records = pending, count
+                self.add(records[index].value)
+        return len(records)
 
     def fits(self, hour: int) -> bool:
         """Whether a record of event ``hour`` belongs here: its hour, and room left (records and

@@ -7,14 +7,11 @@ exactly as before (DESIGN.md, "Dedupe is a function of the log").
 
 from __future__ import annotations
 
-import struct
 from array import array
 from collections.abc import Sequence
 from itertools import accumulate, chain, islice
 from operator import sub
 
-_pack_bits = struct.Struct("<Q").pack
-_unpack_double = struct.Struct("<d").unpack
 # Bits 62 and 63 of a little-endian double hold the sign and the top exponent bit. Clearing both
 # keeps 62 hash bits that always decode to a finite, non-negative float: no NaN, no -0.0, so two
 # keys are equal exactly when their bits are. A float object costs 24 bytes against 32 for a
@@ -25,19 +22,14 @@ _COMPACT_MIN = 4096
 _NEVER = -(1 << 63)
 
 
-def _key(message_id: str) -> float:
-    """62 bits of the str's own hash (SipHash, computed in C): 1M ids in a window give a
-    ~2e-13 chance that a new id reads as a duplicate.
+def _keys(message_ids: Sequence[str]) -> array[float]:
+    """Each id's key: 62 bits of the str's own hash (SipHash, computed in C), the bits
+    reinterpreted as a float for the whole batch at once. 1M ids in a window give a ~2e-13
+    chance that a new id reads as a duplicate.
 
     The hash is salted per process (PYTHONHASHSEED), which is all a window needs: it lives in
     one process and is rebuilt from the log by the process that judges with it. A collision,
     already that rare, is then not even repeated by a replay in another process."""
-    key: float = _unpack_double(_pack_bits(hash(message_id) & _LOW62))[0]
-    return key
-
-
-def _keys(message_ids: Sequence[str]) -> array[float]:
-    """``_key`` of each id, the bits reinterpreted for the whole batch at once."""
     bits = array("Q", [hash(message_id) & _LOW62 for message_id in message_ids])
     return array("d", bits.tobytes())
 
@@ -110,7 +102,7 @@ class DedupeWindow:
 
     def seen(self, message_id: str, timestamp_ms: int) -> bool:
         """Judge one record (in offset order): True if it is a duplicate; either way remember it."""
-        return self._seen_key(_key(message_id), timestamp_ms)
+        return self._seen_key(_keys((message_id,))[0], timestamp_ms)
 
     def _seen_key(self, key: float, timestamp_ms: int) -> bool:
         step = 0

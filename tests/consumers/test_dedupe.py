@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.dedupe import DedupeWindow, _key
+from consumers.dedupe import DedupeWindow, _keys
 
 HOUR = 3_600_000
 T0 = 1_764_000_000_000  # a realistic Kafka timestamp (ms)
@@ -190,11 +190,12 @@ def test_distinct_ids_are_not_duplicates() -> None:
 
 
 def test_keys_are_finite_non_negative_and_stable() -> None:
-    keys = [_key(uuid.uuid4().hex) for _ in range(10_000)]
+    ids = [uuid.uuid4().hex for _ in range(10_000)]
+    keys = _keys(ids)
     assert all(math.isfinite(k) and math.copysign(1.0, k) == 1.0 for k in keys)
-    assert _key("wamid.HBgLMTIzNDU2Nzg5MDEVAgASGBQzQTc1") == _key(
-        "wamid.HBgLMTIzNDU2Nzg5MDEVAgASGBQzQTc1"
-    )
+    wamid = "wamid.HBgLMTIzNDU2Nzg5MDEVAgASGBQzQTc1"
+    assert _keys([wamid])[0] == _keys([wamid])[0]
+    assert [_keys([i])[0] for i in ids[:100]] == list(keys[:100])  # a batch keys as one by one
 
 
 @settings(max_examples=500)
