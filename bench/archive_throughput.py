@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from consumers.archive import ARCHIVE_COMMITS, ArchiveFiles, ArchiveSettings  # noqa: E402
-from consumers.runtime import Worker  # noqa: E402
+from consumers.archive.files import ArchiveFiles  # noqa: E402
+from consumers.archive.settings import ArchiveSettings  # noqa: E402
+from consumers.runtime.worker import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402

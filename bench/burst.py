@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from consumers.replay import archived_records  # noqa: E402
+from consumers.archive.replay import archived_records  # noqa: E402
 from uplink.broker import free_port, kafka_broker  # noqa: E402
 from uplink.settings import topics_from_env  # noqa: E402
 
@@ -472,7 +472,7 @@ def check_archive(archive_dir: Path, ok_ids: set[str]) -> Checks:
 
 
 def uplink(*verb: str) -> list[str]:
-    return [sys.executable, "-m", "uplink.cli", "--log-level", "WARNING", *verb]
+    return [sys.executable, "-m", "cli.main", "--log-level", "WARNING", *verb]
 
 
 def worker_env(name: str, args: argparse.Namespace) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
 
-from consumers.dedupe import DedupeWindow
+from consumers.runtime.dedupe import DedupeWindow
 
 BUDGET = 100  # bytes per remembered id
 N = 1_000_000

@@ -38,16 +38,17 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from consumers.deadletters import DeadLetters  # noqa: E402
-from consumers.fetch import Fetcher  # noqa: E402
-from consumers.guard import AddressGuard  # noqa: E402
-from consumers.media import MediaEvents, MediaHandler  # noqa: E402
-from consumers.metrics import WorkerMetrics  # noqa: E402
-from consumers.runtime import Inbound, Positions, Worker  # noqa: E402
-from consumers.storage import FileStore  # noqa: E402
+from consumers.media.fetch import Fetcher  # noqa: E402
+from consumers.media.guard import AddressGuard  # noqa: E402
+from consumers.media.handler import MediaEvents, MediaHandler  # noqa: E402
+from consumers.media.settings import MediaSettings  # noqa: E402
+from consumers.media.storage import FileStore  # noqa: E402
+from consumers.runtime.deadletters import DeadLetters  # noqa: E402
+from consumers.runtime.metrics import WorkerMetrics  # noqa: E402
+from consumers.runtime.worker import Inbound, Positions, Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import free_port, kafka_broker  # noqa: E402
-from uplink.settings import KafkaSettings, MediaSettings, Topics, WorkerSettings  # noqa: E402
+from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"

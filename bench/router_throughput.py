@@ -44,16 +44,18 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from consumers.deadletters import DeadLetters  # noqa: E402
-from consumers.delivery import Deliverer  # noqa: E402
-from consumers.metrics import RouterMetrics, WorkerMetrics  # noqa: E402
-from consumers.router import Router, router_topics  # noqa: E402
-from consumers.rules import Rules, compile_rules  # noqa: E402
-from consumers.runtime import Worker  # noqa: E402
+from consumers.router.delivery import Deliverer  # noqa: E402
+from consumers.router.handler import Router, router_topics  # noqa: E402
+from consumers.router.metrics import RouterMetrics
+from consumers.router.rules import Rules, compile_rules  # noqa: E402
+from consumers.router.settings import RouterSettings  # noqa: E402
+from consumers.runtime.deadletters import DeadLetters  # noqa: E402
+from consumers.runtime.metrics import WorkerMetrics  # noqa: E402
+from consumers.runtime.worker import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
-from uplink.settings import KafkaSettings, RouterSettings, Topics, WorkerSettings  # noqa: E402
+from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import TopicSpec, ensure_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"

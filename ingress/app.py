@@ -17,6 +17,7 @@ from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
 from schemas import PushCodec
+from uplink.kafka import KafkaClients
 from uplink.process import tune_gc
 from uplink.settings import IngressSettings
 from uplink.topics import ensure_topics
@@ -50,10 +51,10 @@ class IngressApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: IngressSettings) -> Starlette:
+def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None) -> Starlette:
     """Build the ingress: every collaborator is made here and passed in."""
     producer = DurableProducer(
-        settings.kafka,
+        clients if clients is not None else KafkaClients(settings.kafka),
         timeout=settings.produce_timeout,
         max_in_flight=settings.max_in_flight,
         linger_ms=settings.linger_ms,

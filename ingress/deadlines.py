@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+from ingress.exceptions import IngressError
 
-class DeadlineExceeded(Exception):
+
+class DeadlineExceeded(IngressError):
     """Raised in a task whose deadline passed (instead of its CancelledError)."""
+
+    retriable = True
 
 
 class Deadlines:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from uplink.exceptions import UplinkError
 
-class IngressError(Exception):
-    retriable = False
+
+class IngressError(UplinkError):
+    """Base of the ingress's errors."""
 
 
 class NotDurable(IngressError):

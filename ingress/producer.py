@@ -14,8 +14,8 @@ from aiokafka.partitioner import murmur2
 
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded
+from uplink.kafka import KafkaClients
 from uplink.resources import Resource
-from uplink.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DurableProducer(Resource):
 
     def __init__(
         self,
-        kafka: KafkaSettings,
+        clients: KafkaClients,
         *,
         timeout: float,
         max_in_flight: int,
@@ -40,7 +40,7 @@ class DurableProducer(Resource):
         batch_bytes: int = 16384,
         prepare: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self._kafka = kafka
+        self._clients = clients
         self._prepare = prepare
         self._timeout = timeout
         self._max_in_flight = max_in_flight
@@ -70,13 +70,11 @@ class DurableProducer(Resource):
         self._connecting.add_done_callback(_log_crash)
 
     def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            **self._kafka.client_options(),
-            acks="all",
+        return self._clients.producer(
             enable_idempotence=idempotent,
             linger_ms=self._linger_ms,
             max_batch_size=self._batch_bytes,
-            max_request_size=self._kafka.max_request_size,
+            max_request_size=self._clients.settings.max_request_size,
             # Batches that cannot reach the broker fail rather than wait for ever; the provider's
             # retry (1, 3, 5 min) is the real recovery path for a push we answered 503.
             request_timeout_ms=max(int(self._timeout * 1000), 1000),
@@ -108,7 +106,7 @@ class DurableProducer(Resource):
                 await producer.stop()
                 return
             self._producer = producer
-            log.info("producer connected to %s", self._kafka.bootstrap_servers)
+            log.info("producer connected to %s", self._clients.settings.bootstrap_servers)
             return
 
     async def send(

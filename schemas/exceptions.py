@@ -6,8 +6,10 @@ from a push record" as a single case (quarantine on ingress, DLQ on a consumer).
 
 from __future__ import annotations
 
+from uplink.exceptions import UplinkError
 
-class SchemaError(Exception):
+
+class SchemaError(UplinkError):
     """Base of every error the schemas package raises."""
 
 

@@ -21,12 +21,12 @@ import httpx
 import pytest
 import yaml
 
-from consumers.metrics import WorkerMetrics
+from cli.main import build_parser
+from consumers.runtime.metrics import WorkerMetrics
 from ingress.app import create_app
 from tests.conftest import Server, wait_ready
 from uplink.broker import free_port
 from uplink.broker.local import KAFKA_VERSION
-from uplink.cli import build_parser
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from consumers.media_metrics import MediaMetrics
-from consumers.metrics import RouterMetrics, WorkerMetrics
+from consumers.media.metrics import MediaMetrics
+from consumers.router.metrics import RouterMetrics
+from consumers.runtime.metrics import WorkerMetrics
 from ingress.metrics import IngressMetrics
 from tests.conftest import Reader
 

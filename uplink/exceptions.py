@@ -1,10 +1,18 @@
-"""Errors shared by every uplink process."""
+"""The root of uplink's errors, shared by every process.
+
+Every error uplink raises on purpose derives from ``UplinkError`` and says, as aiokafka's errors
+do, whether trying again may succeed (``retriable``). The CLI turns each into one line on
+stderr and an exit code (README, "Exit codes"): 2 for a configuration error, 75 (EX_TEMPFAIL)
+for a retriable one, 1 for any other.
+"""
 
 from __future__ import annotations
 
 
 class UplinkError(Exception):
     """Base of uplink's own errors."""
+
+    retriable = False
 
 
 class ConfigError(UplinkError):
@@ -18,3 +26,9 @@ class ConfigError(UplinkError):
 
 class BrokerError(UplinkError):
     """The local Kafka broker could not be fetched, formatted or started."""
+
+
+class KafkaUnavailable(UplinkError):
+    """Kafka could not be reached, or refused what a command cannot do without."""
+
+    retriable = True

@@ -7,9 +7,14 @@ families when Prometheus scrapes.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import HistogramMetricFamily
+
+from uplink.resources import Resource
 
 # Latencies of Kafka round trips: milliseconds, with a tail up to the timeouts.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -38,3 +43,32 @@ class LatencyHistogram:
         family = HistogramMetricFamily(name, documentation, labels=list(labels))
         family.add_metric(list(labels.values()), self.cumulative(), self.sum)
         return family
+
+
+class MetricsServer(Resource):
+    """A process's registry as Prometheus text on ``port`` (its own thread). ``start()``/
+    ``stop()`` (both safe twice) or ``async with``; ``port`` 0 picks a free one (``bound``)."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+        self._registry = registry
+        self._port = port
+        self._host = host
+        self._server: WSGIServer | None = None
+
+    @property
+    def bound(self) -> int:
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
+        return int(self._server.server_port)
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server, _ = start_http_server(
+                self._port, addr=self._host, registry=self._registry
+            )
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
 
@@ -130,11 +128,11 @@ class IngressSettings:
     create_topics: bool = True
 
     def __post_init__(self) -> None:
-        _positive("UPLINK_MAX_BODY_BYTES", self.max_body_bytes)
-        _positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
-        _positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
-        _positive("UPLINK_RETRY_AFTER", self.retry_after)
-        _positive("UPLINK_BATCH_BYTES", self.batch_bytes)
+        positive("UPLINK_MAX_BODY_BYTES", self.max_body_bytes)
+        positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
+        positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
+        positive("UPLINK_RETRY_AFTER", self.retry_after)
+        positive("UPLINK_BATCH_BYTES", self.batch_bytes)
         if self.linger_ms < 0:
             raise ConfigError("UPLINK_LINGER_MS", "must be >= 0")
         if self.max_body_bytes * 2 + 64 * 1024 > self.kafka.max_request_size:
@@ -147,7 +145,7 @@ class IngressSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> IngressSettings:
         """Settings from ``environ``; keyword arguments win over it."""
-        env = _Env(environ)
+        env = Env(environ)
         values: dict[str, Any] = {
             "kafka": kafka_from_env(environ),
             "topics": topics_from_env(environ),
@@ -158,14 +156,14 @@ class IngressSettings:
             "retry_after": env.get("UPLINK_RETRY_AFTER", int),
             "linger_ms": env.get("UPLINK_LINGER_MS", int),
             "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
-            "create_topics": env.get("UPLINK_CREATE_TOPICS", _boolean),
+            "create_topics": env.get("UPLINK_CREATE_TOPICS", boolean),
         }
         values.update(explicit)
         return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
-    env = _Env(environ)
+    env = Env(environ)
     values: dict[str, Any] = {
         "bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", str),
         "client_id": env.get("UPLINK_KAFKA_CLIENT_ID", str),
@@ -180,7 +178,7 @@ def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
 
 
 def topics_from_env(environ: Mapping[str, str]) -> Topics:
-    env = _Env(environ)
+    env = Env(environ)
     values: dict[str, Any] = {
         "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
         "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
@@ -191,13 +189,13 @@ def topics_from_env(environ: Mapping[str, str]) -> Topics:
         "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),
     }
     topics = Topics(**{k: v for k, v in values.items() if v is not None})
-    _positive("UPLINK_MESSAGES_PARTITIONS", topics.messages_partitions)
-    _positive("UPLINK_TOPIC_PARTITIONS", topics.partitions)
-    _positive("UPLINK_REPLICATION_FACTOR", topics.replication_factor)
+    positive("UPLINK_MESSAGES_PARTITIONS", topics.messages_partitions)
+    positive("UPLINK_TOPIC_PARTITIONS", topics.partitions)
+    positive("UPLINK_REPLICATION_FACTOR", topics.replication_factor)
     return topics
 
 
-class _Env:
+class Env:
     """Typed reads of environment variables; an unparsable value names its variable."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -213,7 +211,7 @@ class _Env:
             raise ConfigError(name, f"cannot parse {raw!r}: {exc}") from None
 
 
-def _boolean(text: str) -> bool:
+def boolean(text: str) -> bool:
     lowered = text.lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -222,9 +220,20 @@ def _boolean(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _positive(name: str, value: float) -> None:
+def positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(name, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class CommitPolicy:
+    """When a worker commits what its handler made durable: after ``every`` records handled
+    (None: never by count) or ``interval`` seconds since the last commit, whichever comes first.
+    Each worker declares its default (``COMMITS`` in its package); ``UPLINK_COMMIT_EVERY`` and
+    ``UPLINK_COMMIT_INTERVAL`` override it."""
+
+    every: int | None = 1000
+    interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -235,7 +244,7 @@ class WorkerSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: Topics = field(default_factory=Topics)
     group_id: str | None = None  # default: uplink-<name>
-    commit_every: int = 1000  # records handled since the last commit
+    commit_every: int | None = 1000  # records handled since the last commit (None: by time only)
     commit_interval: float = 5.0  # seconds since the last commit (monotonic clock)
     dedupe_window_ms: int = 3_600_000  # 1 h of record time, far past the provider's ~9 min retries
     max_batch: int = 500  # records fetched per poll
@@ -246,11 +255,12 @@ class WorkerSettings:
     session_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        _positive("UPLINK_SESSION_TIMEOUT", self.session_timeout)
-        _positive("UPLINK_COMMIT_EVERY", self.commit_every)
-        _positive("UPLINK_COMMIT_INTERVAL", self.commit_interval)
-        _positive("UPLINK_DEDUPE_WINDOW", self.dedupe_window_ms)
-        _positive("UPLINK_MAX_BATCH", self.max_batch)
+        positive("UPLINK_SESSION_TIMEOUT", self.session_timeout)
+        if self.commit_every is not None:
+            positive("UPLINK_COMMIT_EVERY", self.commit_every)
+        positive("UPLINK_COMMIT_INTERVAL", self.commit_interval)
+        positive("UPLINK_DEDUPE_WINDOW", self.dedupe_window_ms)
+        positive("UPLINK_MAX_BATCH", self.max_batch)
 
     @property
     def group(self) -> str:
@@ -261,186 +271,60 @@ class WorkerSettings:
         return self.topics.dlq(self.name)
 
     @classmethod
-    def from_env(cls, name: str, environ: Mapping[str, str], **explicit: Any) -> WorkerSettings:
-        env = _Env(environ)
+    def from_env(
+        cls,
+        name: str,
+        environ: Mapping[str, str],
+        commits: CommitPolicy = CommitPolicy(),
+        **explicit: Any,
+    ) -> WorkerSettings:
+        """Settings of worker ``name``: ``explicit`` wins over ``environ``, which wins over the
+        worker's commit policy ``commits`` and the defaults."""
+        env = Env(environ)
         window = env.get("UPLINK_DEDUPE_WINDOW", float)  # seconds, as operators think of it
         values: dict[str, Any] = {
             "kafka": kafka_from_env(environ),
             "topics": topics_from_env(environ),
             "group_id": env.get("UPLINK_GROUP_ID", str),
-            "commit_every": env.get("UPLINK_COMMIT_EVERY", int),
-            "commit_interval": env.get("UPLINK_COMMIT_INTERVAL", float),
             "dedupe_window_ms": int(window * 1000) if window is not None else None,
             "max_batch": env.get("UPLINK_MAX_BATCH", int),
             "metrics_port": env.get("UPLINK_METRICS_PORT", int),
             "session_timeout": env.get("UPLINK_SESSION_TIMEOUT", float),
         }
+        values = {k: v for k, v in values.items() if v is not None}
+        every = env.get("UPLINK_COMMIT_EVERY", int)
+        interval = env.get("UPLINK_COMMIT_INTERVAL", float)
+        values["commit_every"] = every if every is not None else commits.every  # None: by time
+        values["commit_interval"] = interval if interval is not None else commits.interval
         values.update(explicit)
-        return cls(name=name, **{k: v for k, v in values.items() if v is not None})
+        return cls(name=name, **values)
 
 
 @dataclass(frozen=True)
-class RouterSettings:
-    """The router's own settings; its rules come from the rules file."""
+class LogSettings:
+    """How every process logs: ``--log-level``/``--log-format`` win over the environment."""
 
-    # Seconds before each re-delivery of a failed HTTP output; after the last, the DLQ.
-    delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
-    # One delay topic per step (1, 2, ...), read by the retry loop.
-    delay_pattern: str = "uplink.router.delay.{step}.v1"
-    # Transactional ids are <prefix>.<topic>.<partition>: the owner of an input partition fences
-    # whoever owned it before (default prefix: the group id).
-    transactional_prefix: str | None = None
-    # How long a commit waits for first HTTP attempts still in flight before parking them in the
-    # first delay topic. Short: a hanging endpoint costs every commit this long. A parked attempt
-    # that then succeeds is not re-delivered by the same process (and else carries the same
-    # Idempotency-Key).
-    flush_grace: float = 0.05
+    level: str = "INFO"
+    format: str = "text"  # or json: one object per line
 
     def __post_init__(self) -> None:
-        if not self.delays or any(d < 0 for d in self.delays):
-            raise ConfigError("UPLINK_ROUTER_DELAYS", "needs one or more delays >= 0 (seconds)")
-        if "{step}" not in self.delay_pattern:
-            raise ConfigError("UPLINK_TOPIC_ROUTER_DELAY", "must contain {step}")
-        if self.flush_grace < 0:
-            raise ConfigError("UPLINK_ROUTER_FLUSH_GRACE", "must be >= 0")
+        import logging
 
-    def delay_topic(self, step: int) -> str:
-        """Step 1 is the first re-delivery."""
-        return self.delay_pattern.format(step=step)
+        from uplink.logs import FORMATS
 
-    @property
-    def delay_topics(self) -> list[str]:
-        return [self.delay_topic(step) for step in range(1, len(self.delays) + 1)]
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> RouterSettings:
-        env = _Env(environ)
-        values: dict[str, Any] = {
-            "delays": env.get("UPLINK_ROUTER_DELAYS", _seconds_list),
-            "delay_pattern": env.get("UPLINK_TOPIC_ROUTER_DELAY", str),
-            "transactional_prefix": env.get("UPLINK_ROUTER_TRANSACTIONAL_ID", str),
-            "flush_grace": env.get("UPLINK_ROUTER_FLUSH_GRACE", float),
-        }
-        values.update(explicit)
-        return cls(**{k: v for k, v in values.items() if v is not None})
-
-
-def _seconds_list(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(",") if part.strip())
-
-
-@dataclass(frozen=True)
-class MediaTimeouts:
-    """Seconds. ``attempt`` bounds one whole download, so a server that drips bytes ends too."""
-
-    connect: float = 5.0
-    read: float = 30.0  # between two chunks
-    attempt: float = 300.0
-
-
-@dataclass(frozen=True)
-class MediaRetries:
-    """Timeouts, connection errors, 5xx and 429 are retried; the last failure goes to the DLQ."""
-
-    attempts: int = 6  # in all, the first one included
-    backoff: float = 1.0  # first delay, doubling, with jitter
-    backoff_max: float = 60.0
-    retry_after_max: float = 300.0  # a server's Retry-After beyond this waits this long
-    hash_attempts: int = 2  # downloads whose sha256 does not match before the DLQ
-
-
-@dataclass(frozen=True)
-class MediaSettings:
-    """The media worker's own settings (beside its WorkerSettings); see the README's table."""
-
-    root: Path
-    base_url: str | None = None  # a relative filePath is resolved against it
-    concurrency: int = 32  # downloads in progress per worker (a sleeping retry holds none)
-    per_host: int = 8  # of those, to one host
-    # Records in flight per worker (downloading, waiting for a slot, or sleeping before a
-    # retry): many more than downloads, so a failing host's retries do not fill them.
-    max_pending: int = 1024
-    max_bytes: int = 100 * MiB
-    max_redirects: int = 5
-    # Hosts allowed to resolve to private, loopback or link-local addresses (else refused).
-    allow_hosts: frozenset[str] = frozenset()
-    auth_header: tuple[str, Secret] | None = None  # e.g. ("Authorization", Secret("Bearer …"))
-    auth_hosts: frozenset[str] = frozenset()  # where it is sent; default: base_url's host
-    timeouts: MediaTimeouts = field(default_factory=MediaTimeouts)
-    retries: MediaRetries = field(default_factory=MediaRetries)
-    drain_timeout: float = 30.0  # at stop, seconds in-flight downloads get to finish
-
-    def __post_init__(self) -> None:
-        _positive("UPLINK_MEDIA_CONCURRENCY", self.concurrency)
-        _positive("UPLINK_MEDIA_PER_HOST", self.per_host)
-        _positive("UPLINK_MEDIA_MAX_PENDING", self.max_pending)
-        _positive("UPLINK_MEDIA_MAX_BYTES", self.max_bytes)
-        _positive("UPLINK_MEDIA_ATTEMPTS", self.retries.attempts)
-        _positive("UPLINK_MEDIA_HASH_ATTEMPTS", self.retries.hash_attempts)
-        _positive("UPLINK_MEDIA_CONNECT_TIMEOUT", self.timeouts.connect)
-        _positive("UPLINK_MEDIA_READ_TIMEOUT", self.timeouts.read)
-        _positive("UPLINK_MEDIA_ATTEMPT_TIMEOUT", self.timeouts.attempt)
-        if self.max_redirects < 0:
-            raise ConfigError("UPLINK_MEDIA_MAX_REDIRECTS", "must be >= 0")
-        if self.drain_timeout < 0:
-            raise ConfigError("UPLINK_MEDIA_DRAIN_TIMEOUT", "must be >= 0")
-        if self.base_url is not None:
-            parts = urlsplit(self.base_url)
-            if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
-                raise ConfigError("UPLINK_MEDIA_BASE_URL", f"{self.base_url!r} is not http(s)://")
-
-    @property
-    def auth_targets(self) -> frozenset[str]:
-        """Hosts that get the auth header: never a host a redirect or a push chose."""
-        if self.auth_hosts or self.base_url is None:
-            return self.auth_hosts
-        host = urlsplit(self.base_url).hostname
-        return frozenset({host}) if host else frozenset()
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> MediaSettings:
-        env = _Env(environ)
-        root = explicit.pop("root", None) or env.get("UPLINK_MEDIA_DIR", Path)
-        if root is None:
+        if not isinstance(logging.getLevelName(self.level.upper()), int):
+            raise ConfigError("UPLINK_LOG_LEVEL", f"unknown log level {self.level!r} (--log-level)")
+        if self.format not in FORMATS:
             raise ConfigError(
-                "UPLINK_MEDIA_DIR", "the media worker needs a directory (--media-dir)"
+                "UPLINK_LOG_FORMAT", f"{self.format!r} is not one of {', '.join(FORMATS)}"
             )
-        timeouts: dict[str, Any] = {
-            "connect": env.get("UPLINK_MEDIA_CONNECT_TIMEOUT", float),
-            "read": env.get("UPLINK_MEDIA_READ_TIMEOUT", float),
-            "attempt": env.get("UPLINK_MEDIA_ATTEMPT_TIMEOUT", float),
-        }
-        retries: dict[str, Any] = {
-            "attempts": env.get("UPLINK_MEDIA_ATTEMPTS", int),
-            "backoff": env.get("UPLINK_MEDIA_BACKOFF", float),
-            "backoff_max": env.get("UPLINK_MEDIA_BACKOFF_MAX", float),
-            "retry_after_max": env.get("UPLINK_MEDIA_RETRY_AFTER_MAX", float),
-            "hash_attempts": env.get("UPLINK_MEDIA_HASH_ATTEMPTS", int),
-        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> LogSettings:
+        env = Env(environ)
         values: dict[str, Any] = {
-            "base_url": env.get("UPLINK_MEDIA_BASE_URL", str),
-            "concurrency": env.get("UPLINK_MEDIA_CONCURRENCY", int),
-            "per_host": env.get("UPLINK_MEDIA_PER_HOST", int),
-            "max_pending": env.get("UPLINK_MEDIA_MAX_PENDING", int),
-            "max_bytes": env.get("UPLINK_MEDIA_MAX_BYTES", int),
-            "max_redirects": env.get("UPLINK_MEDIA_MAX_REDIRECTS", int),
-            "allow_hosts": env.get("UPLINK_MEDIA_ALLOW_HOSTS", _hosts),
-            "auth_header": env.get("UPLINK_MEDIA_AUTH_HEADER", _header),
-            "auth_hosts": env.get("UPLINK_MEDIA_AUTH_HOSTS", _hosts),
-            "drain_timeout": env.get("UPLINK_MEDIA_DRAIN_TIMEOUT", float),
-            "timeouts": MediaTimeouts(**{k: v for k, v in timeouts.items() if v is not None}),
-            "retries": MediaRetries(**{k: v for k, v in retries.items() if v is not None}),
+            "level": env.get("UPLINK_LOG_LEVEL", str),
+            "format": env.get("UPLINK_LOG_FORMAT", str),
         }
-        values.update(explicit)
-        return cls(root=Path(root), **{k: v for k, v in values.items() if v is not None})
-
-
-def _hosts(text: str) -> frozenset[str]:
-    return frozenset(host.strip().lower() for host in text.split(",") if host.strip())
-
-
-def _header(text: str) -> tuple[str, Secret]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or not value.strip():
-        raise ValueError("expected 'Header-Name: value'")
-    return name.strip(), Secret(value.strip())
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v is not None})

@@ -1,13 +1,15 @@
-"""Creating uplink's topics when they are missing."""
+"""Creating uplink's topics when they are missing: the one place that does (the ingress at
+start-up, the launcher before a worker starts, ``uplink topics``)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from uplink.kafka import KafkaClients
 from uplink.settings import KafkaSettings, Topics
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ async def ensure_topics(
 ) -> list[str]:
     """Create whichever of the topics do not exist yet; returns the names created."""
     specs = topic_specs(topics, kafka.max_request_size) + (extra or [])
-    admin = AIOKafkaAdminClient(**kafka.client_options())
+    admin = KafkaClients(kafka).admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.rules import VIEW
+from consumers.router.rules import VIEW
 from schemas import CorruptRecord, MediaCodec, PushCodec, UnknownSchema, load_push_schema
 from schemas.framing import HEADER_SIZE
 from schemas.view import Shape, compile_view

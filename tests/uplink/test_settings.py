@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from uplink.cli import main
+from cli.main import main
+from consumers.router.settings import RouterSettings
 from uplink.exceptions import ConfigError
-from uplink.settings import IngressSettings, RouterSettings, Secret, WorkerSettings
+from uplink.settings import IngressSettings, Secret, WorkerSettings
 
 
 def test_defaults_follow_the_contract() -> None:

@@ -1,0 +1,1 @@
+"""The ``uplink`` command: the composition root, above everything it wires."""

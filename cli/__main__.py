@@ -1,0 +1,7 @@
+"""``python -m cli``: the ``uplink`` command."""
+
+import sys
+
+from cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,381 @@
+"""The ``uplink`` command: one verb per process kind. Settings are read here, at the edge."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+from aiokafka.errors import KafkaError
+
+from uplink import logs
+from uplink.exceptions import ConfigError, KafkaUnavailable, UplinkError
+from uplink.settings import LogSettings, WorkerSettings
+
+log = logging.getLogger("uplink")
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from uplink.broker import BrokerSettings, LocalBroker, fetch_jars
+
+    settings = BrokerSettings(
+        port=args.port, controller_port=args.controller_port, data_dir=Path(args.data_dir)
+    )
+    if args.fetch_only:
+        print(fetch_jars(settings.cache_dir, settings.kafka_version))
+        return 0
+    broker = LocalBroker(settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        broker.terminate()  # the main thread's wait() returns once Kafka has shut down
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with broker:
+        print(f"Kafka serving on {broker.bootstrap_servers} (data in {settings.data_dir})")
+        sys.stdout.flush()
+        broker.wait()
+    return 0
+
+
+def _ingress(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from uplink.settings import IngressSettings
+
+    # Validated here, before any worker process starts; each builds its own from the same
+    # environment (ingress.app.app_from_env), as uvicorn's factory takes no arguments.
+    settings = IngressSettings.from_env(args.environ)
+    uvicorn.run(
+        "ingress.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=args.access_log,
+        log_config=args.log_config,
+        # In-flight pushes get their answer before the producer is flushed and closed.
+        timeout_graceful_shutdown=int(settings.produce_timeout) + 5,
+    )
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from cli import dev
+
+    settings = dev.DevSettings(
+        var_dir=Path(args.var_dir),
+        host=args.host,
+        port=args.port,
+        kafka_port=args.kafka_port,
+        metrics_port=args.metrics_port,
+        rules=Path(args.rules),
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    return dev.run(settings, args.environ)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    if args.action == "cat":
+        return _archive_cat(args)
+    if args.action == "replay":
+        return _archive_replay(args)
+    if not args.archive_dir:
+        raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
+    from cli import workers
+    from cli.launcher import launch
+    from consumers.archive.settings import COMMITS, ArchiveSettings
+
+    archive = ArchiveSettings(
+        root=Path(args.archive_dir),
+        max_records=args.max_records,
+        codec=args.codec,
+        verify=args.verify,
+    )
+    settings = WorkerSettings.from_env(
+        "archive",
+        args.environ,
+        COMMITS,
+        **({"commit_interval": args.flush_interval} if args.flush_interval else {}),
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+    return launch(lambda: workers.archive(settings, archive))
+
+
+def _media(args: argparse.Namespace) -> int:
+    from cli import workers
+    from cli.launcher import launch
+    from consumers.media.settings import COMMITS, MediaSettings
+
+    media = MediaSettings.from_env(
+        args.environ,
+        **({"root": Path(args.media_dir)} if args.media_dir else {}),
+        **({"concurrency": args.concurrency} if args.concurrency else {}),
+    )
+    settings = WorkerSettings.from_env(
+        "media",
+        args.environ,
+        COMMITS,
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+    return launch(lambda: workers.media(settings, media))
+
+
+def _archive_cat(args: argparse.Namespace) -> int:
+    from consumers.archive.exceptions import ArchiveReadError
+    from consumers.archive.replay import archived_records, json_line
+
+    failed = 0
+    for path in map(Path, args.paths):
+        try:
+            for record in archived_records(path):
+                sys.stdout.buffer.write(json_line(record) + b"\n")
+        except ArchiveReadError as exc:
+            failed += 1
+            print(f"uplink: {exc}", file=sys.stderr)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _archive_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.archive.replay import replay
+    from schemas import PushCodec
+    from uplink.kafka import KafkaClients
+    from uplink.settings import kafka_from_env
+
+    if not args.topic:
+        raise ConfigError("--topic", "replay needs the topic to produce to")
+    clients = KafkaClients(kafka_from_env(args.environ))
+    sent, failures = asyncio.run(replay(map(Path, args.paths), args.topic, clients, PushCodec()))
+    for failure in failures:
+        print(f"uplink: {failure}", file=sys.stderr)
+    print(f"replayed {sent} records to {args.topic}")
+    return 1 if failures else 0
+
+
+def _router(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return _router_check(args)
+    if args.action is not None:
+        raise ConfigError("router", f"unknown action {args.action!r} (check)")
+    if not args.rules:
+        raise ConfigError("--rules", "the router needs a rules file")
+    from cli import workers
+    from cli.launcher import launch
+    from consumers.router.rules import load_rules
+    from consumers.router.settings import COMMITS, RouterSettings
+
+    rules = load_rules(Path(args.rules), args.environ)  # an invalid file stops start-up here
+    settings = WorkerSettings.from_env(
+        "router",
+        args.environ,
+        COMMITS,
+        **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
+    )
+    router = RouterSettings.from_env(args.environ)
+    return launch(lambda: workers.router(settings, router, rules))
+
+
+def _router_check(args: argparse.Namespace) -> int:
+    import time
+
+    from consumers.router.rules import VIEW, load_rules
+    from schemas import PushCodec, SchemaError
+
+    if not args.file:
+        raise ConfigError("router check", "name the rules file: uplink router check FILE")
+    rules = load_rules(Path(args.file), args.environ)
+    print(f"{args.file}: {len(rules.rules)} rules, default {rules.default}, OK")
+    codec = PushCodec()
+    view = codec.viewer(VIEW)
+    for sample in args.push or []:
+        raw = sample.encode() if sample.lstrip().startswith("{") else Path(sample).read_bytes()
+        try:
+            # Through the codec both ways: the rules see exactly what the worker reads.
+            push = view(codec.encode(codec.parse(raw, int(time.time() * 1000))))
+        except SchemaError as exc:
+            print(f"{sample}: not a push: {exc}", file=sys.stderr)
+            return 1
+        routing = rules.route(push)
+        label = sample if len(sample) < 60 else sample[:57] + "..."
+        print(f"{label}: matched {', '.join(routing.matched) or 'no rule'}")
+        for rule, action in routing.pairs:
+            print(f"  {rule} -> {action}")
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from uplink.settings import kafka_from_env, topics_from_env
+    from uplink.topics import dlq_spec, ensure_topics, topic_specs
+
+    kafka, topics = kafka_from_env(args.environ), topics_from_env(args.environ)
+    dlqs = [dlq_spec(topics, worker, kafka.max_request_size) for worker in args.dlq]
+    try:
+        created = asyncio.run(ensure_topics(kafka, topics, extra=dlqs))
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot create topics on {kafka.bootstrap_servers}: {exc}") from exc
+    for name in created:
+        print(f"created {name}")
+    names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + dlqs]
+    print(f"{len(names)} topics present ({len(created)} created): {' '.join(names)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uplink", description="WhatsApp Uplink Message Push → durable Kafka stream"
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), ... (env UPLINK_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-format", help="text (default), or json: one object per line (env UPLINK_LOG_FORMAT)"
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    broker = verbs.add_parser("broker", help="run a local single-node Apache Kafka (KRaft)")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--controller-port", type=int, default=None, help="default: port + 1")
+    broker.add_argument("--data-dir", default="var/kafka")
+    broker.add_argument(
+        "--fetch-only", action="store_true", help="fetch the broker's jars and exit"
+    )
+    broker.set_defaults(run=_broker)
+
+    ingress = verbs.add_parser("ingress", help="serve POST /v1/uplink (settings from env)")
+    ingress.add_argument("--host", default="0.0.0.0")
+    ingress.add_argument("--port", type=int, default=8080)
+    ingress.add_argument("--workers", type=int, default=1)
+    ingress.add_argument("--access-log", action="store_true")
+    ingress.set_defaults(run=_ingress)
+
+    archive = verbs.add_parser(
+        "archive",
+        help="archive worker (group uplink-archive); `archive cat|replay PATH...` read files back",
+    )
+    archive.add_argument("action", nargs="?", choices=["cat", "replay"], default=None)
+    archive.add_argument("paths", nargs="*", help="archive files, for cat and replay")
+    archive.add_argument("--archive-dir", help="where the worker writes its files")
+    archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
+    archive.add_argument("--flush-interval", type=float, default=60.0, help="seconds")
+    archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every record before archiving it, a corrupt one goes to the DLQ (slower)",
+    )
+    archive.add_argument("--metrics-port", type=int, default=None)
+    archive.add_argument("--topic", help="replay: the topic to produce to")
+    archive.set_defaults(run=_archive)
+
+    router = verbs.add_parser(
+        "router",
+        help="router worker (group uplink-router); `router check FILE` validates a rules file",
+    )
+    router.add_argument("action", nargs="?", choices=["check"], default=None)
+    router.add_argument("file", nargs="?", help="check: the rules file")
+    router.add_argument("--rules", help="the rules file (TOML)")
+    router.add_argument(
+        "--push",
+        action="append",
+        help="check: a sample push (a JSON file, or inline JSON) to show which rules it hits",
+    )
+    router.add_argument("--metrics-port", type=int, default=None)
+    router.set_defaults(run=_router)
+
+    topics = verbs.add_parser(
+        "topics", help="create the missing topics (settings from env) and exit; safe to re-run"
+    )
+    topics.add_argument(
+        "--dlq",
+        nargs="*",
+        default=["archive", "media", "router"],
+        metavar="WORKER",
+        help="workers whose DLQs to create too (default: archive media router)",
+    )
+    topics.set_defaults(run=_topics)
+
+    dev = verbs.add_parser(
+        "dev",
+        help="the whole pipeline on this machine: Kafka, ingress, archive, media, router",
+        description="Starts the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+        "creates the topics, and runs the ingress and the archive, media and router workers, "
+        "with their data under --var-dir. Ctrl-C or SIGTERM stops everything, the broker last.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="the ingress's address")
+    dev.add_argument("--port", type=int, default=8080, help="the ingress's port")
+    dev.add_argument("--kafka-port", type=int, default=9092, help="the local broker's port")
+    dev.add_argument("--var-dir", default="var", help="archive, media and broker data")
+    dev.add_argument("--rules", default="examples/rules.toml", help="the router's rules (TOML)")
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="archive's metrics port; media and router take the next two (0: free ports)",
+    )
+
+    media = verbs.add_parser(
+        "media", help="media worker (group uplink-media): fetch, verify and keep media"
+    )
+    media.add_argument("--media-dir", help="where objects are kept (or UPLINK_MEDIA_DIR)")
+    media.add_argument(
+        "--concurrency", type=int, default=None, help="downloads in flight (default 32)"
+    )
+    media.add_argument("--metrics-port", type=int, default=None)
+    media.set_defaults(run=_media)
+
+    dev.set_defaults(run=_dev)
+    return parser
+
+
+# Exit codes (README, "Exit codes"): 0 done or stopped by a signal, 1 failed, 2 a configuration
+# or usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
+# transaction that did not commit, a handler's background work that failed).
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_RETRIABLE = 75
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The ``uplink`` command; the environment is read here, once, and handed down."""
+    args = build_parser().parse_args(argv)
+    args.environ = dict(os.environ if environ is None else environ)
+    try:
+        logging_settings = LogSettings.from_env(
+            args.environ, level=args.log_level, format=args.log_format
+        )
+        args.log_level, args.log_format = logging_settings.level, logging_settings.format
+        args.log_config = logs.config(logging_settings.level, logging_settings.format)
+        if not logging.getLogger().handlers:  # as basicConfig: an embedding host keeps its own
+            logging.config.dictConfig(args.log_config)
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"uplink: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (UplinkError, KafkaError) as exc:
+        print(f"uplink: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_RETRIABLE if exc.retriable else EXIT_FAILED
+    return code
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, UplinkError) else f"Kafka: {text} ({type(error).__name__})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

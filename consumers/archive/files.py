@@ -1,0 +1,367 @@
+"""The archive worker's side effect: each unique push once, in Avro Object Container Files.
+
+Files live at ``ROOT/<topic>/dt=YYYY-MM-DD/hour=HH/<topic>+<partition>+<firstOffset>.avro``, by the
+push's event time (UTC). Exactly-once files come from the naming and the commit order, not from
+a transaction:
+
+- a file is written under a temporary name, fsynced, renamed into place, the directory fsynced;
+- one open file per partition, and the runtime commits right after each rename, before the next
+  file of that partition can be renamed (a rotation inside ``handle`` starts the rename on the
+  writer thread and returns the position as ``Pending``: the runtime commits it once the rename
+  is done, and before it calls ``handle`` or ``flush`` for that partition again; ``flush``
+  renames every open file and the runtime commits them together).
+
+So after any crash the only renamed file not yet committed is the one that starts at the
+committed position, and the re-run, judging the same records the same way (dedupe is a function
+of the log), writes a file of the same name over it — whatever the rotation timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import compress
+from operator import not_
+from pathlib import Path
+from typing import IO, Any, cast
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.archive.settings import ArchiveSettings
+from consumers.runtime.exceptions import TransientError
+from consumers.runtime.handler import Handler, Inbound, Pending, Positions
+from schemas import load_push_schema
+from schemas.container import BlockFormat
+from schemas.framing import HEADER_SIZE
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".tmp"
+_HOUR_S = 3600
+# Datum bytes queued for the writer thread before records wait for it to catch up.
+_MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+
+
+def archive_path(
+    root: Path, topic: str, partition: int, first_offset: int, hour: datetime.datetime
+) -> Path:
+    return (
+        root
+        / topic
+        / f"dt={hour:%Y-%m-%d}"
+        / f"hour={hour:%H}"
+        / f"{topic}+{partition}+{first_offset}.avro"
+    )
+
+
+def named_hour(seconds: int | None) -> int | None:
+    """The hour (since the epoch, UTC) of an event `timestamp` in seconds, if it is a date a file
+    can be named by."""
+    if seconds is None or not _NAMEABLE[0] <= seconds < _NAMEABLE[1]:
+        return None
+    return int(seconds) // _HOUR_S
+
+
+def event_hour(inbound: Inbound) -> int:
+    """The push's event hour: its `timestamp`'s (``named_hour``), else the hour the ingress
+    received it."""
+    hour = named_hour(inbound.timestamp)
+    if hour is None:
+        return int(inbound.push["receivedAt"] // 1000) // _HOUR_S
+    return hour
+
+
+# Years 1..9999: what datetime (and so a dt=YYYY-MM-DD directory) can represent.
+_NAMEABLE = (
+    int(datetime.datetime(1, 1, 1, tzinfo=datetime.UTC).timestamp()),
+    int(datetime.datetime(9999, 12, 31, 23, tzinfo=datetime.UTC).timestamp()),
+)
+
+
+def hour_start(hour: int) -> datetime.datetime:
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(hours=hour)
+
+
+class _Writer:
+    """The archive's one writer thread, and how far behind it is.
+
+    Jobs run in submission order: the blocks of a file land in order, then its rename. The
+    event loop only collects datums, so without a bound a writer slower than the fetches would
+    queue them without end: ``behind()`` (more than ``max_backlog`` jobs queued, blocks mostly)
+    says to stop taking records, ``catch_up()`` waits.
+    """
+
+    def __init__(self, max_backlog: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-writer")
+        self._queued: deque[Future[Any]] = deque()
+        self._max_backlog = max_backlog
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> Future[Any]:
+        done = self._executor.submit(job, *args)
+        self._queued.append(done)
+        return done
+
+    def behind(self) -> bool:
+        queued = self._queued
+        while queued and queued[0].done():  # one thread: jobs finish in submission order
+            queued.popleft()
+        return len(queued) > self._max_backlog
+
+    async def catch_up(self) -> None:
+        while self.behind():
+            await asyncio.wrap_future(self._queued[0])
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class _OpenFile:
+    """One container file being written under its temporary name.
+
+    Blocks are compressed and written on the archive's writer thread, in submission order; the
+    event loop only collects datums. A failed write is kept and raised by the ``close`` job.
+    """
+
+    def __init__(
+        self,
+        final: Path,
+        fmt: BlockFormat,
+        hour: int,
+        writer: _Writer,
+        settings: ArchiveSettings,
+    ) -> None:
+        self.final = final
+        self.tmp = final.with_name(final.name + TMP_SUFFIX)
+        self.hour = hour
+        self.records = 0
+        self.bytes = 0
+        self._format = fmt
+        self._writer = writer
+        self._block_bytes = settings.block_bytes
+        self._max_bytes = settings.max_bytes
+        self._max_records = settings.max_records
+        # Record values as fetched (framing included): the writer thread joins their datums, so
+        # the event loop copies nothing per record.
+        self._values: list[bytes] = []
+        self._pending = 0  # datum bytes in _values
+        self._error: BaseException | None = None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(self.tmp, "wb")  # closed by close() or discard()
+        self._submit(self._file.write, fmt.header)
+
+    def add(self, value: bytes) -> None:
+        """A record value (single-object framed) whose datum goes into the file."""
+        self._values.append(value)
+        self._pending += len(value) - HEADER_SIZE
+        self.records += 1
+        if self._pending >= self._block_bytes:
+            self._end_block()
+
+    def append(
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        stamps: list[int | None],
+        repeats: list[bool],
+        start: int,
+    ) -> int:
+        """``add`` the records from ``start`` on (repeats skipped) while they ``fit``; returns
+        the index of the first that does not, ``len(records)`` if none."""
+        # A fetch of live traffic is one run of records of one hour, retries among them: its new
+        # records are checked and appended as a whole, with C-speed list operations.
+        new_records, new_stamps = records[start:], stamps[start:]
+        if True in repeats[start:]:
+            fresh = list(map(not_, repeats[start:]))
+            new_records = list(compress(new_records, fresh))
+            new_stamps = list(compress(new_stamps, fresh))
+        seconds = cast(list[int], new_stamps)  # once None is ruled out
+        low = self.hour * _HOUR_S  # the seconds of this file's hour: all nameable
+        if (
+            new_stamps
+            and None not in new_stamps
+            and low <= min(seconds)
+            and max(seconds) < low + _HOUR_S
+            and self.records + len(new_stamps) <= self._max_records
+        ):
+            values = [record.value for record in new_records]
+            size = sum(map(len, values)) - HEADER_SIZE * len(values)
+            if self.bytes + self._pending + size < self._max_bytes:
+                self._values += values
+                self._pending += size
+                self.records += len(values)
+                if self._pending >= self._block_bytes:
+                    self._end_block()
+                return len(records)
+        # The run crosses an hour or a limit (a rotation is near): record by record.
+        for index in range(start, len(records)):
+            if not repeats[index]:
+                hour = named_hour(stamps[index])
+                if hour is None or not self.fits(hour):
+                    return index
+                self.add(records[index].value)
+        return len(records)
+
+    def fits(self, hour: int) -> bool:
+        """Whether a record of event ``hour`` belongs here: its hour, and room left (records and
+        bytes); else the file rotates first."""
+        return (
+            hour == self.hour
+            and self.records < self._max_records
+            and self.bytes + self._pending < self._max_bytes
+        )
+
+    def close(self) -> Future[None]:
+        """Make it durable under its final name, on the writer thread: last block, fsync,
+        rename, fsync the directory. Done when the returned future is."""
+        self._end_block()
+        return self._writer.submit(self._commit)
+
+    async def discard(self) -> None:
+        await asyncio.wrap_future(self._writer.submit(self._discard))
+
+    def _end_block(self) -> None:
+        if self._values:
+            self.bytes += self._pending
+            values, self._values, self._pending = self._values, [], 0
+            self._submit(self._write_block, values)
+
+    def _submit(self, write: Any, data: Any) -> None:
+        self._writer.submit(write, data).add_done_callback(self._failed)
+
+    def _failed(self, done: Future[Any]) -> None:
+        error = done.exception()
+        if error is not None and self._error is None:
+            self._error = error
+
+    def _write_block(self, values: list[bytes]) -> None:
+        if self._error is None:  # after a failed write the file is lost anyway
+            self._file.write(self._format.block(values, skip=HEADER_SIZE))
+
+    def _commit(self) -> None:
+        if self._error is not None:
+            self._file.close()
+            raise self._error
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.final)
+        directory = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _discard(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class ArchiveFiles(Handler):
+    """The archive ``Handler`` for the consumer runtime; ``stop()`` ends its writer thread.
+
+    A write that fails (disk full, I/O error) is not retried record by record: the data of the
+    file is lost, so the error stops the worker, nothing of that partition is committed any
+    more, and its restart redoes the file from the committed position (crash-only; the file
+    names make the redo exact).
+    """
+
+    def __init__(self, settings: ArchiveSettings) -> None:
+        self._settings = settings
+        self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
+        self._open: dict[TopicPartition, _OpenFile] = {}
+        self._swept: set[TopicPartition] = set()
+        # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
+        self._writer = _Writer(max_backlog=max(1, _MAX_BACKLOG_BYTES // settings.block_bytes))
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._writer.shutdown)  # the jobs queued finish first
+
+    def take_many(
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+        stamps: list[int | None],
+        repeats: list[bool],
+        start: int,
+    ) -> int:
+        """The runtime's fast path: append records from ``start`` on (repeats skipped) to the
+        partition's open file while that needs no I/O (the file is open, of their event hour, not
+        full); returns the index of the first record left to ``handle`` (open or rotate a file,
+        verify, or name the hour otherwise), ``len(records)`` if none."""
+        current = self._open.get(tp)
+        if current is None or self._settings.verify or self._writer.behind():
+            return start
+        return current.append(records, stamps, repeats, start)
+
+    async def handle(self, inbound: Inbound) -> Pending | None:
+        tp = inbound.tp
+        await self._writer.catch_up()
+        if self._settings.verify:
+            inbound.push  # noqa: B018  # decoding raises SchemaError: the runtime dead-letters it
+        hour = event_hour(inbound)
+        durable: Pending | None = None
+        current = self._open.get(tp)
+        if current is not None and not current.fits(hour):
+            # Renamed in the background while records go on into the next file. The runtime
+            # commits this record's offset once the rename is done, and before it calls handle
+            # or flush for this partition again: so the next rename of the partition comes after
+            # that commit, and at most one renamed file of a partition is ever uncommitted.
+            durable = Pending(self._close(tp), {tp: inbound.record.offset})
+            current = None
+        if current is None:
+            current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
+        current.add(inbound.value)
+        return durable
+
+    async def flush(self, handled: Positions) -> Positions:
+        await asyncio.gather(*[self._close(tp) for tp in handled if tp in self._open])
+        return handled
+
+    async def revoked(self, partitions: list[TopicPartition]) -> None:
+        self._swept.difference_update(partitions)
+        for tp in partitions:  # flushed just before: only a failed write can leave one open
+            current = self._open.pop(tp, None)
+            if current is not None:
+                await current.discard()
+
+    def _sweep(self, tp: TopicPartition) -> None:
+        """Remove temporary files a killed owner of this partition left behind.
+
+        A re-run may rotate at other offsets than the killed run did, so its temporary names
+        need not match; only this partition's owner writes them, so they are safe to delete.
+        """
+        pattern = f"dt=*/hour=*/{tp.topic}+{tp.partition}+*.avro{TMP_SUFFIX}"
+        for stale in (self._settings.root / tp.topic).glob(pattern):
+            stale.unlink(missing_ok=True)
+            log.info("removed %s, left by a crashed worker", stale)
+        self._swept.add(tp)
+
+    def _opened(self, tp: TopicPartition, offset: int, hour: int) -> _OpenFile:
+        if tp not in self._swept:
+            self._sweep(tp)
+        final = archive_path(self._settings.root, tp.topic, tp.partition, offset, hour_start(hour))
+        fmt = BlockFormat(self._schema, self._settings.codec)
+        try:
+            return _OpenFile(final, fmt, hour, self._writer, self._settings)
+        except OSError as exc:
+            raise TransientError(f"cannot open {final}: {exc}") from exc
+
+    def _close(self, tp: TopicPartition) -> asyncio.Future[None]:
+        """Rename the partition's open file into place, on the writer thread (submitted now);
+        done when it is."""
+        current = self._open.pop(tp)
+        return asyncio.ensure_future(self._renamed(tp, current, current.close()))
+
+    async def _renamed(self, tp: TopicPartition, current: _OpenFile, closing: Future[None]) -> None:
+        await asyncio.wrap_future(closing)
+        log.info(
+            "archived %d records to %s",
+            current.records,
+            current.final,
+            extra={"topic": tp.topic, "partition": tp.partition, "records": current.records},
+        )

@@ -1,0 +1,243 @@
+"""The media worker's handler: fetch, verify and keep each media push's object, then announce it.
+
+Records of a partition are processed concurrently, so one slow download does not hold up the
+rest: ``handle`` starts a task (waiting for a free slot first, which is the backpressure) and
+returns. Offsets complete out of order but are committed in order (``InOrderCommits``): ``flush``
+answers, per partition, the lowest offset still in flight (everything below it is finished:
+stored and announced, or dead-lettered); a task that fails unexpectedly stops the worker with
+nothing committed past it. On revoke the partition's tasks are cancelled (their offsets were not
+committed; the new owner redoes them, and finds the objects already stored).
+
+Per record: an object already in the store is not fetched again (concurrent records with the
+same digest wait for one another), else it is downloaded, verified and put; then a media event
+goes to ``uplink.media.v1`` keyed like the source record. Permanent failures go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.media.exceptions import FetchFailed
+from consumers.media.fetch import Fetcher
+from consumers.media.settings import MediaSettings
+from consumers.media.storage import MediaStore, Stored
+from consumers.runtime.deadletters import DeadLetters
+from consumers.runtime.exceptions import RecordError
+from consumers.runtime.handler import Handler, Inbound, Positions
+from consumers.runtime.tracker import InOrderCommits
+from schemas import MediaCodec
+from uplink.kafka import Producer
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """What a push says about its media."""
+
+    type: str
+    url: str
+    digest: bytes
+    media_id: str | None
+    mime_type: str | None
+    filename: str | None
+    caption: str | None
+
+
+def media_of(push: dict[str, Any], base_url: str | None) -> MediaRef | None:
+    """The push's media, None if it is not a media push; RecordError if it cannot be fetched."""
+    message = push.get("message") or {}
+    kind = message.get("type")
+    if kind not in MEDIA_TYPES:
+        return None
+    media = message.get(kind)
+    if not media:
+        raise RecordError(f"a {kind} push without its {kind} object")
+    path = media.get("filePath")
+    if not path:
+        raise RecordError(f"{kind} without filePath")
+    digest_text = media.get("sha256")
+    try:
+        digest = base64.b64decode(digest_text or "", validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 32:
+        raise RecordError(f"{kind} sha256 {digest_text!r} is not base64 of 32 bytes")
+    return MediaRef(
+        type=kind,
+        url=resolve_url(path, base_url),
+        digest=digest,
+        media_id=media.get("id"),
+        mime_type=media.get("mimeType"),
+        filename=media.get("filename"),
+        caption=media.get("caption"),
+    )
+
+
+def resolve_url(path: str, base_url: str | None) -> str:
+    """A full URL as it is; a path against the provider's media base URL."""
+    try:
+        url = httpx.URL(path)
+    except httpx.InvalidURL as exc:
+        raise RecordError(f"filePath is not a URL: {exc}") from exc
+    if url.is_absolute_url:
+        return str(url)
+    if base_url is None:
+        raise RecordError(
+            f"filePath {path!r} is relative and UPLINK_MEDIA_BASE_URL is not configured"
+        )
+    return str(httpx.URL(base_url.rstrip("/") + "/").join(path.lstrip("/")))
+
+
+class _Locks:
+    """One lock per digest while anyone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def acquire(self, key: str) -> None:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._forget(key)
+            raise
+
+    def release(self, key: str) -> None:
+        self._locks[key][0].release()
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users == 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+
+class MediaHandler(Handler):
+    """The media ``Handler`` for the consumer runtime."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        fetcher: Fetcher,
+        store: MediaStore,
+        events: Producer,
+        topic: str,
+        dead_letters: DeadLetters,
+        *,
+        codec: MediaCodec | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._fetcher = fetcher
+        self._store = store
+        self._events = events  # of media events, to ``topic``
+        self._topic = topic
+        self._dead_letters = dead_letters
+        self._codec = codec or MediaCodec()
+        self._clock = clock
+        self._tracker = InOrderCommits(settings.max_pending, "media task")  # records in flight
+        self._digests = _Locks()
+        self.metrics = fetcher.metrics
+        self.metrics.in_flight = self._tracker.in_flight
+
+    # --- the Handler protocol ----------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound) -> None:
+        self._tracker.check()
+        ref = media_of(inbound.push, self._settings.base_url)
+        if ref is None:
+            return None  # not a media push: nothing to do
+        tp, offset = inbound.tp, inbound.record.offset
+        await self._tracker.start(
+            tp,
+            offset,
+            self._process(inbound.record, inbound.push["messageId"], ref),
+            name=f"media {tp.topic}[{tp.partition}]@{offset}",
+        )
+        return None
+
+    async def flush(self, handled: Positions) -> Positions:
+        return {tp: self._tracker.position(tp, position) for tp, position in handled.items()}
+
+    async def revoked(self, partitions: list[TopicPartition]) -> None:
+        # Their offsets were not committed: the new owner redoes them (stored objects are not
+        # fetched again). Cancelling lets the rebalance finish now rather than after a download.
+        await self._tracker.cancel(partitions)
+
+    async def drain(self) -> None:
+        """In-flight downloads get ``drain_timeout`` to finish, the rest are cancelled (their
+        offsets stay uncommitted)."""
+        await self._tracker.drain(self._settings.drain_timeout)
+
+    def in_flight(self) -> int:
+        return self._tracker.in_flight()
+
+    # --- one record --------------------------------------------------------------------------
+
+    async def _process(
+        self, record: ConsumerRecord[bytes, bytes], message_id: str, ref: MediaRef
+    ) -> None:
+        digest = ref.digest.hex()
+        await self._digests.acquire(digest)
+        try:
+            stored = await self._store.find(digest)
+            if stored is not None:
+                self.metrics.outcomes["already_stored"] += 1
+            else:
+                started = time.perf_counter()
+                try:
+                    stored = await self._fetch(digest, message_id, ref)
+                except FetchFailed as exc:
+                    await self._dead_letters.send(record, f"{ref.type} {ref.url}: {exc}")
+                    self.metrics.outcomes["dead_lettered"] += 1
+                    return
+                self.metrics.download_seconds.observe(time.perf_counter() - started)
+                self.metrics.outcomes["fetched"] += 1
+                self.metrics.bytes += stored.size
+        finally:
+            self._digests.release(digest)
+        event = {
+            "messageId": message_id,
+            "mediaId": ref.media_id,
+            "type": ref.type,
+            "sha256": digest,
+            "size": stored.size,
+            "mimeType": ref.mime_type,
+            "filename": ref.filename,
+            "uri": stored.uri,
+            "fetchedAt": int(self._clock() * 1000),
+        }
+        await self._events.send(self._topic, self._codec.encode(event), key=record.key)
+
+    async def _fetch(self, digest: str, message_id: str, ref: MediaRef) -> Stored:
+        spooled = self._store.spool()
+        try:
+            await self._fetcher.download(ref.url, spooled, ref.digest)
+            sidecar = {
+                "sha256": digest,
+                "mimeType": ref.mime_type,
+                "filename": ref.filename,
+                "caption": ref.caption,
+                "mediaId": ref.media_id,
+                "messageId": message_id,
+                "type": ref.type,
+            }
+            return await self._store.put(digest, spooled, sidecar)
+        finally:
+            self._store.discard(spooled)

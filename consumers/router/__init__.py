@@ -1,0 +1,1 @@
+"""The router worker: each push to the topics and HTTP endpoints its rules name."""

@@ -1,0 +1,84 @@
+"""Kafka clients, built in one place: the factory every part is handed, and one producer resource.
+
+``KafkaClients`` is the seam: each part that talks to Kafka gets one (the wiring builds it from
+the settings) and asks it for producers, consumers and admin clients, so the connection options
+and uplink's defaults (acks=all and idempotence for producers, manual commits and read_committed
+for consumers) are set here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from uplink.resources import Resource
+from uplink.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class KafkaClients:
+    settings: KafkaSettings
+
+    def producer(self, **options: Any) -> AIOKafkaProducer:
+        """acks=all and idempotent unless ``options`` say otherwise; not started."""
+        defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+        return AIOKafkaProducer(**self.settings.client_options(), **{**defaults, **options})
+
+    def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
+        """Manual commits only, and only committed transactions read; not started."""
+        defaults: dict[str, Any] = {
+            "enable_auto_commit": False,
+            "isolation_level": "read_committed",
+        }
+        return AIOKafkaConsumer(
+            *topics, **self.settings.client_options(), **{**defaults, **options}
+        )
+
+    def admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.settings.client_options())
+
+
+class Producer(Resource):
+    """One started producer (acks=all, idempotent) whose ``send`` returns once the broker has
+    the record. ``start()``/``stop()`` (both safe twice) or ``async with``; shared by the parts
+    of a process that produce side records (dead letters, media events, parked deliveries)."""
+
+    def __init__(self, clients: KafkaClients, **options: Any) -> None:
+        self._clients = clients
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = self._clients.producer(**self._options)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Returns once the broker has the record (acks=all); raises aiokafka's KafkaError."""
+        if self._producer is None:
+            raise RuntimeError("producer not started")
+        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
