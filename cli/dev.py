@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from consumers.router.rules import example_rules
 from uplink.broker import free_port, kafka_broker
 from uplink.exceptions import UplinkError
 
@@ -32,7 +33,7 @@ class DevSettings:
     port: int = 8080
     kafka_port: int = 9092
     metrics_port: int = 9101  # archive, media, router on this and the next two; 0: free ports
-    rules: Path = Path("examples/rules.toml")
+    rules: Path = field(default_factory=example_rules)
     stop_timeout: float = 30.0  # per part, before it is killed
     log_format: str = "text"
     log_level: str = "INFO"

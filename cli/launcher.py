@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -50,6 +50,23 @@ class Assembly:
             worker.request_stop()
 
 
+@contextlib.asynccontextmanager
+async def started(assembly: Assembly) -> AsyncIterator[Assembly]:
+    """The assembly started in order (topics, resources, workers, metrics port), stopped in
+    reverse on leaving the block, whatever ended it."""
+    await ensure_topics(assembly.kafka, assembly.topics, extra=assembly.writes)
+    async with contextlib.AsyncExitStack() as stack:
+        for resource in assembly.resources:
+            await stack.enter_async_context(resource)
+        for worker in assembly.workers:
+            await stack.enter_async_context(worker)
+        if assembly.metrics_port is not None:
+            await stack.enter_async_context(
+                MetricsServer(assembly.registry, assembly.metrics_port)
+            )
+        yield assembly
+
+
 async def run(
     assembly: Assembly,
     *,
@@ -60,14 +77,7 @@ async def run(
     """Run the assembly until its primary worker has seen ``count`` records, ``timeout``
     passed, a stop was requested, or a worker failed (raised here, after everything stopped).
     Returns the records the primary saw. ``ready`` is called once everything has started."""
-    await ensure_topics(assembly.kafka, assembly.topics, extra=assembly.writes)
-    async with contextlib.AsyncExitStack() as stack:
-        for resource in assembly.resources:
-            await stack.enter_async_context(resource)
-        for worker in assembly.workers:
-            await stack.enter_async_context(worker)
-        if assembly.metrics_port is not None:
-            await stack.enter_async_context(MetricsServer(assembly.registry, assembly.metrics_port))
+    async with started(assembly):
         if ready is not None:
             ready()
         primary, *others = assembly.workers

@@ -78,7 +78,7 @@ def _dev(args: argparse.Namespace) -> int:
         port=args.port,
         kafka_port=args.kafka_port,
         metrics_port=args.metrics_port,
-        rules=Path(args.rules),
+        **({"rules": Path(args.rules)} if args.rules else {}),
         log_format=args.log_format,
         log_level=args.log_level,
     )
@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8080, help="the ingress's port")
     dev.add_argument("--kafka-port", type=int, default=9092, help="the local broker's port")
     dev.add_argument("--var-dir", default="var", help="archive, media and broker data")
-    dev.add_argument("--rules", default="examples/rules.toml", help="the router's rules (TOML)")
+    dev.add_argument(
+        "--rules", help="the router's rules (TOML; default: the example rules uplink ships)"
+    )
     dev.add_argument(
         "--metrics-port",
         type=int,

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from cli.main import build_parser
+from consumers.router.rules import example_rules
 from consumers.runtime.metrics import WorkerMetrics
 from ingress.app import create_app
 from tests.conftest import Server, wait_ready
@@ -177,7 +178,7 @@ def test_worker_data_lives_on_shared_named_volumes(
 
 def test_the_router_reads_the_example_rules_read_only(services: dict[str, dict[str, Any]]) -> None:
     [rules] = mounts(services["router"])
-    assert Path(rules.source).resolve() == ROOT / "examples" / "rules.toml"
+    assert Path(rules.source).resolve() == example_rules()
     assert rules.target == services["router"]["command"][2]
     assert rules.read_only
 

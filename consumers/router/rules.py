@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import resources
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ from uplink.settings import Secret
 
 Push = Mapping[str, Any]
 Predicate = Callable[[Push], bool]
+
+def example_rules() -> Path:
+    """The example rules file shipped in this package: ``uplink dev``'s default, and a start."""
+    return Path(str(resources.files(__package__).joinpath("example_rules.toml")))
+
 
 RULE_HEADER = "uplink-rule"  # on every routed record: the rule that sent it
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")

@@ -104,6 +104,10 @@ class Worker(Resource):
         self._generation = 0
         self._closing = False
 
+    @property
+    def handler(self) -> Handler:
+        return self._handler
+
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:

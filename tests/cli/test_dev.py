@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from consumers.router.rules import PostTo, ToTopic, compile_rules
+from consumers.router.rules import PostTo, ToTopic, compile_rules, example_rules
 from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.crashes import committed_past
@@ -222,7 +222,7 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
 ) -> None:
     receivers = Receivers()
     base = await serve(receivers.app)
-    rules_text = (ROOT / "examples" / "rules.toml").read_text()
+    rules_text = example_rules().read_text()
     assert "http://127.0.0.1:9001/hooks/whatsapp" in rules_text
     rules_text = rules_text.replace("http://127.0.0.1:9001", base)
     (tmp_path / "rules.toml").write_text(rules_text)

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from uplink.settings import KafkaSettings, Topics, WorkerSettings
-from uplink.topics import ensure_topics
+from uplink.topics import TopicSpec, dlq_spec, ensure_topics
 
 SettingsFactory = Callable[..., WorkerSettings]
 
@@ -36,9 +36,18 @@ def make_worker_settings(kafka_bootstrap: str, topics: Topics) -> SettingsFactor
 
 @pytest.fixture
 async def producer(worker_settings: WorkerSettings) -> AsyncIterator[AIOKafkaProducer]:
-    """A started producer, once the test's topics exist (``worker_settings`` is per module)."""
-    await ensure_topics(worker_settings.kafka, worker_settings.topics)
+    """A started producer, once the test's topics and its worker's DLQ exist (``worker_settings``
+    is per module)."""
+    await ensure_worker_topics(worker_settings)
     producer = AIOKafkaProducer(bootstrap_servers=worker_settings.kafka.bootstrap_servers)
     await producer.start()
     yield producer
     await producer.stop()
+
+
+async def ensure_worker_topics(
+    settings: WorkerSettings, extra: list[TopicSpec] | None = None
+) -> None:
+    """The topics a worker reads and writes, as the launcher ensures them before it starts."""
+    dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
+    await ensure_topics(settings.kafka, settings.topics, extra=[dlq, *(extra or [])])

@@ -158,7 +158,7 @@ async def test_a_failed_rename_stops_the_worker_and_nothing_past_the_last_file_i
         archive = ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=3))
         async with Worker(worker_settings, archive, CODEC) as worker:
             await worker.run(count=9, timeout=60)
-    archive.close()
+    await archive.stop()
     assert await committed(worker_settings) == 3  # the first file's records, not one more
     assert sorted(p.name for p in hour.glob("*.avro")) == [f"{topic}+0+0.avro", obstacle.name]
 
@@ -167,7 +167,7 @@ async def test_a_failed_rename_stops_the_worker_and_nothing_past_the_last_file_i
     archive = ArchiveFiles(ArchiveSettings(root=tmp_path, max_records=3))
     async with Worker(worker_settings, archive, CODEC) as worker:
         assert await worker.run(count=6, timeout=60) == 6  # from the committed position
-    archive.close()
+    await archive.stop()
     files, records = archived(tmp_path)  # the failed file's temporary one swept
     assert [f.name for f in files] == [f"{topic}+0+{first}.avro" for first in (0, 3, 6)]
     assert {r["messageId"]: r["raw"] for r in records} == sent
@@ -257,7 +257,7 @@ async def test_with_verify_a_datum_corrupt_past_its_head_goes_to_the_dlq(
     files = ArchiveFiles(ArchiveSettings(root=tmp_path, verify=True))
     async with Worker(worker_settings, files, CODEC) as worker:
         assert await worker.run(count=2, timeout=60) == 2
-    files.close()
+    await files.stop()
     [dead] = await read_records(worker_settings.dlq, 1)
     assert dead.value == corrupt
     assert dict(dead.headers)["uplink-dlq-reason"].startswith(b"undecodable")

@@ -37,7 +37,7 @@ async def write_archive(root: Path) -> Path:
     for inbound in records:
         await archive.handle(inbound)
     await archive.flush({records[0].tp: len(records)})
-    archive.close()
+    await archive.stop()
     [path] = root.rglob("*.avro")
     return path
 

@@ -18,15 +18,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from consumers.media.fetch import Fetcher
-from consumers.media.guard import AddressGuard
-from consumers.media.handler import MediaEvents, MediaHandler
+from cli import workers
+from cli.launcher import started
+from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
-from consumers.media.storage import FileStore
-from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.exceptions import HandlerFailed
-from consumers.runtime.metrics import WorkerMetrics
-from consumers.runtime.worker import Worker
+from consumers.runtime import HandlerFailed, Worker
 from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
@@ -84,20 +80,12 @@ def publish(worker_settings: WorkerSettings, producer: AIOKafkaProducer) -> Publ
 async def media_worker(
     settings: WorkerSettings, media: MediaSettings
 ) -> AsyncIterator[tuple[Worker, MediaHandler]]:
-    """Wired as ``uplink media`` wires it; drains in-flight work before the final commit."""
-    store = FileStore(media.root)
-    fetcher = Fetcher(media, AddressGuard(media.allow_hosts))
-    events = MediaEvents(settings.kafka, settings.topics)
-    metrics = WorkerMetrics(settings.name)
-    dead_letters = DeadLetters(settings, metrics)
-    handler = MediaHandler(media, fetcher, store, events, dead_letters)
-    worker = Worker(settings, handler, CODEC, metrics=metrics, dead_letters=dead_letters)
-    metrics.registry.register(handler.metrics)
-    async with store, fetcher, events, worker:
-        try:
-            yield worker, handler
-        finally:
-            await handler.drain(timeout=30)
+    """Wired and started as ``uplink media`` does; drains in-flight work before the final
+    commit (for up to ``media.drain_timeout``) as it stops."""
+    async with started(workers.media(settings, media)) as assembly:
+        [worker] = assembly.workers
+        assert isinstance(worker.handler, MediaHandler)
+        yield worker, worker.handler
 
 
 def stored(media: MediaSettings, data: bytes) -> tuple[Path, dict[str, Any]]:
@@ -337,6 +325,7 @@ async def test_a_failing_host_with_more_records_than_download_slots_does_not_sta
         concurrency=4,
         per_host=2,
         retries=dataclasses.replace(media_settings.retries, retry_after_max=60),
+        drain_timeout=0,  # at stop, the sleeping retries are cancelled: uncommitted
     )
     async with media_worker(worker_settings, media) as (worker, handler):
         await worker.run(count=28, timeout=60)
@@ -346,7 +335,6 @@ async def test_a_failing_host_with_more_records_than_download_slots_does_not_sta
         assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == fast_ids
         assert len(down.hits) == 12  # each failing record tried once, none waiting for a slot
         assert handler.in_flight() == 12
-        await handler.drain(timeout=0)  # cancelled: their offsets stay uncommitted
     assert await committed(worker_settings) == 0  # in order: not past the first failing record
 
 
@@ -428,12 +416,12 @@ async def test_a_drain_that_times_out_cancels_and_commits_nothing_unfinished(
     await publish(media_push("image", "m0", f"{base}/files/ok.bin", ok))
     await publish(media_push("image", "m1", f"{base}/gated/gated.bin", gated))
     media = dataclasses.replace(
-        media_settings, timeouts=MediaTimeouts(connect=2, read=60, attempt=60)
+        media_settings, timeouts=MediaTimeouts(connect=2, read=60, attempt=60), drain_timeout=0.5
     )
     try:
         async with media_worker(worker_settings, media) as (worker, handler):
             await worker.run(count=2, timeout=60)
-            await handler.drain(timeout=0.5)  # the gate is still closed
+            await handler.drain()  # the gate is still closed
             assert handler.in_flight() == 1
         assert await committed(worker_settings) == 1  # m0 only
     finally:

@@ -18,6 +18,7 @@ from consumers.router.rules import (
     RulesError,
     ToTopic,
     compile_rules,
+    example_rules,
     load_rules,
 )
 from schemas import PushCodec
@@ -273,7 +274,7 @@ def test_check_shows_which_rules_a_sample_push_hits() -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "cli.main", "router", "check",
-            str(ROOT / "examples" / "rules.toml"),
+            str(example_rules()),
             "--push", str(EXAMPLES / "image.json"),
             "--push", '{"messageId": "m", "message": {"type": "text", "text": {"body": "help!"}}}',
         ],

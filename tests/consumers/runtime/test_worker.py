@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -11,8 +12,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from cli.launcher import Assembly, run
+from consumers.runtime import Handler, Inbound, Positions, Worker
 from consumers.runtime.exceptions import RecordError, TransientError
-from consumers.runtime.worker import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
@@ -30,7 +32,7 @@ MINUTE = 60_000
 Publish = Callable[..., Awaitable[None]]
 
 
-class Recorder:
+class Recorder(Handler):
     """A handler that keeps what it handled; it can fail for given messageIds."""
 
     def __init__(
@@ -48,12 +50,6 @@ class Recorder:
             self.flaky[message_id] -= 1
             raise TransientError("not yet")
         self.handled.append(message_id)
-        return None
-
-    async def flush(self, handled: Positions) -> Positions:
-        return handled
-
-    async def revoked(self, partitions: list[object]) -> None:
         return None
 
 
@@ -179,14 +175,29 @@ async def test_metrics_are_served_on_the_workers_own_port(
 ) -> None:
     await publish("served", T0)
     settings = dataclasses.replace(worker_settings, metrics_port=free_port())
-    async with Worker(settings, Recorder(), CODEC) as worker:
-        await worker.run(count=1, timeout=60)
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    worker = Worker(settings, Recorder(), CODEC)
+    assembly = Assembly(
+        "test",
+        settings.kafka,
+        settings.topics,
+        [worker],
+        registry=worker.metrics.registry,
+        metrics_port=settings.metrics_port,
+    )
+    started = asyncio.Event()
+    running = asyncio.create_task(run(assembly, timeout=60, ready=started.set))
+    await started.wait()  # the launcher serves the port once the worker has started
+    async with asyncio.timeout(60):
+        while worker.metrics.processed.total() < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    assembly.request_stop()
+    await running
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "uplink_worker_processed_total{" in response.text
     assert 'uplink_worker_commit_seconds_bucket{le="' in response.text
-    with pytest.raises(httpx.ConnectError):  # stop() closed the port
+    with pytest.raises(httpx.ConnectError):  # the launcher closed the port as it stopped
         async with httpx.AsyncClient() as client:
             await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
