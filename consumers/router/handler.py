@@ -313,6 +313,10 @@ class Router(Handler):
         self._lost: set[TopicPartition] = set()
 
     @property
+    def metrics(self) -> RouterMetrics:
+        return self._metrics
+
+    @property
     def partitions(self) -> frozenset[TopicPartition]:
         """The input partitions this router owns (as of the last rebalance)."""
         return frozenset(self._owned)

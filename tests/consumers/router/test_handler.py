@@ -26,23 +26,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from consumers.router.delivery import Deliverer, RetryLoop
-from consumers.router.handler import (
-    KeyHashes,
-    Router,
-    RouterError,
-    TransactionalOutputs,
-    router_topics,
-)
+from cli import launcher, workers
+from consumers.router.exceptions import RouterError
+from consumers.router.handler import KeyHashes, Router, TransactionalOutputs
 from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import RULE_HEADER, Rules, ToTopic, compile_rules
 from consumers.router.settings import RouterSettings
-from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.metrics import WorkerMetrics
 from consumers.runtime.worker import Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
+from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
 
@@ -132,25 +126,25 @@ def verify(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:
 async def running_router(
     settings: WorkerSettings, router_settings: RouterSettings, rules: Rules
 ) -> AsyncIterator[tuple[Worker, RouterMetrics, Router]]:
-    """Worker + Router + RetryLoop wired as the CLI does, running until the block ends."""
-    await ensure_topics(
-        settings.kafka, settings.topics, extra=router_topics(rules, settings, router_settings)
-    )
-    worker_metrics = WorkerMetrics(settings.name)
-    metrics = RouterMetrics(worker_metrics.registry)
-    dead_letters = DeadLetters(settings, worker_metrics)
-    deliverer = Deliverer(rules.endpoints, metrics)
-    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics, CODEC)
-    worker = Worker(settings, router, CODEC, metrics=worker_metrics, dead_letters=dead_letters)
-    retries = RetryLoop(settings, router_settings, deliverer, dead_letters, metrics, CODEC)
-    async with router, worker, retries:
-        tasks = [asyncio.create_task(worker.run()), asyncio.create_task(retries.run())]
-        try:
-            yield worker, metrics, router
-        finally:
-            worker.request_stop()
-            retries.request_stop()
-            await asyncio.gather(*tasks)
+    """The router and its re-deliveries wired and launched as ``uplink router`` does, running
+    until the block ends."""
+    assembly = workers.router(settings, router_settings, rules)
+    worker = assembly.workers[0]
+    router = worker.handler
+    assert isinstance(router, Router)
+    ready = asyncio.Event()
+    running = asyncio.create_task(launcher.run(assembly, ready=ready.set))
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.wait(
+                [asyncio.create_task(ready.wait()), running], return_when="FIRST_COMPLETED"
+            )
+        if running.done():
+            running.result()  # start-up failed: raise why
+        yield worker, router.metrics, router
+    finally:
+        assembly.request_stop()
+        await running
 
 
 def make_rules(text: str, **environ: str) -> Rules:
@@ -411,7 +405,7 @@ async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts
     rules = make_rules(f'[[rule]]\nname = "all"\nmatch = {{}}\nactions = [{{ topic = "{out}" }}]')
     sent = await send_pushes(settings, [example_raw("text", f"zombie-{n}") for n in range(50)])
     tp = TopicPartition(settings.topics.messages, 0)
-    successor = TransactionalOutputs(settings, router_settings, set())
+    successor = TransactionalOutputs(settings, router_settings, set(), KafkaClients(settings.kafka))
     with pytest.raises(RouterError, match="not committed"):
         async with running_router(settings, router_settings, rules) as (_, metrics, _router):
             await wait_until(lambda: metrics.outputs[f"topic:{out}"] == len(sent))
