@@ -8,6 +8,7 @@ COPY uplink uplink
 COPY ingress ingress
 COPY consumers consumers
 COPY schemas schemas
+COPY cli cli
 # Installed into a virtualenv that the runtime stage copies whole: none of the source tree, the
 # build's caches or its compiler (for schemas/_records.c) ends up in the image (and no BuildKit-only
 # syntax is needed).

@@ -5,16 +5,15 @@
 Fills a 12-partition topic with the spec's example pushes (unique messageIds), then reads all of
 it with a bare loop (getmany, discard) and ``--rounds`` times with the archive worker (heads,
 dedupe, Avro container files with deflate, fsync + rename, commits), each followed by the bare
-loop again. Appends records/s and the ratios (median and range) to bench/RESULTS.md.
+loop again. Writes records/s and the ratios (median and range) into bench/RESULTS.md: the
+summary's row and the section of this benchmark (bench/results.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,16 +29,13 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from consumers.archive.files import ArchiveFiles  # noqa: E402
-from consumers.archive.settings import ArchiveSettings  # noqa: E402
-from consumers.runtime.worker import Worker  # noqa: E402
+from cli import launcher, workers  # noqa: E402
+from consumers.archive.settings import COMMITS, ArchiveSettings  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
-
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCodec) -> None:
@@ -89,14 +85,13 @@ async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
 
 async def archive_worker(settings: WorkerSettings, root: Path, count: int) -> float:
     tune_gc()  # as `uplink archive` does
-    files = ArchiveFiles(ArchiveSettings(root=root))
-    worker = Worker(settings, files, PushCodec())
-    async with worker:
+    assembly = workers.archive(settings, ArchiveSettings(root=root))  # as `uplink archive` wires it
+    [worker] = assembly.workers
+    async with launcher.started(assembly):
         started = time.perf_counter()  # includes joining the group and rebuilding windows
         assert await worker.run(count=count, timeout=600) == count
         await worker.stop()  # the last files renamed and committed
         elapsed = time.perf_counter() - started
-    files.close()
     return count / elapsed
 
 
@@ -120,8 +115,8 @@ async def main(count: int, rounds: int) -> None:
                 kafka=kafka,
                 topics=topics,
                 group_id=f"bench-archive-{uuid.uuid4().hex[:6]}",
-                commit_interval=60.0,
-                **ARCHIVE_COMMITS,  # as `uplink archive` runs
+                commit_every=COMMITS.every,  # as `uplink archive` runs
+                commit_interval=COMMITS.interval,
             )
             archives.append(await archive_worker(settings, Path(tmp) / f"archive{n}", count))
             bares.append(await bare_loop(kafka, topics.messages, count))
@@ -137,10 +132,8 @@ def write(count: int, bares: list[float], archives: list[float]) -> None:
         f"| {n + 1} | {bares[n]:,.0f} | {archive:,.0f} | {bares[n + 1]:,.0f} | {ratio:.1%} |"
         for n, (archive, ratio) in enumerate(zip(archives, ratios, strict=True))
     )
-    cpu = cpu_model()
-    section = f"""## Archive throughput — {datetime.date.today().isoformat()}
-
-Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.
+    median = statistics.median(ratios)
+    section = f"""{run_line("; broker on this machine")}
 {count:,} records (the spec's 13 examples in rotation, unique messageIds, event time now) in 12
 partitions, read in full by each reader in turn: a bare aiokafka loop (getmany, discard), then
 {len(archives)} times the archive worker (a fresh group each time: decode heads, dedupe, deflate
@@ -151,11 +144,18 @@ the bare loop again. Each archive run is compared with the bare runs just before
 |---|---|---|---|---|
 {rows}
 
-**Ratio archive / bare: {statistics.median(ratios):.1%} (median of {len(ratios)}; range
+**Ratio archive / bare: {median:.1%} (median of {len(ratios)}; range
 {min(ratios):.1%} to {max(ratios):.1%})** (bar: 50 %).
-
 """
-    RESULTS.write_text(RESULTS.read_text() + section)
+    write_run(
+        "Archive throughput",
+        figure=f"archive at {100 * median:.1f} % of a bare aiokafka loop (median of "
+        f"{len(ratios)}, range {100 * min(ratios):.1f} to {100 * max(ratios):.1f} %)",
+        bar="50 % of the bare loop",
+        met=median >= 0.5,
+        command=command(),
+        section=section,
+    )
     print(section)
 
 

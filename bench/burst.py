@@ -13,12 +13,12 @@ uvicorn settings takes the same burst first (the baseline, same run).
 
 Then: the time from the burst's last answer until each worker group has committed the whole
 topic, and the checks on the archive's files (every 200'd push archived exactly once, no push
-archived twice, nothing lost). Appends a section to bench/RESULTS.md; with --profile, where the
-ingress spends its time during a further burst (py-spy).
+archived twice, nothing lost). Writes its row and section into bench/RESULTS.md; with --profile,
+where the ingress spends its time during a further burst (py-spy).
 
 The media worker fetches each media push's ``filePath``: the pushes point at a local file server
 (uvicorn, on 127.0.0.1), allowed with ``UPLINK_MEDIA_ALLOW_HOSTS=127.0.0.1``. The router gets a
-copy of examples/rules.toml with its endpoint URLs pointed at the same server.
+copy of consumers/router/example_rules.toml with its endpoint URLs pointed at the same server.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ import argparse
 import asyncio
 import base64
 import collections
-import datetime
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -48,7 +46,7 @@ from pathlib import Path
 from typing import IO
 
 from ingress_load import BARE_APP, profile, uvicorn_cmd, wait_http
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,7 +59,6 @@ from uplink.broker import free_port, kafka_broker  # noqa: E402
 from uplink.settings import topics_from_env  # noqa: E402
 
 EXAMPLES = ROOT / "tests" / "examples"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 WORKERS = ("archive", "media", "router")
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
@@ -549,7 +546,7 @@ def main() -> None:
         (directory / "sink_app.py").write_text(SINK_APP)
         if "router" in workers:
             # The router's rules as shipped, with the endpoints pointed at the local sink.
-            rules = (ROOT / "examples" / "rules.toml").read_text()
+            rules = (ROOT / "consumers/router/example_rules.toml").read_text()
             (directory / "rules.toml").write_text(
                 re.sub(r'url = "https?://[^/"]+', f'url = "{sink}', rules)
             )
@@ -673,14 +670,6 @@ def profile_burst(
     return result, profiled
 
 
-def machine() -> str:
-    cpu = cpu_model()
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def write_results(
     args: argparse.Namespace,
     workers: list[str],
@@ -693,10 +682,10 @@ def write_results(
     shed = sum(r.ingress.codes[503] for r in rounds)
     sent = sum(r.ingress.sent for r in rounds)
     lines = [
-        f"## Burst, end to end — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {machine()}; the broker, the ingress, the workers ({', '.join(workers)}) "
-        "and wrk all on this machine.",
+        run_line(
+            f"; the broker, the ingress, the workers ({', '.join(workers)}) and wrk all on "
+            "this machine"
+        ),
         f"Load: {args.rounds} rounds, each a burst of {args.requests:,} requests at a bare "
         "Starlette endpoint (the baseline: reads the body, answers 200), then the same at the "
         f"ingress; wrk -t{args.threads} -c{args.connections} (each "
@@ -776,8 +765,17 @@ def write_results(
         ]
         lines += [f"| `{label}` | {mine:.1f} | {total:.1f} |" for label, total, mine in hotspots]
         lines.append("")
-    section = "\n".join(lines) + "\n"
-    RESULTS.write_text(RESULTS.read_text() + section)
+    section = "\n".join(lines)
+    write_run(
+        "End-to-end burst",
+        figure=f"ingress at {100 * statistics.median(ratios):.1f} % of a bare Starlette endpoint "
+        f"(median of {len(rounds)}; {accepted:,.0f} pushes/s), workers: {', '.join(workers)}, "
+        f"{shed:,} shed",
+        bar="checks pass: every 200 archived once, none lost, DLQs empty",
+        met=checks.passed,
+        command=command(),
+        section=section,
+    )
     print(section)
 
 

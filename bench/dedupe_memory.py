@@ -1,4 +1,4 @@
-"""Dedupe window: bytes per remembered id and time per call, appended to bench/RESULTS.md.
+"""Dedupe window: bytes per remembered id and time per call, written into bench/RESULTS.md.
 
 Run: .venv/bin/python bench/dedupe_memory.py [--no-write]
 """
@@ -6,17 +6,13 @@ Run: .venv/bin/python bench/dedupe_memory.py [--no-write]
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import os
-import platform
 import random
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 from consumers.runtime.dedupe import DedupeWindow
 
@@ -24,7 +20,6 @@ BUDGET = 100  # bytes per remembered id
 N = 1_000_000
 HOUR = 3_600_000
 T0 = 1_764_000_000_000
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def message_ids(n: int, seed: int) -> list[str]:
@@ -101,10 +96,6 @@ def main() -> None:
     seen_dup_us = per_call_us(window.seen, repeats, 4 * N)
     assert window.seen(repeats[-1], at(4 * N + 200_000)), "repeats were forgotten"
 
-    machine = (
-        f"{os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
     figures = [
         ("ids remembered", f"{N:,} distinct 32-hex-char messageIds, 1 h window"),
         ("bytes per id, retained (tracemalloc)", f"{retained:.1f}"),
@@ -119,9 +110,7 @@ def main() -> None:
     ]
     worst = max(retained, after_growth, churn)
     lines = [
-        f"## Dedupe window — {datetime.date.today().isoformat()}",
-        "",
-        f"Machine: {machine}.",
+        run_line(),
         "Layout: 62 bits of the messageId's own (per-process SipHash) hash as a float in a "
         "`set`, plus a FIFO of "
         "(hash, 2-byte clock step) in `array`s; no id strings kept. Times include the loop "
@@ -137,16 +126,18 @@ def main() -> None:
         f"sits just above a power of two over 2, where CPython rebuilds the table at 4 slots per "
         f"id (64 bytes) + 24 for the float + ~11 for the FIFO; measured {worst:.1f}, "
         f"{verdict(worst)} the budget.",
-        "",
     ]
     print("\n".join(lines))
     if not args.no_write:
-        before = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-        # One blank line between sections, whatever the file ends with.
-        gap = "\n" * (2 - min(2, len(before) - len(before.rstrip("\n")))) if before else ""
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(gap + "\n".join(lines))
-        print(f"appended to {RESULTS}")
+        write_run(
+            "Dedupe window",
+            figure=f"{retained:.1f} bytes per id at 1M ids; worst case {worst:.1f}",
+            bar=f"{BUDGET} bytes per id",
+            met=worst <= BUDGET,
+            command=command(),
+            section="\n".join(lines),
+        )
+        print("written into bench/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ a bare loop (httpx, that many tasks, stream each body and discard it), then the 
 group and an empty media directory: decode, dedupe, guard, stream to a spool file with SHA-256,
 verify, fsync + rename + sidecar, media event with acks=all, in-order commits). The worker's time
 runs from its first record to its last one finished, so joining the group is not counted. All
-files come from one origin, so the per-host limit is set to the concurrency. Appends records/s
-and the ratio to bench/RESULTS.md.
+files come from one origin, so the per-host limit is set to the concurrency. Writes records/s
+and the ratio into bench/RESULTS.md (its row and section).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import hashlib
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -29,29 +27,27 @@ import time
 import uuid
 from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from aiokafka import AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from consumers.media.fetch import Fetcher  # noqa: E402
 from consumers.media.guard import AddressGuard  # noqa: E402
-from consumers.media.handler import MediaEvents, MediaHandler  # noqa: E402
+from consumers.media.handler import MediaHandler  # noqa: E402
 from consumers.media.settings import MediaSettings  # noqa: E402
 from consumers.media.storage import FileStore  # noqa: E402
-from consumers.runtime.deadletters import DeadLetters  # noqa: E402
-from consumers.runtime.metrics import WorkerMetrics  # noqa: E402
-from consumers.runtime.worker import Inbound, Positions, Worker  # noqa: E402
+from consumers.runtime import DeadLetters, Inbound, Worker, WorkerMetrics  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import free_port, kafka_broker  # noqa: E402
+from uplink.kafka import KafkaClients, Producer  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SIZE = 100 * 1024
 
 
@@ -133,23 +129,15 @@ async def bare_loop(base: str, count: int, concurrency: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-class Timed:
+class TimedMedia(MediaHandler):
     """The media handler, plus when its first record came."""
 
-    def __init__(self, handler: MediaHandler) -> None:
-        self.handler = handler
-        self.started: float | None = None
+    started: float | None = None
 
-    async def handle(self, inbound: Inbound) -> Positions | None:
+    async def handle(self, inbound: Inbound) -> None:
         if self.started is None:
             self.started = time.perf_counter()
-        return await self.handler.handle(inbound)
-
-    async def flush(self, handled: Positions) -> Positions:
-        return await self.handler.flush(handled)
-
-    async def revoked(self, partitions: list[TopicPartition]) -> None:
-        await self.handler.revoked(partitions)
+        await super().handle(inbound)
 
 
 async def media_worker(
@@ -167,16 +155,20 @@ async def media_worker(
         per_host=concurrency,
         allow_hosts=frozenset({"127.0.0.1"}),
     )
+    # As cli/workers.py wires `uplink media`, with the handler timed.
     store = FileStore(root)
     fetcher = Fetcher(media, AddressGuard(media.allow_hosts))
-    events = MediaEvents(kafka, topics)
+    clients = KafkaClients(kafka)
+    producer = Producer(clients)
     metrics = WorkerMetrics(settings.name)
-    dead_letters = DeadLetters(settings, metrics)
-    timed = Timed(MediaHandler(media, fetcher, store, events, dead_letters))
-    worker = Worker(settings, timed, PushCodec(), metrics=metrics, dead_letters=dead_letters)
-    async with store, fetcher, events, worker:
+    dead_letters = DeadLetters(settings, producer, metrics)
+    timed = TimedMedia(media, fetcher, store, producer, topics.media, dead_letters)
+    worker = Worker(
+        settings, timed, PushCodec(), clients=clients, metrics=metrics, dead_letters=dead_letters
+    )
+    async with producer, store, fetcher, worker:
         assert await worker.run(count=count, timeout=600) == count
-        await timed.handler.drain()
+        await timed.drain()
         finished = time.perf_counter()
     assert timed.started is not None
     assert sum(metrics.dead_lettered.values()) == 0, "a bench download failed"
@@ -216,26 +208,35 @@ def main(count: int, levels: list[int]) -> None:
 
 
 def write(count: int, rows: list[tuple[int, float, float]]) -> None:
-    cpu = cpu_model()
     table = "\n".join(
         f"| {level} | {bare:,.0f} | {worker:,.0f} | {worker / bare:.0%} |"
         for level, bare, worker in rows
     )
-    section = f"""## Media throughput — {datetime.date.today().isoformat()}
-
-Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker and file
-server (uvicorn, separate process) on this machine. {count:,} image pushes in 12 partitions, each
-with its own 100 KiB file. Per concurrency, in this run: a bare httpx loop (stream and discard
-each body), then the media worker on a new group and an empty directory (guard, stream to disk
-with SHA-256, verify, fsync + rename + sidecar, media event acks=all, in-order commits; timed
-from its first record to its last one finished). Per-host limit = concurrency (one origin).
+    run = run_line("; broker and file server (uvicorn, separate process) on this machine")
+    section = f"""{run}
+{count:,} image pushes in 12 partitions, each with its own 100 KiB file. Per concurrency, in this
+run: a bare httpx loop (stream and discard each body), then the media worker on a new group and
+an empty directory (guard, stream to disk with SHA-256, verify, fsync + rename + sidecar, media
+event acks=all, in-order commits; timed from its first record to its last one finished).
+Per-host limit = concurrency (one origin).
 
 | concurrency | bare httpx, records/s | media worker, records/s | worker / bare |
 |---|---|---|---|
 {table}
-
 """
-    RESULTS.write_text(RESULTS.read_text() + section)
+    # The summary's figure: the default concurrency (32) if measured, the others in brief.
+    level, bare, worker = next((row for row in rows if row[0] == 32), rows[-1])
+    others = [row for row in rows if row[0] != level]
+    figure = (
+        f"media worker at {100 * worker / bare:.0f} % of a bare httpx loop at concurrency "
+        f"{level} ({worker:,.0f} records/s)"
+    )
+    if others:
+        figure += (
+            f"; {' / '.join(f'{100 * w / b:.0f}' for _, b, w in others)} % at "
+            f"{' / '.join(str(c) for c, _, _ in others)}"
+        )
+    write_run("Media throughput", figure=figure, command=command(), section=section)
     print(section)
 
 

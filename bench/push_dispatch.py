@@ -6,22 +6,19 @@ The same endpoint behind both: it reads the body, suspends once (as a push does 
 awaits the broker's ack) and sends its answer. Starlette routes it through its middleware stack
 and router; ``ingress.app.IngressApp`` hands ``POST /v1/uplink`` straight to it. No network, no
 Kafka: the difference is the dispatch alone, in µs of CPU per push. Alternating rounds, medians.
-Appends a section to bench/RESULTS.md.
+Writes its row and section into bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 from ingress.app import PUSH_PATH, IngressApp  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 BODY = (ROOT / "tests" / "examples" / "text.json").read_bytes()
 
 
@@ -92,11 +88,6 @@ async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
     return results
 
 
-def machine() -> str:
-    cpu = cpu_model()
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=50_000)
@@ -106,9 +97,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in results.items()}
     starlette, fast = medians.values()
     lines = [
-        f"## Push dispatch — {datetime.date.today().isoformat()}",
-        "",
-        f"Machine: {machine()}. {args.calls:,} calls a round, {args.rounds} alternating rounds, "
+        f"{run_line()} {args.calls:,} calls a round, {args.rounds} alternating rounds, "
         "uvloop, in one process: an ASGI endpoint that reads the body, suspends once and "
         "answers, behind each dispatch. CPU time (process_time) per call.",
         "",
@@ -121,10 +110,15 @@ def main() -> None:
         "",
         f"**The fast path saves {starlette - fast:.1f} µs a push ({1 - fast / starlette:.0%} of "
         "the dispatch with the endpoint).**",
-        "",
     ]
-    section = "\n".join(lines) + "\n"
-    RESULTS.write_text(RESULTS.read_text() + section)
+    section = "\n".join(lines)
+    write_run(
+        "Push dispatch",
+        figure=f"IngressApp's fast path {fast:.2f} µs a push against {starlette:.2f} through "
+        f"Starlette's stack (median of {args.rounds}): {starlette - fast:.1f} µs saved",
+        command=command(),
+        section=section,
+    )
     print(section)
 
 

@@ -18,17 +18,15 @@ with, one after the other:
 
 for each commit size given (records per transaction).
 
-Each time includes joining the group and ends when the last transaction is committed. Appends
-records/s and the ratio router / transactional bare (mean of its two runs) to bench/RESULTS.md.
+Each time includes joining the group and ends when the last transaction is committed. Writes
+records/s and the ratio router / transactional bare (mean of its two runs) into bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ import tomllib
 import uuid
 from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,21 +42,16 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from consumers.router.delivery import Deliverer  # noqa: E402
+from cli import launcher, workers  # noqa: E402
 from consumers.router.handler import Router, router_topics  # noqa: E402
-from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import Rules, compile_rules  # noqa: E402
 from consumers.router.settings import RouterSettings  # noqa: E402
-from consumers.runtime.deadletters import DeadLetters  # noqa: E402
-from consumers.runtime.metrics import WorkerMetrics  # noqa: E402
-from consumers.runtime.worker import Worker  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import TopicSpec, ensure_topics  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 BARE_OUT = "bench.router.bare"
 
 # 20 rules, from narrow to broad, as a business would write them; the last catches the rest.
@@ -251,19 +244,15 @@ async def bare_loop(
 async def router_run(
     settings: WorkerSettings, router_settings: RouterSettings, rules: Rules, count: int
 ) -> float:
-    worker_metrics = WorkerMetrics(settings.name)
-    metrics = RouterMetrics(worker_metrics.registry)
-    dead_letters = DeadLetters(settings, worker_metrics)
-    deliverer = Deliverer(rules.endpoints, metrics)
-    codec = PushCodec()
-    router = Router(rules, settings, router_settings, deliverer, dead_letters, metrics, codec)
-    worker = Worker(settings, router, codec, metrics=worker_metrics, dead_letters=dead_letters)
+    """``uplink router`` as it runs, re-deliveries included: from its start to its last
+    transaction committed."""
+    assembly = workers.router(settings, router_settings, rules)
+    router = assembly.workers[0].handler
+    assert isinstance(router, Router)
     started = time.perf_counter()
-    async with router:
-        async with worker:  # its stop() commits the last transactions
-            assert await worker.run(count=count, timeout=900) == count
+    assert await launcher.run(assembly, count=count, timeout=900) == count
     elapsed = time.perf_counter() - started
-    routed = sum(n for d, n in metrics.outputs.items() if d.startswith("topic:"))
+    routed = sum(n for d, n in router.metrics.outputs.items() if d.startswith("topic:"))
     assert routed == count, f"{routed} routed of {count}"
     return count / elapsed
 
@@ -307,15 +296,12 @@ async def main(count: int, sizes: list[int]) -> None:
 
 
 def write(count: int, plain: float, rows: list[tuple[int, float, float, float]]) -> None:
-    cpu = cpu_model()
     table = "\n".join(
         f"| {size:,} | {bare:,.0f} | {router:,.0f} | {again:,.0f} "
         f"| **{router / ((bare + again) / 2):.1%}** |"
         for size, bare, router, again in rows
     )
-    section = f"""## Router throughput — {datetime.date.today().isoformat()}
-
-Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.
+    section = f"""{run_line("; broker on this machine")}
 {count:,} records (the spec's 13 examples in rotation, unique messageIds) in 12 partitions, read
 in full by each reader, one after the other in this run (after a transactional warm-up). Every
 reader produces each record once to a topic and commits every N records; times include joining
@@ -333,9 +319,18 @@ Bare consume-produce without transactions (reference): {plain:,.0f} records/s.
 {table}
 
 (bar: 40 %)
-
 """
-    RESULTS.write_text(RESULTS.read_text() + section)
+    ratios = [(size, router / ((bare + again) / 2)) for size, bare, router, again in rows]
+    (size, ratio), *others = ratios
+    write_run(
+        "Router throughput",
+        figure=f"router at {100 * ratio:.1f} % of the transactional bare loop at N = {size:,}"
+        + "".join(f", {100 * r:.1f} % at N = {n:,}" for n, r in others),
+        bar="40 % of the transactional bare loop",
+        met=all(r >= 0.4 for _, r in ratios),
+        command=command(),
+        section=section,
+    )
     print(section)
 
 

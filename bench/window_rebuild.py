@@ -6,22 +6,20 @@ Fills a one-partition topic with ``--records`` push records (unique messageIds, 
 spread over less than the 1 h window, so the whole partition is the window), then in this run:
 a bare aiokafka loop reading the partition from its start (getmany, discard), the worker's
 ``rebuild_window`` at the partition's end (what a worker does on assignment), the bare loop again.
-Appends seconds, records/s and the ratio to bench/RESULTS.md.
+Writes seconds, records/s and the ratio into bench/RESULTS.md (its row and section).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_model  # bench/machine.py: scripts run with bench/ on sys.path
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,8 +32,6 @@ from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
-
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 async def fill(kafka: KafkaSettings, tp: TopicPartition, count: int, codec: PushCodec) -> None:
@@ -114,11 +110,8 @@ async def main(count: int) -> None:
 
 
 def write(count: int, bare: float, bare_again: float, rebuilt: float) -> None:
-    cpu = cpu_model()
     baseline = (bare + bare_again) / 2
-    section = f"""## Dedupe window rebuild from the log — {datetime.date.today().isoformat()}
-
-Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; broker on this machine.
+    section = f"""{run_line("; broker on this machine")}
 One partition of {count:,} push records (the spec's 13 examples in rotation, unique messageIds,
 record time spread over the last 30 min, so all of it is inside the 1 h window). In this run: a
 bare aiokafka loop reading the partition from its start, `rebuild_window` at its end (what a
@@ -133,9 +126,14 @@ messageId), the bare loop again.
 
 **Rebuild / bare read time (mean of the two bare runs): {rebuilt / baseline:.2f}x.** A worker
 assigned such a partition judges its first record {rebuilt:.0f} s after the assignment.
-
 """
-    RESULTS.write_text(RESULTS.read_text() + section)
+    write_run(
+        "Dedupe window rebuild",
+        figure=f"rebuilding a {count:,}-record partition's window takes "
+        f"{rebuilt / baseline:.2f}x a bare read of it ({rebuilt:.1f} s)",
+        command=command(),
+        section=section,
+    )
     print(section)
 
 

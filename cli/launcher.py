@@ -61,9 +61,7 @@ async def started(assembly: Assembly) -> AsyncIterator[Assembly]:
         for worker in assembly.workers:
             await stack.enter_async_context(worker)
         if assembly.metrics_port is not None:
-            await stack.enter_async_context(
-                MetricsServer(assembly.registry, assembly.metrics_port)
-            )
+            await stack.enter_async_context(MetricsServer(assembly.registry, assembly.metrics_port))
         yield assembly
 
 

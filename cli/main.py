@@ -71,6 +71,7 @@ def _ingress(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from cli import dev
+    from consumers.router.rules import example_rules
 
     settings = dev.DevSettings(
         var_dir=Path(args.var_dir),
@@ -78,7 +79,7 @@ def _dev(args: argparse.Namespace) -> int:
         port=args.port,
         kafka_port=args.kafka_port,
         metrics_port=args.metrics_port,
-        **({"rules": Path(args.rules)} if args.rules else {}),
+        rules=Path(args.rules) if args.rules else example_rules(),
         log_format=args.log_format,
         log_level=args.log_level,
     )

@@ -31,7 +31,7 @@ class IngressApp(Starlette):
     A push is the hot path. Through Starlette's middleware stack and router it passed seven
     layers of coroutines, at the call and again at each resumption after an await, and two
     wrappers around every ``send``: 3 µs of CPU a push, about 5 % of it (bench/RESULTS.md,
-    push dispatch and burst). Any other request (other paths, other methods, the lifespan) goes
+    "Push dispatch"). Any other request (other paths, other methods, the lifespan) goes
     through Starlette as before, and an unexpected error in a push still gets a 500, from
     uvicorn.
     """

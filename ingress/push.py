@@ -2,7 +2,7 @@
 
 A plain ASGI app rather than a ``func(request) -> response`` endpoint: it is the hot path, and
 building Request and Response objects per push cost a tenth of a request's CPU
-(bench/RESULTS.md).
+(bench/RESULTS.md, "Ingress load").
 """
 
 from __future__ import annotations

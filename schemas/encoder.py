@@ -5,7 +5,7 @@ validating the whole subtree against every branch, which made encoding the domin
 request (about 20 µs for a text push and over 100 µs for contacts). The records handed to this
 encoder come from the codec, whose converters already gave every field its schema type, so a
 union is resolved by ``is None`` alone. The output is byte-identical to fastavro's
-(tests/schemas/test_encoder.py checks that).
+(tests/schemas/test_properties.py checks that).
 
 Supported: the types push.avsc uses — null, boolean, int, long, string, bytes, records, arrays and
 unions of null with one other type. Anything else fails loudly when the encoder is compiled.

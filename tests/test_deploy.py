@@ -28,6 +28,7 @@ from ingress.app import create_app
 from tests.conftest import Server, wait_ready
 from uplink.broker import free_port
 from uplink.broker.local import KAFKA_VERSION
+from uplink.metrics import MetricsServer
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ WORKERS = {
     "media": ["media", "--media-dir"],
     "router": ["router", "--rules"],
 }
-PACKAGES = ["uplink", "ingress", "consumers", "schemas"]
+PACKAGES = ["uplink", "ingress", "consumers", "schemas", "cli"]
 
 
 def compose_config(**environ: str) -> dict[str, Any]:
@@ -242,14 +243,11 @@ async def test_the_worker_healthcheck_asks_the_metrics_server(
 ) -> None:
     port = free_port()
     metrics = WorkerMetrics("archive")
-    metrics.serve(port, host="127.0.0.1")
-    try:
+    async with MetricsServer(metrics.registry, port, host="127.0.0.1"):  # as the launcher serves
         assert (
             await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}")
             == 0
         )
-    finally:
-        metrics.close()
     assert (
         await run_healthcheck(services["archive"]["healthcheck"]["test"], f"127.0.0.1:{port}") != 0
     )
@@ -355,7 +353,8 @@ def test_the_files_the_dockerfile_copies_build_the_whole_package(tmp_path: Path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         [entry_points] = [name for name in names if name.endswith("entry_points.txt")]
-        assert "uplink = uplink.cli:main" in archive.read(entry_points).decode()
+        assert "uplink = cli.main:main" in archive.read(entry_points).decode()
+    assert "consumers/router/example_rules.toml" in names  # `uplink dev` runs it by default
     for package in PACKAGES:
         assert f"{package}/__init__.py" in names
     assert "schemas/push.avsc" in names

@@ -11,7 +11,7 @@ def tune_gc() -> None:
     A push or a consumed record allocates many short-lived objects (codec, aiokafka records,
     futures and batches); at the default gen0 threshold of 700 the collector ran every few
     records. Freezing what start-up allocated keeps it out of every later full collection.
-    Measured: +10-15 % pushes/s at the ingress (bench/RESULTS.md).
+    Measured: +10-15 % pushes/s at the ingress (bench/RESULTS.md, "Ingress load").
     """
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)

@@ -96,7 +96,8 @@ def sends_auth(settings: MediaSettings, first: httpx.URL, hop: httpx.URL) -> boo
 
 
 class Fetcher(Resource):
-    """Downloads media over one shared httpx client. ``start()``/``stop()`` or ``async with``."""
+    """Downloads media over a few pooled httpx clients per origin (``CLIENT_CONNECTIONS``), made by
+    the ``HttpClients`` factory it is handed. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(
         self,

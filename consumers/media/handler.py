@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from consumers.media.exceptions import FetchFailed
 from consumers.media.fetch import Fetcher
@@ -33,8 +33,8 @@ from consumers.media.settings import MediaSettings
 from consumers.media.storage import MediaStore, Stored
 from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.exceptions import RecordError
-from consumers.runtime.handler import Handler, Inbound, Positions
-from consumers.runtime.tracker import InOrderCommits
+from consumers.runtime.handler import Inbound
+from consumers.runtime.tracker import Concurrent, InOrderCommits
 from schemas import MediaCodec
 from uplink.kafka import Producer
 
@@ -128,7 +128,7 @@ class _Locks:
             self._locks[key] = (lock, users - 1)
 
 
-class MediaHandler(Handler):
+class MediaHandler(Concurrent):
     """The media ``Handler`` for the consumer runtime."""
 
     def __init__(
@@ -151,7 +151,8 @@ class MediaHandler(Handler):
         self._dead_letters = dead_letters
         self._codec = codec or MediaCodec()
         self._clock = clock
-        self._tracker = InOrderCommits(settings.max_pending, "media task")  # records in flight
+        # Records in flight are bounded; at stop, downloads get drain_timeout to finish.
+        super().__init__(InOrderCommits(settings.max_pending, "media task"), settings.drain_timeout)
         self._digests = _Locks()
         self.metrics = fetcher.metrics
         self.metrics.in_flight = self._tracker.in_flight
@@ -171,22 +172,6 @@ class MediaHandler(Handler):
             name=f"media {tp.topic}[{tp.partition}]@{offset}",
         )
         return None
-
-    async def flush(self, handled: Positions) -> Positions:
-        return {tp: self._tracker.position(tp, position) for tp, position in handled.items()}
-
-    async def revoked(self, partitions: list[TopicPartition]) -> None:
-        # Their offsets were not committed: the new owner redoes them (stored objects are not
-        # fetched again). Cancelling lets the rebalance finish now rather than after a download.
-        await self._tracker.cancel(partitions)
-
-    async def drain(self) -> None:
-        """In-flight downloads get ``drain_timeout`` to finish, the rest are cancelled (their
-        offsets stay uncommitted)."""
-        await self._tracker.drain(self._settings.drain_timeout)
-
-    def in_flight(self) -> int:
-        return self._tracker.in_flight()
 
     # --- one record --------------------------------------------------------------------------
 

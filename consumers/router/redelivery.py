@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from consumers.router.delivery import (
     H_ATTEMPTS,
@@ -31,8 +31,8 @@ from consumers.router.delivery import (
 from consumers.router.metrics import RouterMetrics
 from consumers.router.settings import RouterSettings
 from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.handler import Handler, Inbound, Positions, Postpone
-from consumers.runtime.tracker import InOrderCommits
+from consumers.runtime.handler import Inbound, Postpone
+from consumers.runtime.tracker import Concurrent, InOrderCommits
 from schemas import SchemaError
 from uplink.kafka import Producer
 
@@ -53,7 +53,11 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     return None
 
 
-class Redeliveries(Handler):
+class Redeliveries(Concurrent):
+    """Re-delivers each parked delivery when it is due. A revoked partition's re-deliveries are
+    cancelled, and at stop those in flight too: uncommitted, so the next owner re-delivers them
+    (at least once; the Idempotency-Key tells the endpoint)."""
+
     def __init__(
         self,
         settings: RouterSettings,
@@ -70,7 +74,7 @@ class Redeliveries(Handler):
         self._metrics = metrics
         self._clock = clock
         self._steps = {topic: n for n, topic in enumerate(settings.delay_topics, 1)}
-        self._tracker = InOrderCommits(MAX_IN_FLIGHT, "re-delivery")
+        super().__init__(InOrderCommits(MAX_IN_FLIGHT, "re-delivery"), drain_timeout=0)
 
     async def handle(self, inbound: Inbound) -> Postpone | None:
         record = inbound.record
@@ -81,18 +85,6 @@ class Redeliveries(Handler):
         where = f"re-delivery {record.topic}[{record.partition}]@{record.offset}"
         await self._tracker.start(inbound.tp, record.offset, self._retry(inbound), where)
         return None
-
-    async def flush(self, handled: Positions) -> Positions:
-        return {tp: self._tracker.position(tp, position) for tp, position in handled.items()}
-
-    async def revoked(self, partitions: list[TopicPartition]) -> None:
-        # Not committed: the partitions' next owner re-delivers them (at least once; the
-        # Idempotency-Key tells the endpoint).
-        await self._tracker.cancel(partitions)
-
-    async def drain(self) -> None:
-        # Not finished, so not committed: the next run re-delivers them.
-        await self._tracker.drain(0)
 
     async def _retry(self, inbound: Inbound) -> None:
         record = inbound.record

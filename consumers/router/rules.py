@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib import resources
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from uplink.settings import Secret
 Push = Mapping[str, Any]
 Predicate = Callable[[Push], bool]
 
+
 def example_rules() -> Path:
     """The example rules file shipped in this package: ``uplink dev``'s default, and a start."""
     return Path(str(resources.files(__package__).joinpath("example_rules.toml")))
@@ -47,7 +48,7 @@ def example_rules() -> Path:
 RULE_HEADER = "uplink-rule"  # on every routed record: the rule that sent it
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 # Every field a condition reads: the router reads only these of a record (schemas/view.py).
-# tests/consumers/test_rules.py checks each condition judges this view as the decoded push.
+# tests/consumers/router/test_rules.py checks each condition judges this view as the decoded push.
 VIEW: Shape = {
     "appId": True,
     "eventType": True,

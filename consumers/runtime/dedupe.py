@@ -2,7 +2,7 @@
 
 The decision is a pure function of the (messageId, timestamp) sequence fed in offset order, so a
 worker that rebuilds the window from the partition after a crash, a rebalance or a replay decides
-exactly as before (DESIGN.md, "Dedupe is a function of the log").
+exactly as before (README, "Workers": dedupe).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class DedupeWindow:
 
     Memory: an id is kept as a 62-bit hash (a float in a set, for C-speed membership),
     and eviction walks a FIFO of (hash, clock step since the previous sighting) kept in arrays:
-    68 bytes per id at 1M ids, 99 at worst (``bench/dedupe_memory.py``, bench/RESULTS.md).
+    68 bytes per id at 1M ids, 99 at worst (``bench/dedupe_memory.py``; bench/RESULTS.md,
+    "Dedupe window").
     """
 
     __slots__ = (

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from consumers.runtime.exceptions import HandlerFailed
+from consumers.runtime.handler import Handler, Positions
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,28 @@ class InOrderCommits:
         pending = self._pending.get(tp)
         if pending is not None:
             pending.pop(offset, None)
+
+
+class Concurrent(Handler):
+    """A handler whose records finish in the background, out of order (``tracker``): it commits
+    each partition up to its first unfinished record, cancels a revoked partition's work (its
+    next owner redoes it), and at stop gives the work in flight ``drain_timeout`` seconds."""
+
+    def __init__(self, tracker: InOrderCommits, drain_timeout: float) -> None:
+        self._tracker = tracker
+        self._drain_timeout = drain_timeout
+
+    async def flush(self, handled: Positions) -> Positions:
+        return {tp: self._tracker.position(tp, position) for tp, position in handled.items()}
+
+    async def revoked(self, partitions: list[TopicPartition]) -> None:
+        await self._tracker.cancel(partitions)
+
+    async def drain(self) -> None:
+        await self._tracker.drain(self._drain_timeout)
+
+    def in_flight(self) -> int:
+        return self._tracker.in_flight()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

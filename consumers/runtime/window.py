@@ -1,5 +1,6 @@
-"""The dedupe window of a partition, rebuilt from the partition itself (DESIGN.md, "Dedupe is a
-function of the log"): one window of record time before a position, up to it."""
+"""The dedupe window of a partition, rebuilt from the partition itself: one window of record time
+before a position, up to it, so the decision after a crash, a rebalance or a replay equals the
+decision before."""
 
 from __future__ import annotations
 

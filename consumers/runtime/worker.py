@@ -125,8 +125,16 @@ class Worker(Resource):
             heartbeat_interval_ms=int(settings.session_timeout * 1000 / 3),
         )
         consumer.subscribe(self._subscribe, listener=_Rebalance(self))
-        await consumer.start()
+        # Set before start(): the group's first join already calls the rebalance listener.
         self._consumer = consumer
+        try:
+            await consumer.start()
+        except BaseException:
+            self._consumer = None
+            await consumer.stop()
+            if self._own_producer is not None:
+                await self._own_producer.stop()
+            raise
 
     async def stop(self) -> None:
         """Drain the handler, flush and commit what is durable, leave the group."""

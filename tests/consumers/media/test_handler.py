@@ -334,6 +334,9 @@ async def test_a_failing_host_with_more_records_than_download_slots_does_not_sta
         done = await read_records(worker_settings.topics.media, count=16, timeout=20)
         assert sorted(EVENTS.decode(r.value)["messageId"] for r in done) == fast_ids
         assert len(down.hits) == 12  # each failing record tried once, none waiting for a slot
+        async with asyncio.timeout(10):  # the fast records' tasks end just after their events
+            while handler.in_flight() > 12:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         assert handler.in_flight() == 12
     assert await committed(worker_settings) == 0  # in order: not past the first failing record
 
