@@ -272,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("paths", nargs="*", help="archive files, for cat and replay")
     archive.add_argument("--archive-dir", help="where the worker writes its files")
     archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
-    archive.add_argument("--flush-interval", type=float, default=60.0, help="seconds")
+    archive.add_argument(
+        "--flush-interval",
+        type=float,
+        default=None,
+        help="seconds between commits of a quiet stream (default 60, or UPLINK_COMMIT_INTERVAL)",
+    )
     archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
     archive.add_argument(
         "--verify",

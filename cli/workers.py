@@ -5,6 +5,7 @@ result; tests and benchmarks build the same assemblies."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from cli.launcher import Assembly
 from consumers.archive.files import ArchiveFiles
@@ -20,66 +21,87 @@ from consumers.router.metrics import RouterMetrics
 from consumers.router.redelivery import Redeliveries, retry_group
 from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
-from consumers.runtime import DeadLetters, Worker, WorkerMetrics
+from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
 from schemas import PushCodec
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
+from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 from uplink.topics import TopicSpec, dlq_spec
 
 
-def _base(settings: WorkerSettings) -> tuple[KafkaClients, Producer, WorkerMetrics, DeadLetters]:
-    """What every worker process has: its clients, one producer of side records (dead letters,
-    media events, parked deliveries), its metrics and its DLQ."""
-    clients = KafkaClients(settings.kafka)
-    producer = Producer(clients)
-    metrics = WorkerMetrics(settings.name)
-    return clients, producer, metrics, DeadLetters(settings, producer, metrics)
+@dataclasses.dataclass(frozen=True)
+class _Process:
+    """What every worker process has: its Kafka clients, one producer of side records (dead
+    letters, media events, parked deliveries), its metrics and its DLQ."""
 
+    settings: WorkerSettings
+    clients: KafkaClients
+    producer: Producer
+    metrics: WorkerMetrics
+    dead_letters: DeadLetters
 
-def _dlq(settings: WorkerSettings) -> list[TopicSpec]:
-    return [dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)]
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> _Process:
+        clients = KafkaClients(settings.kafka)
+        producer = Producer(clients)
+        metrics = WorkerMetrics(settings.name)
+        return cls(settings, clients, producer, metrics, DeadLetters(settings, producer, metrics))
+
+    def worker(
+        self,
+        handler: Handler,
+        codec: PushCodec,
+        settings: WorkerSettings | None = None,
+        subscribe: Sequence[str] | None = None,
+        dedupe: bool = True,
+    ) -> Worker:
+        return Worker(
+            settings or self.settings,
+            handler,
+            codec,
+            clients=self.clients,
+            metrics=self.metrics,
+            dead_letters=self.dead_letters,
+            subscribe=subscribe,
+            dedupe=dedupe,
+        )
+
+    def assembly(
+        self, workers: list[Worker], resources: list[Resource], writes: Sequence[TopicSpec] = ()
+    ) -> Assembly:
+        """The process: its producer starts first and stops last."""
+        settings = self.settings
+        dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
+        return Assembly(
+            settings.name,
+            settings.kafka,
+            settings.topics,
+            workers,
+            resources=[self.producer, *resources],
+            writes=[dlq, *writes],
+            registry=self.metrics.registry,
+            metrics_port=settings.metrics_port,
+        )
 
 
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
-    clients, producer, metrics, dead_letters = _base(settings)
+    process = _Process.of(settings)
     files = ArchiveFiles(archive)
-    worker = Worker(
-        settings, files, PushCodec(), clients=clients, metrics=metrics, dead_letters=dead_letters
-    )
-    return Assembly(
-        "archive",
-        settings.kafka,
-        settings.topics,
-        [worker],
-        resources=[producer, files],
-        writes=_dlq(settings),
-        registry=metrics.registry,
-        metrics_port=settings.metrics_port,
-    )
+    return process.assembly([process.worker(files, PushCodec())], [files])
 
 
 def media(
     settings: WorkerSettings, media: MediaSettings, http: HttpClients | None = None
 ) -> Assembly:
-    clients, producer, metrics, dead_letters = _base(settings)
+    process = _Process.of(settings)
     store = FileStore(media.root)
     fetcher = Fetcher(media, AddressGuard(media.allow_hosts), clients=http)
-    handler = MediaHandler(media, fetcher, store, producer, settings.topics.media, dead_letters)
-    metrics.registry.register(handler.metrics)  # served with the runtime's
-    worker = Worker(
-        settings, handler, PushCodec(), clients=clients, metrics=metrics, dead_letters=dead_letters
+    handler = MediaHandler(
+        media, fetcher, store, process.producer, settings.topics.media, process.dead_letters
     )
-    return Assembly(
-        "media",
-        settings.kafka,
-        settings.topics,
-        [worker],
-        resources=[producer, store, fetcher, handler],
-        writes=_dlq(settings),
-        registry=metrics.registry,
-        metrics_port=settings.metrics_port,
-    )
+    process.metrics.registry.register(handler.metrics)  # served with the runtime's
+    return process.assembly([process.worker(handler, PushCodec())], [store, fetcher, handler])
 
 
 def router(
@@ -89,38 +111,28 @@ def router(
     http: HttpClients | None = None,
 ) -> Assembly:
     """The router and, in the same process, its re-deliveries: a second worker on the delay
-    topics, sharing the router's HTTP clients, producer, DLQ and metrics."""
-    clients, producer, metrics, dead_letters = _base(settings)
+    topics (its own group, no dedupe), sharing the router's HTTP clients, producer, DLQ and
+    metrics (its figures are apart: their partitions are the delay topics')."""
+    process = _Process.of(settings)
     codec = PushCodec()
-    router_metrics = RouterMetrics(metrics.registry)
-    deliverer = Deliverer(rules.endpoints, router_metrics, clients=http)
+    metrics = RouterMetrics(process.metrics.registry)
+    deliverer = Deliverer(rules.endpoints, metrics, clients=http)
     handler = Router(
-        rules, settings, router, deliverer, dead_letters, router_metrics, codec, clients
+        rules, settings, router, deliverer, process.dead_letters, metrics, codec, process.clients
     )
-    redeliveries = Redeliveries(router, deliverer, producer, dead_letters, router_metrics)
-    retry_settings = dataclasses.replace(settings, group_id=retry_group(settings.group))
-    workers = [
-        Worker(
-            settings, handler, codec, clients=clients, metrics=metrics, dead_letters=dead_letters
-        ),
-        Worker(
-            retry_settings,
-            redeliveries,
-            codec,
-            clients=clients,
-            metrics=metrics,  # their partitions are the delay topics': apart in every figure
-            dead_letters=dead_letters,
-            subscribe=router.delay_topics,
-            dedupe=False,
-        ),
-    ]
-    return Assembly(
-        "router",
-        settings.kafka,
-        settings.topics,
-        workers,
-        resources=[producer, deliverer, handler, redeliveries],
-        writes=_dlq(settings) + router_topics(rules, settings, router),
-        registry=metrics.registry,
-        metrics_port=settings.metrics_port,
+    redeliveries = Redeliveries(router, deliverer, process.producer, process.dead_letters, metrics)
+    retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
+    return process.assembly(
+        [
+            process.worker(handler, codec),
+            process.worker(
+                redeliveries,
+                codec,
+                settings=retrying,
+                subscribe=router.delay_topics,
+                dedupe=False,
+            ),
+        ],
+        [deliverer, handler, redeliveries],
+        writes=router_topics(rules, settings, router),
     )
