@@ -5,22 +5,38 @@ ingress and each worker run as child processes of their own ``uplink`` verb, exa
 are deployed, in sessions of their own so a Ctrl-C reaches them once, from here, as SIGTERM.
 A part that dies on its own stops everything: a dev pipeline that silently lost its archive
 would be worse than none.
+
+The console is for the person who started it: the local broker's log goes to
+``<var>/kafka/broker.log`` (its warnings and errors also to the console, as ``kafka: ...``); the
+parts start once the broker's group and transaction coordinators answer, so their consumers and
+transactional producers find them at once; and the banner, with a ``curl`` to try, comes last,
+once every part answers: the ingress's /readyz, each worker's metrics port.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import logging
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
 from consumers.router.rules import example_rules
 from uplink.broker import free_port, kafka_broker
+from uplink.broker.local import ConsoleFilter
 from uplink.exceptions import UplinkError
 
 log = logging.getLogger(__name__)
@@ -35,6 +51,8 @@ class DevSettings:
     metrics_port: int = 9101  # archive, media, router on this and the next two; 0: free ports
     rules: Path = field(default_factory=example_rules)
     stop_timeout: float = 30.0  # per part, before it is killed
+    kafka_timeout: float = 60.0  # until the broker's coordinators and the topics' leaders answer
+    ready_timeout: float = 90.0  # until every part answers, once they are started
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -46,11 +64,42 @@ class Part:
     # Exit codes of a clean stop after SIGTERM. uvicorn re-raises the SIGTERM it handled once
     # its shutdown is complete, so the ingress ends with -SIGTERM (tests/ingress/test_shutdown.py).
     clean: tuple[int, ...] = (0,)
+    # Where it answers once it is up: the ingress's /readyz (200 once its producer is
+    # connected), a worker's metrics port (opened by the launcher once its consumers started).
+    ready_url: str = ""
+    ready_status: int | None = None  # None: any HTTP answer
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
 class DevError(UplinkError):
     pass
+
+
+BROKER_LOG = "broker.log"  # in the broker's data directory, beside its server.properties
+
+
+def local_url(host: str, port: int) -> str:
+    """An http:// URL of ``port`` on ``host`` as a client on this machine reaches it: a server
+    listening on every address (0.0.0.0, ::) is asked on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# The standard library's client, as httpx would log every poll at INFO; never through a proxy
+# (the parts are on this machine).
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_status(url: str) -> int | str:
+    """The status of a GET of ``url``, or why there was none."""
+    try:
+        with _LOCAL.open(url, timeout=2.0) as answer:
+            status: int = answer.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
+        return f"{type(exc).__name__}: {exc}"
 
 
 def parts(settings: DevSettings) -> list[Part]:
@@ -67,6 +116,8 @@ def parts(settings: DevSettings) -> list[Part]:
             "ingress",
             [*uplink, "ingress", "--host", settings.host, "--port", str(settings.port)],
             clean=(0, -signal.SIGTERM),
+            ready_url=f"{local_url(settings.host, settings.port)}/readyz",
+            ready_status=200,
         ),
         Part(
             "archive",
@@ -78,6 +129,7 @@ def parts(settings: DevSettings) -> list[Part]:
                 "--metrics-port",
                 str(metrics[0]),
             ],
+            ready_url=f"{local_url('', metrics[0])}/metrics",
         ),
         Part(
             "media",
@@ -89,10 +141,12 @@ def parts(settings: DevSettings) -> list[Part]:
                 "--metrics-port",
                 str(metrics[1]),
             ],
+            ready_url=f"{local_url('', metrics[1])}/metrics",
         ),
         Part(
             "router",
             [*uplink, "router", "--rules", str(settings.rules), "--metrics-port", str(metrics[2])],
+            ready_url=f"{local_url('', metrics[2])}/metrics",
         ),
     ]
 
@@ -115,17 +169,26 @@ class Pipeline:
             raise DevError(f"--rules: no rules file at {settings.rules}")
         self._validate()
         settings.var_dir.mkdir(parents=True, exist_ok=True)
+        kafka_dir = settings.var_dir / "kafka"
         with kafka_broker(
-            self._environ, data_dir=settings.var_dir / "kafka", port=settings.kafka_port
+            self._environ,
+            data_dir=kafka_dir,
+            port=settings.kafka_port,
+            log_file=kafka_dir / BROKER_LOG,
+            console=ConsoleFilter(prefix="kafka: "),
         ) as bootstrap:
             env = {**self._environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-            self._create_topics(env)
+            asyncio.run(self._prepare_kafka(env))
             unclean: list[str] = []
+            failed: Part | None = None
             try:
-                for part in self._parts:
-                    part.process = subprocess.Popen(part.argv, env=env, start_new_session=True)
-                self._banner(bootstrap)
-                failed = self._watch()
+                if not self._stop:  # else a Ctrl-C came while the broker was made ready
+                    for part in self._parts:
+                        part.process = subprocess.Popen(part.argv, env=env, start_new_session=True)
+                    failed = self._until_ready()
+                if failed is None and not self._stop:
+                    self._banner(bootstrap)
+                    failed = self._watch()
             finally:
                 unclean = self._stop_parts()
         if failed is not None:
@@ -152,11 +215,143 @@ class Pipeline:
         RouterSettings.from_env(environ)
         load_rules(self._settings.rules, environ)
 
-    def _create_topics(self, env: Mapping[str, str]) -> None:
-        command = [sys.executable, "-m", "cli.main", "topics"]
-        done = subprocess.run(command, env=dict(env), check=False)
-        if done.returncode != 0:
-            raise DevError("creating the topics failed (see above)")
+    async def _prepare_kafka(self, env: Mapping[str, str]) -> None:
+        """Before any part starts, what the parts would otherwise race a new broker for, each
+        race an ERROR line on the console: the group and transaction coordinators answer (a new
+        broker creates __consumer_offsets and __transaction_state at the first FindCoordinator
+        and answers "not available" until they are loaded), and every topic a part reads or
+        writes exists (what `uplink topics` does, with every worker's DLQ and the router's
+        outputs and delay topics), each partition served by its leader (a consumer asking for
+        the offsets of one that is not yet logs NotLeaderForPartitionError)."""
+        from consumers.router.handler import router_topics
+        from consumers.router.rules import load_rules
+        from consumers.router.settings import RouterSettings
+        from uplink.kafka import KafkaClients
+        from uplink.settings import WorkerSettings, kafka_from_env, topics_from_env
+        from uplink.topics import dlq_spec, ensure_topics, topic_specs
+
+        kafka, topics = kafka_from_env(env), topics_from_env(env)
+        workers = [WorkerSettings.from_env(name, env) for name in ("archive", "media", "router")]
+        router = RouterSettings.from_env(env)
+        extra = [dlq_spec(topics, w.name, kafka.max_request_size) for w in workers]
+        extra += router_topics(load_rules(self._settings.rules, env), workers[-1], router)
+        names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + extra]
+        # The router's transactional ids start with its prefix; with the local broker's single
+        # partition of __transaction_state, any id's coordinator is every id's.
+        transactional = router.transactional_prefix or workers[-1].group
+        keys = [(w.group, 0) for w in workers] + [(transactional, 1)]
+        admin = KafkaClients(kafka).admin()
+        consumer: AIOKafkaConsumer | None = None  # started where it is used: see served()
+
+        async def coordinators() -> str | None:
+            for key, kind in keys:  # kind: 0 a group's, 1 a transactional id's
+                await admin.find_coordinator(key, kind)  # raises until it is loaded
+            return None
+
+        async def served() -> str | None:
+            nonlocal consumer
+            described = {t["topic"]: t for t in await admin.describe_topics(names)}
+            missing = [
+                name
+                for name in names
+                if (t := described.get(name)) is None
+                or t["error_code"]
+                or not t["partitions"]
+                or any(p["error_code"] or p["leader"] < 0 for p in t["partitions"])
+            ]
+            if missing:
+                return f"no leader yet for {', '.join(missing)}"
+            # A leader in the metadata is not yet a partition served: the broker creates the
+            # partitions' logs after announcing them (most of a second for a new pipeline's). Their
+            # offsets, which a new consumer asks for first, say they are served: asked here, a
+            # partition not yet served is retried quietly, where an offset reset logs an ERROR.
+            partitions = [
+                TopicPartition(name, p["partition"])
+                for name in names
+                for p in described[name]["partitions"]
+            ]
+            if consumer is None:
+                # Started here, to be used at once: an aiokafka consumer stopped right after its
+                # start, before its offset-reset task first ran, raises CancelledError.
+                fresh = KafkaClients(kafka).consumer()
+                try:
+                    await fresh.start()
+                except BaseException:
+                    await fresh.stop()
+                    raise
+                consumer = fresh
+            try:
+                async with asyncio.timeout(5):
+                    await consumer.beginning_offsets(partitions)
+            except TimeoutError:
+                return "partitions not served yet"
+            return None
+
+        try:
+            await admin.start()
+            await self._until(coordinators, "the broker's group and transaction coordinators")
+            if not self._stop:
+                await ensure_topics(kafka, topics, extra=extra)
+                await self._until(served, "the topics' partitions")
+        except KafkaError as exc:
+            raise DevError(f"Kafka at {kafka.bootstrap_servers}: {exc}") from exc
+        finally:
+            if consumer is not None:
+                await consumer.stop()
+            await admin.close()
+
+    async def _until(self, ready: Callable[[], Awaitable[str | None]], what: str) -> None:
+        """Poll ``ready`` (None once ready, else why not; a retriable KafkaError is a why not)
+        until it is ready or a stop is requested, for at most ``kafka_timeout``."""
+        timeout = self._settings.kafka_timeout
+        deadline = time.monotonic() + timeout
+        while not self._stop:
+            try:
+                why = await ready()
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                why = f"{type(exc).__name__}: {exc}"
+            if why is None:
+                return
+            if time.monotonic() > deadline:
+                raise DevError(
+                    f"{what} did not answer within {timeout:.0f} s ({why})" + self._see_broker_log()
+                )
+            await asyncio.sleep(0.1)  # a poll of the broker, bounded by the deadline
+
+    def _see_broker_log(self) -> str:
+        if self._environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+            return ""
+        return f"; its log: {self._settings.var_dir / 'kafka' / BROKER_LOG}"
+
+    def _until_ready(self) -> Part | None:
+        """Until every part answers where it answers once it is up (a part that exits first is
+        returned, as from ``_watch``; a stop request returns None); raises DevError naming the
+        parts that did not come up within the timeout."""
+        settings = self._settings
+        waiting = list(self._parts)
+        last: dict[str, str] = {}
+        deadline = time.monotonic() + settings.ready_timeout
+        while waiting and not self._stop:
+            for part in list(waiting):
+                assert part.process is not None
+                if part.process.poll() is not None:
+                    log.error("%s exited with %s", part.name, part.process.returncode)
+                    return part
+                status = _http_status(part.ready_url)
+                if isinstance(status, int) and part.ready_status in (None, status):
+                    waiting.remove(part)
+                else:
+                    last[part.name] = f"{part.ready_url}: {status}"
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(f"the {p.name} ({last.get(p.name, '?')})" for p in waiting)
+                raise DevError(
+                    f"not up within {settings.ready_timeout:.0f} s: {names}; everything was stopped"
+                )
+            if waiting:
+                time.sleep(0.1)  # a poll of the parts' ports, bounded by the deadline
+        return None
 
     def _watch(self) -> Part | None:
         while not self._stop:
@@ -196,24 +391,43 @@ class Pipeline:
     def _banner(self, bootstrap: str) -> None:
         settings = self._settings
         var = settings.var_dir.resolve()
-        url = f"http://{settings.host}:{settings.port}"
+        url = local_url(settings.host, settings.port)
         if self._environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
             kafka = "(KAFKA_BOOTSTRAP_SERVERS: not started or stopped here)"
         else:
-            kafka = f"(data in {var / 'kafka'})"
+            kafka = f"(data and {BROKER_LOG} in {var / 'kafka'})"
         print(
             f"""
-uplink dev: the whole pipeline on this machine (Ctrl-C stops it, the broker last)
+uplink dev: the whole pipeline on this machine is up (Ctrl-C stops it, the broker last)
   Kafka      {bootstrap}  {kafka}
   ingress    {url}/v1/uplink   ({url}/healthz  /readyz  /metrics)
   archive    {var / "archive"}   (uplink archive cat FILE...)
   media      {var / "media"}
   router     rules in {settings.rules}
   workers    metrics on {", ".join(str(p.argv[-1]) for p in self._parts[1:])}
-  try:       curl -s -XPOST -H 'content-type: application/json' \\
-               --data-binary @tests/examples/text.json {url}/v1/uplink
+  try:       {self._curl(url)}
 """,
             flush=True,
+        )
+
+    def _curl(self, url: str) -> str:
+        """A command that posts a fresh text push from any directory and shows the answer and
+        its status (``... 200``), shell-quoted (the JSON holds no single quote)."""
+        from uplink.settings import IngressSettings
+
+        push = {
+            "messageId": uuid.uuid4().hex,
+            "businessPhone": "6395110022481",
+            "from": {"phone": "91856321412"},
+            "message": {"type": "text", "text": {"body": "Hello from uplink dev"}},
+            "timestamp": int(time.time()),
+        }
+        # The token stays in the environment: the shell puts it in, the banner does not show it.
+        auth = IngressSettings.from_env(self._environ).token is not None
+        return (
+            "curl -sS -w ' %{http_code}\\n' -H 'content-type: application/json'"
+            + (' -H "authorization: Bearer $UPLINK_TOKEN"' if auth else "")
+            + f" {url}/v1/uplink \\\n               --data-binary '{orjson.dumps(push).decode()}'"
         )
 
 

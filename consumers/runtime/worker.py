@@ -207,15 +207,15 @@ class Worker(Resource):
                             consumer.seek(tp, records[0].offset)
                     continue
                 for tp, records in batches.items():
-                    await self._batch(tp, records)
-                    seen += len(records)
+                    seen += await self._batch(tp, records)
                 await self._maybe_commit(consumer)
         if self._failure is not None:
             raise self._failure
         return seen
 
-    async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """One partition's fetched records, in offset order. The hot path: keep it lean.
+    async def _batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """One partition's fetched records, in offset order; returns how many were seen (all,
+        but those after a postponed one). The hot path: keep it lean.
 
         The batch is judged first (heads read in one call, dedupe decided for all its records at
         once), then its new records are handled in order. A handler may take a run of records
@@ -274,16 +274,19 @@ class Worker(Resource):
                 # record (taken, handled, skipped), nothing of it or after it.
                 self._handled[tp] = judged[index].offset
                 raise
+        seen = len(records)
         if end < len(judged):  # postponed: handled up to that record, the rest read again
             self._handled[tp] = judged[end].offset
+            seen -= len(judged) - end
             judged, repeats = judged[:end], repeats[:end]
             duplicates = sum(repeats)
         else:
             self._handled[tp] = records[-1].offset + 1
-        self._uncommitted += len(judged)
+        self._uncommitted += seen
         # A failed record counts as processed once a retry succeeds (``_failed``).
         self.metrics.processed[tp] += len(judged) - duplicates - failed
         self.metrics.duplicates[tp] += duplicates
+        return seen
 
     def _postpone(self, tp: TopicPartition, offset: int, seconds: float) -> None:
         """Read ``tp`` again from ``offset`` in ``seconds``; meanwhile its partition is paused."""

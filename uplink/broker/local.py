@@ -2,6 +2,9 @@
 
 The Kafka tarball is not reachable from every machine, Maven Central is: Maven copies the broker's
 jars into a cache outside the repository once, then every start is a plain ``java`` process.
+
+The broker's output (log4j2.properties: ``[%d] %p %m (%c)%n``) goes to stderr as it comes, or, for
+`uplink dev`, to a log file with only its warnings and errors on the console (``ConsoleFilter``).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import base64
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,10 +54,20 @@ class BrokerSettings:
         return f"127.0.0.1:{self.port}"
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a person would type it: ``~/...`` under the home directory."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
     """Copy the broker's runtime jars from Maven Central into the cache; returns the jar folder.
 
-    Safe to call from several processes at once (a file lock), and a no-op once complete.
+    Safe to call from several processes at once (a file lock), and a no-op once complete. A fetch
+    says so in one line on stderr (it takes about a minute); Maven's own output is shown only if
+    it fails.
     """
     libs = cache_dir / f"kafka-{kafka_version}" / "libs"
     done = libs / ".complete"
@@ -62,12 +77,19 @@ def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
         raise BrokerError("the local Kafka broker needs Maven (`mvn`) on PATH to fetch its jars")
     libs.parent.mkdir(parents=True, exist_ok=True)
     with open(libs.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another uplink fetching Apache Kafka {kafka_version}…")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
             return libs
         pom = resources.files("uplink.broker").joinpath("pom.xml")
         (libs.parent / "pom.xml").write_bytes(pom.read_bytes())
-        log.info("fetching Apache Kafka %s jars from Maven Central into %s", kafka_version, libs)
+        _say(
+            f"fetching Apache Kafka {kafka_version} from Maven Central into "
+            f"{_shown(cache_dir)} (first run only, about a minute)…"
+        )
         result = subprocess.run(
             [
                 "mvn",
@@ -93,6 +115,11 @@ def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
     return libs
 
 
+def _say(text: str) -> None:
+    # Not a log record: a person waits at the console for this, whatever the log settings.
+    print(f"uplink: {text}", file=sys.stderr, flush=True)
+
+
 def new_cluster_id() -> str:
     # Kafka's Uuid.randomUuid(): URL-safe base64 of 16 random bytes without padding, redrawn
     # when it starts with "-", which command lines would read as an option (1 in 64 draws).
@@ -102,18 +129,61 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+LineFilter = Callable[[str], str | None]
+"""What of one line of the broker's output reaches the console: the text to write, or None."""
+
+# The start of a record: log4j2.properties' ``[%d] %p ``, or log4j's own status logger's
+# ``<ISO time> <thread> <level> `` (its problems with the configuration, say).
+_RECORD = re.compile(
+    r"(?:\[[^\]]*\]|\d{4}-\d\d-\d\dT\S+ \S+) (?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL) "
+)
+
+
+class ConsoleFilter:
+    """The broker's records at ``levels`` (warnings and errors by default), prefixed.
+
+    A line that starts no record continues the one before (a stack trace, the configuration
+    dump) and goes with it; output before the first record (the JVM's own complaints: a missing
+    class, a bad option) is shown. One instance per broker process: it follows its records.
+    """
+
+    def __init__(
+        self, levels: frozenset[str] = frozenset({"WARN", "ERROR", "FATAL"}), prefix: str = ""
+    ) -> None:
+        self.levels = levels
+        self.prefix = prefix
+        self._showing = True
+
+    def __call__(self, line: str) -> str | None:
+        record = _RECORD.match(line)
+        if record is not None:
+            self._showing = record["level"] in self.levels
+        return f"{self.prefix}{line}" if self._showing else None
+
+
 class LocalBroker:
     """One Kafka process: ``start()`` returns once it serves, ``stop()`` is safe to call twice.
 
-    Output goes to ``log_sink`` (stderr by default) line by line; readiness is the broker's own
-    "Kafka Server started" line.
+    Its output is read line by line: readiness is the broker's own "Kafka Server started" line.
+    Every line is appended to ``log_file`` when one is given, and written to ``log_sink`` (stderr
+    by default) as it comes, or as ``console`` rewrites it (None: not on the console).
     """
 
-    def __init__(self, settings: BrokerSettings, log_sink: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        log_sink: IO[str] | None = None,
+        *,
+        log_file: Path | None = None,
+        console: LineFilter | None = None,
+    ) -> None:
         self.settings = settings
         self._sink = log_sink
+        self.log_file = log_file
+        self._console = console
         self._process: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # the ready line came, or the output ended
+        self._serving = False  # the ready line came
         self._pump: threading.Thread | None = None
 
     @property
@@ -143,6 +213,9 @@ class LocalBroker:
                     "offsets.topic.num.partitions=1",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
+                    # One partition, as the offsets topic: created and loaded at once, so one
+                    # FindCoordinator answer means every transactional id's coordinator is up.
+                    "transaction.state.log.num.partitions=1",
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
@@ -198,43 +271,73 @@ class LocalBroker:
         if not (data_dir / "logs" / "meta.properties").exists():
             self._format(classpath, config)
         self._ready.clear()
-        self._process = subprocess.Popen(
-            [
-                "java",
-                f"-Xmx{self.settings.heap}",
-                "-Xms256m",
-                "-XX:+UseG1GC",
-                "-Djava.awt.headless=true",
-                *self._java(classpath, "kafka.Kafka", str(config))[1:],
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            # Own process group: Ctrl-C reaches uplink only, and uplink stops the broker last.
-            start_new_session=True,
+        self._serving = False
+        kept = None
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            kept = self.log_file.open("a", buffering=1)  # line by line: readable as it runs
+        try:
+            self._process = subprocess.Popen(
+                [
+                    "java",
+                    f"-Xmx{self.settings.heap}",
+                    "-Xms256m",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    *self._java(classpath, "kafka.Kafka", str(config))[1:],
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                # Own process group: Ctrl-C reaches uplink only, and uplink stops the broker last.
+                start_new_session=True,
+            )
+        except BaseException:
+            if kept is not None:
+                kept.close()
+            raise
+        self._pump = threading.Thread(
+            target=self._copy_output, args=(self._process, kept), name="kafka-log", daemon=True
         )
-        self._pump = threading.Thread(target=self._copy_output, name="kafka-log", daemon=True)
         self._pump.start()
-        if not self._ready.wait(self.settings.ready_timeout) or self._process.poll() is not None:
-            code = self._process.poll()
+        self._ready.wait(self.settings.ready_timeout)
+        if not self._serving or self._process.poll() is not None:
+            try:  # its output ended: it is exiting, with a code worth reporting
+                code = self._process.wait(5) if self._ready.is_set() else None
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
             raise BrokerError(
-                f"Kafka did not start within {self.settings.ready_timeout:.0f}s"
-                + (f" (exited with {code})" if code is not None else "")
+                (
+                    f"Kafka exited with {code} while starting"
+                    if code is not None
+                    else f"Kafka did not start within {self.settings.ready_timeout:.0f}s"
+                )
                 + f"; ports {self.settings.port}/{self._controller_port()} may be taken"
+                + (f"; its log: {self.log_file}" if self.log_file is not None else "")
             )
         log.info("Kafka %s serving on %s", self.settings.kafka_version, self.bootstrap_servers)
 
-    def _copy_output(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
+    def _copy_output(self, process: subprocess.Popen[str], kept: IO[str] | None) -> None:
+        """The pump: every line of the broker's output to the log file and the console."""
+        assert process.stdout is not None
         sink = self._sink if self._sink is not None else sys.stderr
-        for line in self._process.stdout:
-            if _READY_LINE in line:
-                self._ready.set()
-            sink.write(line)
-            sink.flush()
-        self._ready.set()  # the process ended: wake start() so it reports the failure
+        try:
+            for line in process.stdout:
+                if _READY_LINE in line:
+                    self._serving = True
+                    self._ready.set()
+                if kept is not None:
+                    kept.write(line)
+                shown = line if self._console is None else self._console(line)
+                if shown is not None:
+                    sink.write(shown)
+                    sink.flush()
+        finally:
+            if kept is not None:
+                kept.close()
+            self._ready.set()  # the process ended: wake start() so it reports the failure
 
     def stop(self, timeout: float = 30.0) -> None:
         """Controlled shutdown (SIGTERM), SIGKILL if it takes longer than ``timeout``."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from uplink.broker.local import BrokerSettings, LocalBroker, default_cache_dir
+from uplink.broker.local import BrokerSettings, LineFilter, LocalBroker, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,13 @@ def kafka_broker(
     data_dir: Path,
     port: int | None = None,
     cache_dir: Path | None = None,
+    log_file: Path | None = None,
+    console: LineFilter | None = None,
 ) -> Iterator[str]:
-    """Yield the bootstrap servers of a running broker; stop it afterwards if we started it."""
+    """Yield the bootstrap servers of a running broker; stop it afterwards if we started it.
+
+    ``log_file`` and ``console`` are the local broker's (``LocalBroker``): where its output is
+    kept, and what of it reaches stderr (default: all of it, and no file)."""
     configured = environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured:
         log.info("using the configured Kafka at %s", configured)
@@ -68,5 +73,5 @@ def kafka_broker(
         data_dir=data_dir,
         cache_dir=cache_dir or default_cache_dir(),
     )
-    with LocalBroker(settings) as broker:
+    with LocalBroker(settings, log_file=log_file, console=console) as broker:
         yield broker.bootstrap_servers
