@@ -158,8 +158,7 @@ class IngressSettings:
             "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
             "create_topics": env.get("UPLINK_CREATE_TOPICS", boolean),
         }
-        values.update(explicit)
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        return build(cls, values, explicit)
 
 
 def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
@@ -174,7 +173,7 @@ def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
         "ssl_cafile": env.get("UPLINK_KAFKA_SSL_CAFILE", str),
         "max_request_size": env.get("UPLINK_KAFKA_MAX_REQUEST_SIZE", int),
     }
-    return KafkaSettings(**{k: v for k, v in values.items() if v is not None})
+    return build(KafkaSettings, values, {})
 
 
 def topics_from_env(environ: Mapping[str, str]) -> Topics:
@@ -188,7 +187,7 @@ def topics_from_env(environ: Mapping[str, str]) -> Topics:
         "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),
         "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),
     }
-    topics = Topics(**{k: v for k, v in values.items() if v is not None})
+    topics = build(Topics, values, {})
     positive("UPLINK_MESSAGES_PARTITIONS", topics.messages_partitions)
     positive("UPLINK_TOPIC_PARTITIONS", topics.partitions)
     positive("UPLINK_REPLICATION_FACTOR", topics.replication_factor)
@@ -209,6 +208,13 @@ class Env:
             return parse(raw.strip())
         except ValueError as exc:
             raise ConfigError(name, f"cannot parse {raw!r}: {exc}") from None
+
+
+def build(cls: Callable[..., T], values: Mapping[str, Any], explicit: Mapping[str, Any]) -> T:
+    """``cls`` from what the environment set (``values``; None: not set), explicit values
+    winning over it; what neither sets keeps its default."""
+    given = {**values, **{k: v for k, v in explicit.items() if v is not None}}
+    return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 def boolean(text: str) -> bool:
@@ -326,5 +332,4 @@ class LogSettings:
             "level": env.get("UPLINK_LOG_LEVEL", str),
             "format": env.get("UPLINK_LOG_FORMAT", str),
         }
-        values.update({k: v for k, v in explicit.items() if v is not None})
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        return build(cls, values, explicit)

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
-from uplink.settings import CommitPolicy, Env, MiB, Secret, positive
+from uplink.settings import CommitPolicy, Env, MiB, Secret, build, positive
 
 # Downloads finish out of order and commit in order: by count and time, as the runtime's default.
 COMMITS = CommitPolicy(every=1000, interval=5.0)
@@ -117,8 +117,7 @@ class MediaSettings:
             "timeouts": MediaTimeouts(**{k: v for k, v in timeouts.items() if v is not None}),
             "retries": MediaRetries(**{k: v for k, v in retries.items() if v is not None}),
         }
-        values.update(explicit)
-        return cls(root=Path(root), **{k: v for k, v in values.items() if v is not None})
+        return build(cls, {"root": Path(root), **values}, explicit)
 
 
 def _hosts(text: str) -> frozenset[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uplink.exceptions import ConfigError
-from uplink.settings import CommitPolicy, Env
+from uplink.settings import CommitPolicy, Env, build
 
 # Commits end the router's transactions: a short interval keeps routed records visible to
 # read_committed readers soon after they arrive; ``every`` also caps a transaction's growth.
@@ -56,8 +56,7 @@ class RouterSettings:
             "transactional_prefix": env.get("UPLINK_ROUTER_TRANSACTIONAL_ID", str),
             "flush_grace": env.get("UPLINK_ROUTER_FLUSH_GRACE", float),
         }
-        values.update(explicit)
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        return build(cls, values, explicit)
 
 
 def _seconds_list(text: str) -> tuple[float, ...]:
