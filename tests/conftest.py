@@ -26,8 +26,11 @@ Server = Callable[[Any], Awaitable[str]]
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers with Docker → local broker from jars."""
-    with kafka_broker(os.environ, data_dir=tmp_path_factory.mktemp("kafka")) as bootstrap:
+    """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers when an engine answers (UPLINK_TEST_KAFKA)
+    → local broker from jars."""
+    with kafka_broker(
+        os.environ, data_dir=tmp_path_factory.mktemp("kafka"), disposable=True
+    ) as bootstrap:
         yield bootstrap
 
 

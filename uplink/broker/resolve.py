@@ -1,27 +1,42 @@
 """Which Kafka broker a test run or `uplink dev` talks to.
 
-``KAFKA_BOOTSTRAP_SERVERS`` if set → a testcontainers Kafka when a Docker engine answers → the local
-broker started from Maven Central jars. Every path is a real broker speaking the Kafka protocol.
+``KAFKA_BOOTSTRAP_SERVERS`` if set → for a caller whose broker is disposable (the test session), a
+testcontainers Kafka when a container engine answers → the local broker started from Maven
+Central jars, with its data where the caller says. (The benchmarks run the local broker: their
+results compare with earlier runs on it.) Every path is
+a real broker speaking the Kafka protocol.
+
+`uplink dev` is not disposable: its topics and offsets live under ``var/`` across runs, and the
+archive names its files by offset, so a fresh broker starting offsets at 0 again would have it
+overwrite what it archived before. It always runs the local broker (or the configured one).
+
+``UPLINK_TEST_KAFKA`` picks for a disposable caller: ``auto`` (the default, as above),
+``container`` (an engine must answer: a run that means to test through one must not quietly
+fall back) or ``local``.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from uplink.broker.local import BrokerSettings, LineFilter, LocalBroker, default_cache_dir
+from uplink.broker.container import ContainerBroker, ContainerSettings
+from uplink.broker.local import (
+    BrokerSettings,
+    LineFilter,
+    LocalBroker,
+    default_cache_dir,
+    free_port,
+)
+from uplink.exceptions import BrokerError, ConfigError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["docker_engine_answers", "free_port", "kafka_broker", "kafka_choice"]
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_CHOICES = ("auto", "container", "local")
 
 
 def docker_engine_answers(environ: Mapping[str, str]) -> bool:
@@ -33,7 +48,7 @@ def docker_engine_answers(environ: Mapping[str, str]) -> bool:
     except ImportError:
         return False
     try:
-        client = docker.from_env(timeout=3)
+        client = docker.from_env(timeout=3, environment=dict(environ))
         try:
             return bool(client.ping())
         finally:
@@ -41,6 +56,14 @@ def docker_engine_answers(environ: Mapping[str, str]) -> bool:
     except Exception as exc:  # the client raises many kinds; all mean "no engine here"
         log.debug("no Docker engine: %s", exc)
         return False
+
+
+def kafka_choice(environ: Mapping[str, str]) -> str:
+    """``UPLINK_TEST_KAFKA``: auto, container or local."""
+    choice = environ.get("UPLINK_TEST_KAFKA", "").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ConfigError("UPLINK_TEST_KAFKA", f"must be one of {', '.join(_CHOICES)}: {choice!r}")
+    return choice
 
 
 @contextmanager
@@ -51,22 +74,31 @@ def kafka_broker(
     cache_dir: Path | None = None,
     log_file: Path | None = None,
     console: LineFilter | None = None,
+    *,
+    disposable: bool = False,
 ) -> Iterator[str]:
     """Yield the bootstrap servers of a running broker; stop it afterwards if we started it.
 
-    ``log_file`` and ``console`` are the local broker's (``LocalBroker``): where its output is
-    kept, and what of it reaches stderr (default: all of it, and no file)."""
+    ``disposable``: the caller keeps nothing of the broker past this block, so a container
+    broker, removed afterwards, will do (``data_dir`` then goes unused). ``log_file`` and
+    ``console`` are the local broker's (``LocalBroker``): where its output is kept, and what of
+    it reaches stderr (default: all of it, and no file)."""
     configured = environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured:
         log.info("using the configured Kafka at %s", configured)
         yield configured
         return
-    if docker_engine_answers(environ):
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
-        return
+    if disposable:
+        choice = kafka_choice(environ)
+        if choice == "container" or (choice == "auto" and docker_engine_answers(environ)):
+            if choice == "container" and not docker_engine_answers(environ):
+                raise BrokerError(
+                    "UPLINK_TEST_KAFKA=container, but no container engine answers "
+                    f"(DOCKER_HOST={environ.get('DOCKER_HOST', '')!r})"
+                )
+            with ContainerBroker(ContainerSettings.from_env(environ), environ) as container:
+                yield container.bootstrap_servers
+            return
     settings = BrokerSettings(
         port=port or free_port(),
         controller_port=free_port(),
