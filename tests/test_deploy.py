@@ -27,6 +27,7 @@ from consumers.runtime.metrics import WorkerMetrics
 from ingress.app import create_app
 from tests.conftest import Server, wait_ready
 from uplink.broker import free_port
+from uplink.broker.container import DEFAULT_IMAGE
 from uplink.broker.local import KAFKA_VERSION
 from uplink.metrics import MetricsServer
 from uplink.settings import IngressSettings, KafkaSettings
@@ -257,7 +258,8 @@ def test_kafka_is_kraft_at_the_tested_version_and_reachable_as_configured(
     services: dict[str, dict[str, Any]],
 ) -> None:
     kafka = services["kafka"]
-    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    # The image the tests' container broker runs by default, at the local broker's version.
+    assert kafka["image"] == DEFAULT_IMAGE == f"apache/kafka:{KAFKA_VERSION}"
     env = kafka["environment"]
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"

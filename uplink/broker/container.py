@@ -174,6 +174,11 @@ class ContainerBroker:
         sink = self._sink if self._sink is not None else sys.stderr
         try:
             chunks = container.get_wrapped_container().logs(stream=True, follow=True)
+        except Exception as exc:
+            self._tail.append(f"(its log stream could not be read: {exc})\n")
+            self._ready.set()
+            return
+        try:
             for line in _lines(chunks):
                 if _READY_LINE in line:
                     self._serving = True
@@ -184,6 +189,7 @@ class ContainerBroker:
         except Exception as exc:  # the stream breaks when the container is removed under it
             log.debug("Kafka container log stream ended: %s", exc)
         finally:
+            chunks.close()  # its socket: the stream may end without closing it
             self._ready.set()
 
     def stop(self) -> None:

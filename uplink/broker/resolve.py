@@ -18,6 +18,7 @@ fall back) or ``local``.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,18 +38,22 @@ log = logging.getLogger(__name__)
 __all__ = ["docker_engine_answers", "free_port", "kafka_broker", "kafka_choice"]
 
 _CHOICES = ("auto", "container", "local")
+_DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
 def docker_engine_answers(environ: Mapping[str, str]) -> bool:
-    if not environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        # No engine to ask; the Docker SDK would leak a socket finding that out.
-        return False
+    """Does the engine at ``DOCKER_HOST`` (else /var/run/docker.sock) answer the API's ping?"""
+    host = environ.get("DOCKER_HOST", "").strip() or f"unix://{_DEFAULT_SOCKET}"
+    if host.startswith("unix://"):
+        return _unix_ping(host.removeprefix("unix://"))
     try:
         import docker  # comes with testcontainers (test extra)
     except ImportError:
         return False
     try:
-        client = docker.from_env(timeout=3, environment=dict(environ))
+        # A fixed API version (one Docker and podman 4 both serve): with "auto" the client asks
+        # the engine while it is made, and leaks that socket when no engine answers.
+        client = docker.from_env(timeout=3, version="1.41", environment=dict(environ))
         try:
             return bool(client.ping())
         finally:
@@ -56,6 +61,21 @@ def docker_engine_answers(environ: Mapping[str, str]) -> bool:
     except Exception as exc:  # the client raises many kinds; all mean "no engine here"
         log.debug("no Docker engine: %s", exc)
         return False
+
+
+def _unix_ping(path: str, timeout: float = 3.0) -> bool:
+    """GET /_ping on a local engine's socket. Not through the Docker SDK: its connection leaks
+    its socket when nothing listens (a stale socket file, an engine gone)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+            status = sock.recv(32).split(b"\r\n", 1)[0].split()
+    except OSError as exc:
+        log.debug("no container engine at %s: %s", path, exc)
+        return False
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
 
 
 def kafka_choice(environ: Mapping[str, str]) -> str:
