@@ -1,6 +1,9 @@
 # The uplink image: one image, one process per container, the verb chosen by the command
 # (`ingress`, `archive`, `media`, `router`, `topics`). See docker-compose.yml.
-FROM python:3.11-slim AS build
+# PYTHON_IMAGE: where python:3.11-slim cannot be pulled, scripts/image-check builds on a Debian
+# stand-in (the same Python 3.11 on bookworm); deployments keep the default.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -16,7 +19,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/uplink && /opt/uplink/bin/pip install .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/uplink/bin:$PATH
 COPY --from=build /opt/uplink /opt/uplink
 # A fixed uid, so files on the archive and media volumes keep one owner across rebuilds.

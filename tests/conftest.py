@@ -24,10 +24,21 @@ Reader = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
 Server = Callable[[Any], Awaitable[str]]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``kafka`` every test on the session's broker: scripts/test runs those a second time
+    through a container broker (``-m "kafka or container"``)."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers with Docker → local broker from jars."""
-    with kafka_broker(os.environ, data_dir=tmp_path_factory.mktemp("kafka")) as bootstrap:
+    """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers when an engine answers (UPLINK_TEST_KAFKA)
+    → local broker from jars."""
+    with kafka_broker(
+        os.environ, data_dir=tmp_path_factory.mktemp("kafka"), disposable=True
+    ) as bootstrap:
         yield bootstrap
 
 

@@ -18,7 +18,8 @@ from tests.conftest import EXAMPLES, Reader, Server, wait_ready
 from uplink.broker import BrokerSettings, LocalBroker, free_port
 from uplink.settings import IngressSettings, KafkaSettings, Topics
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+# own_broker: the broker it kills is a local one it starts, whichever the session's is.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.own_broker]
 
 PRODUCE_TIMEOUT = 2.0
 MAX_IN_FLIGHT = 8  # half the pushers: while the broker is down, the other half is shed at once
