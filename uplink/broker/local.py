@@ -62,11 +62,6 @@ class BrokerSettings:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def controller(self) -> str:
-        """This node's controller listener, as a quorum voter: ``<id>@127.0.0.1:<port>``."""
-        return f"{self.node_id}@127.0.0.1:{self.controller_port or self.port + 1}"
-
 
 def _shown(path: Path) -> str:
     """``path`` as a person would type it: ``~/...`` under the home directory."""
