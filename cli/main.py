@@ -30,6 +30,8 @@ def _broker(args: argparse.Namespace) -> int:
     if args.fetch_only:
         print(fetch_jars(settings.cache_dir, settings.kafka_version))
         return 0
+    if args.nodes != 1:
+        return _cluster(args)
     broker = LocalBroker(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -41,6 +43,29 @@ def _broker(args: argparse.Namespace) -> int:
         print(f"Kafka serving on {broker.bootstrap_servers} (data in {settings.data_dir})")
         sys.stdout.flush()
         broker.wait()
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from uplink.broker.cluster import ClusterSettings, LocalCluster
+
+    if args.controller_port is not None:
+        raise ConfigError("--controller-port", "a cluster's ports follow --port (see --help)")
+    settings = ClusterSettings(nodes=args.nodes, port=args.port, data_dir=Path(args.data_dir))
+    cluster = LocalCluster(settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        cluster.terminate()  # every node at once: the main thread's wait() returns after
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with cluster:
+        print(
+            f"Kafka cluster of {args.nodes} nodes serving on {cluster.bootstrap_servers} "
+            f"(data in {settings.data_dir}/node-*)"
+        )
+        sys.stdout.flush()
+        cluster.wait()
     return 0
 
 
@@ -248,10 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    broker = verbs.add_parser("broker", help="run a local single-node Apache Kafka (KRaft)")
-    broker.add_argument("--port", type=int, default=9092)
+    broker = verbs.add_parser(
+        "broker", help="run a local Apache Kafka (KRaft): one node, or a cluster with --nodes"
+    )
+    broker.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="the broker's port; with --nodes, node n's is port + 2(n-1), its controller's next",
+    )
     broker.add_argument("--controller-port", type=int, default=None, help="default: port + 1")
-    broker.add_argument("--data-dir", default="var/kafka")
+    broker.add_argument("--data-dir", default="var/kafka", help="with --nodes: DIR/node-<n>")
+    broker.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="3: a replicated cluster (a controller quorum of three, Kafka's own topics "
+        "replicated to three)",
+    )
     broker.add_argument(
         "--fetch-only", action="store_true", help="fetch the broker's jars and exit"
     )

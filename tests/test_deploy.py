@@ -42,15 +42,16 @@ WORKERS = {
 PACKAGES = ["uplink", "ingress", "consumers", "schemas", "cli"]
 
 
-def compose_config(**environ: str) -> dict[str, Any]:
-    """The file as Compose resolves it, with ``environ`` as the shell's variables."""
+def compose_config(*files: str, **environ: str) -> dict[str, Any]:
+    """The file (or ``files``, layered) as Compose resolves it, with ``environ`` as the shell's
+    variables."""
     command = shutil.which("docker-compose")
     assert command, (
         "docker-compose is needed to validate the compose file: apt-get install docker-compose"
     )
     shell = {k: v for k, v in os.environ.items() if not k.startswith(("UPLINK_", "KAFKA_"))}
     result = subprocess.run(
-        [command, "-f", "docker-compose.yml", "config"],
+        [command, *(f"-f{name}" for name in files or ["docker-compose.yml"]), "config"],
         cwd=ROOT,
         env={**shell, **environ},
         capture_output=True,
@@ -271,6 +272,34 @@ def test_kafka_is_kraft_at_the_tested_version_and_reachable_as_configured(
         bootstrap = services[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
         assert set(bootstrap.split(",")) <= advertised, name
         assert bootstrap.partition(":")[0] in services  # a service name on the compose network
+
+
+def test_the_cluster_profile_is_three_kraft_nodes_replicating_to_three() -> None:
+    services = compose_config("docker-compose.yml", "docker-compose.cluster.yml")["services"]
+    nodes = {name: service for name, service in services.items() if name.startswith("kafka")}
+    assert sorted(nodes) == ["kafka", "kafka-2", "kafka-3"]
+    envs = [node["environment"] for node in nodes.values()]
+    assert {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs} == {
+        "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    }
+    assert sorted(env["KAFKA_NODE_ID"] for env in envs) == ["1", "2", "3"]
+    assert {node["image"] for node in nodes.values()} == {f"apache/kafka:{KAFKA_VERSION}"}
+    for env in envs:
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    # One volume each: a node's log is its own.
+    assert len({mounts(node)[0].source for node in nodes.values()}) == 3
+    for name in UPLINK:
+        env = services[name]["environment"]
+        assert env["UPLINK_REPLICATION_FACTOR"] == "3", name
+        assert set(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")) == {
+            "kafka:9092",
+            "kafka-2:9092",
+            "kafka-3:9092",
+        }, name
+        assert set(nodes) <= set(services[name]["depends_on"]), name
 
 
 def test_every_variable_passed_is_one_the_code_reads(services: dict[str, dict[str, Any]]) -> None:

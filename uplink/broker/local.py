@@ -56,6 +56,15 @@ class BrokerSettings:
     kafka_version: str = KAFKA_VERSION
     heap: str = "1g"
     ready_timeout: float = 120.0
+    # One node of a cluster (uplink/broker/cluster.py): its id, the static controller quorum
+    # (``1@127.0.0.1:9093,...``; None: this node alone), the cluster's id (formatted once for all
+    # its nodes) and the replication of Kafka's own topics (offsets, transactions).
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
+    # Extra server.properties lines (the cluster's failure detection), after uplink's own.
+    overrides: tuple[tuple[str, str], ...] = ()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -202,14 +211,25 @@ class LocalBroker:
         return self.settings.controller_port or self.settings.port + 1
 
     def _write_config(self, data_dir: Path) -> Path:
-        port, cport = self.settings.port, self._controller_port()
+        settings = self.settings
+        port, cport = settings.port, self._controller_port()
+        # A single node finds its quorum through itself (formatted --standalone); a cluster's
+        # nodes have the static voter set, so each one knows all three from its first start.
+        quorum = (
+            f"controller.quorum.voters={settings.voters}"
+            if settings.voters
+            else f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}"
+        )
+        replicas = settings.replication
+        # acks=all on Kafka's own topics means two copies once there are three.
+        min_isr = 2 if replicas >= 3 else 1
         config = data_dir / "server.properties"
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
+                    f"node.id={settings.node_id}",
+                    quorum,
                     f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
                     f"CONTROLLER://127.0.0.1:{cport}",
@@ -217,19 +237,20 @@ class LocalBroker:
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={data_dir / 'logs'}",
-                    "offsets.topic.replication.factor=1",
+                    f"offsets.topic.replication.factor={replicas}",
                     "offsets.topic.num.partitions=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
+                    f"transaction.state.log.replication.factor={replicas}",
+                    f"transaction.state.log.min.isr={min_isr}",
                     # One partition, as the offsets topic: created and loaded at once, so one
                     # FindCoordinator answer means every transactional id's coordinator is up.
                     "transaction.state.log.num.partitions=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"share.coordinator.state.topic.replication.factor={replicas}",
+                    f"share.coordinator.state.topic.min.isr={min_isr}",
                     "group.initial.rebalance.delay.ms=0",
                     # Topics are created by uplink with their partition counts; a typo must not
                     # silently create a one-partition topic.
                     "auto.create.topics.enable=false",
+                    *(f"{name}={value}" for name, value in settings.overrides),
                     "",
                 ]
             )
@@ -253,9 +274,10 @@ class LocalBroker:
                 classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                # A cluster's nodes share its id and their voters are in the configuration.
+                *(() if self.settings.voters else ("--standalone",)),
                 "--ignore-formatted",
-                f"--cluster-id={new_cluster_id()}",
+                f"--cluster-id={self.settings.cluster_id or new_cluster_id()}",
                 "-c",
                 str(config),
             ),
@@ -354,6 +376,7 @@ class LocalBroker:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGCONT)  # a paused broker, too, shuts down
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -365,6 +388,25 @@ class LocalBroker:
         """Ask for a controlled shutdown without waiting (safe inside a signal handler)."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
+            self._process.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        """Started and not exited (a paused broker is running)."""
+        return self._process is not None and self._process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: a broker hung with its connections open (a long GC pause, a frozen VM)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise BrokerError(f"broker {self.settings.node_id} is not running")
+        os.killpg(self._process.pid, signum)
 
     def kill(self) -> None:
         """SIGKILL: what a crashed machine looks like to clients."""
