@@ -14,7 +14,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -29,6 +28,7 @@ from uplink.broker.local import (
     new_cluster_id,
 )
 from uplink.exceptions import BrokerError
+from uplink.resources import BlockingResource
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def existing_cluster_id(data_dir: Path) -> str | None:
     return None
 
 
-class LocalCluster:
+class LocalCluster(BlockingResource):
     """The nodes, started together (each waits for a quorum of the others) and stopped together.
 
     Each node's output goes to ``log_dir/node-<n>.log`` when given; ``log_sink`` and
@@ -223,18 +223,6 @@ class LocalCluster:
     def restart(self, node_id: int) -> None:
         """Start a stopped or killed node again on its data; returns once it serves."""
         self.start_nodes([node_id])
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from uplink.broker.local import KAFKA_VERSION, free_port, new_cluster_id
 from uplink.exceptions import BrokerError, ConfigError
+from uplink.resources import BlockingResource
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -89,7 +89,7 @@ def kafka_environment(host: str, port: int, heap: str) -> dict[str, str]:
     }
 
 
-class ContainerBroker:
+class ContainerBroker(BlockingResource):
     """One Kafka container: ``start()`` returns once it serves, ``stop()`` removes it (twice is
     safe). ``environ`` is where the Docker client finds its engine (``DOCKER_HOST``)."""
 
@@ -212,18 +212,6 @@ class ContainerBroker:
             if self._pump is not None:
                 self._pump.join(timeout=10)
                 self._pump = None
-
-    def __enter__(self) -> ContainerBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

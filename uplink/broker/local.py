@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from uplink.exceptions import BrokerError
+from uplink.resources import BlockingResource
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ConsoleFilter:
         return f"{self.prefix}{line}" if self._showing else None
 
 
-class LocalBroker:
+class LocalBroker(BlockingResource):
     """One Kafka process: ``start()`` returns once it serves, ``stop()`` is safe to call twice.
 
     Its output is read line by line: readiness is the broker's own "Kafka Server started" line.
@@ -430,15 +430,3 @@ class LocalBroker:
             self._pump = None
         if process.stdout is not None:
             process.stdout.close()
-
-    def __enter__(self) -> LocalBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
