@@ -223,22 +223,24 @@ class Pipeline:
         writes exists (what `uplink topics` does, with every worker's DLQ and the router's
         outputs and delay topics), each partition served by its leader (a consumer asking for
         the offsets of one that is not yet logs NotLeaderForPartitionError)."""
-        from consumers.router.handler import router_topics
+        from cli.workers import router_writes, writes
         from consumers.router.rules import load_rules
         from consumers.router.settings import RouterSettings
         from uplink.kafka import KafkaClients
         from uplink.settings import WorkerSettings, kafka_from_env, topics_from_env
-        from uplink.topics import dlq_spec, ensure_topics, topic_specs
+        from uplink.topics import ensure_topics, topic_specs
 
         kafka, topics = kafka_from_env(env), topics_from_env(env)
         workers = [WorkerSettings.from_env(name, env) for name in ("archive", "media", "router")]
         router = RouterSettings.from_env(env)
-        extra = [dlq_spec(topics, w.name, kafka.max_request_size) for w in workers]
-        extra += router_topics(load_rules(self._settings.rules, env), workers[-1], router)
+        # What each part's launcher would ensure, as the wiring says (cli/workers.py).
+        archive, media, routing = workers
+        rules = load_rules(self._settings.rules, env)
+        extra = [*writes(archive), *writes(media), *router_writes(routing, router, rules)]
         names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + extra]
         # The router's transactional ids start with its prefix; with the local broker's single
         # partition of __transaction_state, any id's coordinator is every id's.
-        transactional = router.transactional_prefix or workers[-1].group
+        transactional = router.transactional_prefix or routing.group
         keys = [(w.group, 0) for w in workers] + [(transactional, 1)]
         admin = KafkaClients(kafka).admin()
         consumer: AIOKafkaConsumer | None = None  # started where it is used: see served()

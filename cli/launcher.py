@@ -33,7 +33,6 @@ from uplink.topics import TopicSpec, ensure_topics
 class Assembly:
     """One worker process as the wiring built it."""
 
-    name: str
     kafka: KafkaSettings
     topics: Topics
     workers: list[Worker]  # the first is the primary: ``count``/``timeout`` apply to it

@@ -68,27 +68,38 @@ class _Process:
         )
 
     def assembly(
-        self, workers: list[Worker], resources: list[Resource], writes: Sequence[TopicSpec] = ()
+        self, workers: list[Worker], resources: list[Resource], writes: list[TopicSpec]
     ) -> Assembly:
         """The process: its producer starts first and stops last."""
         settings = self.settings
-        dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
         return Assembly(
-            settings.name,
             settings.kafka,
             settings.topics,
             workers,
             resources=[self.producer, *resources],
-            writes=[dlq, *writes],
+            writes=writes,
             registry=self.metrics.registry,
             metrics_port=settings.metrics_port,
         )
 
 
+def writes(settings: WorkerSettings) -> list[TopicSpec]:
+    """What a worker process writes besides uplink's own topics: its DLQ."""
+    return [dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)]
+
+
+def router_writes(
+    settings: WorkerSettings, router: RouterSettings, rules: Rules
+) -> list[TopicSpec]:
+    """What the router's process writes besides uplink's own topics: its DLQ, its rules'
+    outputs and its delay topics."""
+    return [*writes(settings), *router_topics(rules, settings, router)]
+
+
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
     files = ArchiveFiles(archive)
-    return process.assembly([process.worker(files, PushCodec())], [files])
+    return process.assembly([process.worker(files, PushCodec())], [files], writes(settings))
 
 
 def media(
@@ -101,7 +112,9 @@ def media(
         media, fetcher, store, process.producer, settings.topics.media, process.dead_letters
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    return process.assembly([process.worker(handler, PushCodec())], [store, fetcher, handler])
+    return process.assembly(
+        [process.worker(handler, PushCodec())], [store, fetcher, handler], writes(settings)
+    )
 
 
 def router(
@@ -134,5 +147,5 @@ def router(
             ),
         ],
         [deliverer, handler, redeliveries],
-        writes=router_topics(rules, settings, router),
+        router_writes(settings, router, rules),
     )

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class Worker(Resource):
     """One consumer in a group. ``start()``/``stop()`` (safe twice) or ``async with``.
 
-    What it is handed (the handler, a ``dead_letters`` or ``producer``) belongs to whoever made
+    What it is handed (the handler, ``clients``, ``dead_letters``) belongs to whoever made
     it, who starts it before the worker and stops it after (the launcher); what the worker makes
     for itself (its consumer, and its dead letters' producer when none was handed) it starts and
     stops.

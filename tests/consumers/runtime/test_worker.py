@@ -177,7 +177,6 @@ async def test_metrics_are_served_on_the_workers_own_port(
     settings = dataclasses.replace(worker_settings, metrics_port=free_port())
     worker = Worker(settings, Recorder(), CODEC)
     assembly = Assembly(
-        "test",
         settings.kafka,
         settings.topics,
         [worker],
