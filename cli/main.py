@@ -116,17 +116,17 @@ def _archive(args: argparse.Namespace) -> int:
         return _archive_cat(args)
     if args.action == "replay":
         return _archive_replay(args)
-    if not args.archive_dir:
-        raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
     from cli import workers
     from cli.launcher import launch
     from consumers.archive.settings import COMMITS, ArchiveSettings
 
-    archive = ArchiveSettings(
-        root=Path(args.archive_dir),
+    archive = ArchiveSettings.from_env(
+        args.environ,
+        args.archive_dir,
         max_records=args.max_records,
         codec=args.codec,
         verify=args.verify,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
     )
     settings = WorkerSettings.from_env(
         "archive",
@@ -145,7 +145,7 @@ def _media(args: argparse.Namespace) -> int:
 
     media = MediaSettings.from_env(
         args.environ,
-        **({"root": Path(args.media_dir)} if args.media_dir else {}),
+        **({"root": args.media_dir} if args.media_dir else {}),
         **({"concurrency": args.concurrency} if args.concurrency else {}),
     )
     settings = WorkerSettings.from_env(
@@ -309,7 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     archive.add_argument("action", nargs="?", choices=["cat", "replay"], default=None)
     archive.add_argument("paths", nargs="*", help="archive files, for cat and replay")
-    archive.add_argument("--archive-dir", help="where the worker writes its files")
+    archive.add_argument(
+        "--archive-dir",
+        help="where the worker writes its files: a directory or s3://bucket/prefix "
+        "(or UPLINK_ARCHIVE_DIR); cat and replay read files under it",
+    )
+    archive.add_argument(
+        "--work-dir",
+        help="local directory for files on their way to a bucket (or UPLINK_ARCHIVE_WORK_DIR)",
+    )
     archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
     archive.add_argument(
         "--flush-interval",

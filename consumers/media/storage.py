@@ -7,8 +7,11 @@ before the object is renamed, so an object that exists always has its sidecar; l
 one is already there, so the first push's sidecar is the one that stays. Every name under ROOT
 derives from the digest this worker computed, never from anything a push says.
 
-An S3-compatible store would implement ``MediaStore`` the same way: spool locally, then upload
-the object (and its sidecar) under the same key.
+``BucketStore`` keeps the same layout under ``s3://bucket/prefix``: downloads are spooled in a
+local directory of the process's own, then the sidecar and the object are put create-only
+(``If-None-Match: *``), the sidecar first, so an object that exists always has its sidecar and
+the first push's sidecar is the one that stays; ``find`` is a HEAD. The media events carry the
+``s3://`` URI.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 import orjson
 
 from uplink.resources import Resource
+from uplink.s3.bucket import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +140,56 @@ class FileStore(Resource):
                     log.info("removed %s, left by a crashed download", stale)
             except FileNotFoundError:
                 continue
+
+
+class BucketStore(Resource):
+    """The S3 ``MediaStore``: content-addressed objects and sidecars, create-only."""
+
+    def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
+        self._bucket = bucket
+        self._work_dir = work_dir
+        self._spool_dir: Path | None = None
+
+    async def start(self) -> None:
+        await self._bucket.start()
+        if self._spool_dir is None:
+            if self._work_dir is not None:
+                self._work_dir.mkdir(parents=True, exist_ok=True)
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="uplink-media-", dir=self._work_dir))
+
+    async def stop(self) -> None:
+        await self._bucket.stop()
+        spool_dir, self._spool_dir = self._spool_dir, None
+        if spool_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, spool_dir, True)
+
+    def key(self, digest: str) -> str:
+        if not _HEX.fullmatch(digest):
+            raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
+        return self._bucket.location.key("sha256", digest[:2], digest)
+
+    def uri(self, digest: str) -> str:
+        return f"s3://{self._bucket.location.bucket}/{self.key(digest)}"
+
+    async def find(self, digest: str) -> Stored | None:
+        size = await self._bucket.size(self.key(digest))
+        return None if size is None else Stored(self.uri(digest), size)
+
+    def spool(self) -> Path:
+        if self._spool_dir is None:
+            raise RuntimeError("media store not started")
+        return self._spool_dir / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
+
+    async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
+        key = self.key(digest)
+        size = (await asyncio.to_thread(spooled.stat)).st_size
+        # Taken: the first push's sidecar stays, or another worker put the same bytes.
+        await self._bucket.put_new(f"{key}.json", orjson.dumps(sidecar))
+        await self._bucket.put_new(key, spooled)
+        return Stored(self.uri(digest), size)
+
+    def discard(self, spooled: Path) -> None:
+        spooled.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:
