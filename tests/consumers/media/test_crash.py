@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import MediaCodec, PushCodec
 from tests.conftest import Reader, Server
-from tests.consumers.archive.test_crash import RECORD_TIME
+from tests.consumers.archive.traffic import RECORD_TIME
 from tests.consumers.crashes import kill_at_random_moments, run_to_the_end
 from tests.consumers.media.server import MediaServer
 from tests.consumers.media.test_handler import media_push
