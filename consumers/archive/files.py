@@ -241,13 +241,17 @@ class _OpenFile:
             self._file.write(self._format.block(values, skip=HEADER_SIZE))
 
     def _commit(self, end: int) -> int | None:
-        if self._error is not None:
+        try:
+            if self._error is not None:
+                raise self._error
+            self._file.seek(self._format.header.index(_END_PLACEHOLDER) + _END_AT)
+            self._file.write(b"%0*d" % (END_WIDTH, end))
             self._file.close()
-            raise self._error
-        self._file.seek(self._format.header.index(_END_PLACEHOLDER) + _END_AT)
-        self._file.write(b"%0*d" % (END_WIDTH, end))
-        self._file.close()
-        return self._store.publish(self.tmp, self.key)
+            return self._store.publish(self.tmp, self.key)
+        except BaseException:
+            self._file.close()
+            self.tmp.unlink(missing_ok=True)  # lost anyway: redone from the committed position
+            raise
 
     def _discard(self) -> None:
         self._file.close()

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -73,8 +74,9 @@ class ArchiveStore(Protocol):
 
 
 class DirectoryStore:
-    """Files under ``root``; the spool is ``<final name>.tmp`` beside the final name (one
-    filesystem, so the link is atomic)."""
+    """Files under ``root``; the spool is ``<final name>.<random>.tmp`` beside the final name
+    (one filesystem, so the link is atomic; a name of its own, as a zombie on another host may
+    be writing the same file on a shared volume)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -86,7 +88,7 @@ class DirectoryStore:
         return None
 
     def spool(self, relative: str) -> Path:
-        path = self.root / f"{relative}{TMP_SUFFIX}"
+        path = self.root / f"{relative}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -110,8 +112,9 @@ class DirectoryStore:
 
     def sweep(self, tp: TopicPartition) -> None:
         # A re-run may rotate at other offsets than the killed run did, so its temporary names
-        # need not match; only this partition's owner writes them, so they are safe to delete.
-        pattern = f"dt=*/hour=*/{tp.topic}+{tp.partition}+*.avro{TMP_SUFFIX}"
+        # need not match. Only this partition's owner writes them, or a zombie on a shared
+        # volume: its publish then fails (the worker stops), which loses nothing uncommitted.
+        pattern = f"dt=*/hour=*/{tp.topic}+{tp.partition}+*.avro*{TMP_SUFFIX}"
         for stale in (self.root / tp.topic).glob(pattern):
             stale.unlink(missing_ok=True)
             log.info("removed %s, left by a crashed worker", stale)
