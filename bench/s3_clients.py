@@ -1,6 +1,7 @@
 """obstore against aiobotocore on the archive's S3 workload: create-only puts (``If-None-Match:
 *``) of archive-sized objects, on a local versitygw, alternating rounds.
 
+    .venv/bin/pip install -e '.[bench]'   # aiobotocore
     .venv/bin/python bench/s3_clients.py [--objects 40] [--size-mib 2] [--rounds 3]
 
 Each round puts ``--objects`` new objects of ``--size-mib`` with each client in turn (one at a

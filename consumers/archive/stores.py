@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -152,15 +153,21 @@ class BucketStore:
 
     def publish(self, spool: Path, relative: str) -> int | None:
         key = self.bucket.location.key(relative)
-        created = self.bucket.put_new_sync(key, spool.read_bytes())
+        data = spool.read_bytes()
+        while True:
+            if self.bucket.put_new_sync(key, data):
+                spool.unlink()
+                return None
+            # Taken, maybe by an earlier attempt of this very put whose answer was lost: then
+            # the end read back is this file's own, and resuming from it changes nothing.
+            size = self.bucket.size_sync(key)
+            if size is not None:
+                break
+            # Not there after all: a concurrent put still in progress (S3's 409
+            # ConditionalRequestConflict), or it failed. Try again.
+            log.warning("%s: taken but not there yet, putting again", self.describe(relative))
+            time.sleep(0.5)
         spool.unlink()
-        if created:
-            return None
-        # Taken, maybe by an earlier attempt of this very put whose answer was lost: then the
-        # end read back is this file's own, and resuming from it changes nothing.
-        size = self.bucket.size_sync(key)
-        if size is None:
-            raise FileNotFoundError(f"{self.describe(relative)} was taken, then deleted")
         end = end_of(self.bucket.get_sync(key, min(size, _HEADER_BYTES)))
         if end is None:
             raise ValueError(f"{self.describe(relative)} has no {END_KEY} in its header")

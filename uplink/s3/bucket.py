@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,29 @@ class Bucket(Resource):
                 ) from None
             raise StorageUnavailable(f"{self.location}: {_first_line(exc)}") from None
         self._store = store
+        await self._check_create_only()
 
     async def stop(self) -> None:
         self._closed.set()
         self._store = None
+
+    async def _check_create_only(self) -> None:
+        """A store that ignores ``If-None-Match: *`` answers 200 to a put of a taken key, and
+        exactly-once is silently gone: refuse to start on one."""
+        probe = self.location.key(".uplink", f"create-only-{uuid.uuid4().hex}")
+        try:
+            if not await self.put_new(probe, b"1"):
+                raise StorageError(f"{self.location}: a new key was taken")
+            if await self.put_new(probe, b"2"):
+                self._store = None
+                raise ConfigError(
+                    self._setting,
+                    f"{self.location} ignores If-None-Match: * (it overwrote a key): uplink "
+                    "needs a store with conditional writes (AWS S3, MinIO, Ceph, R2, versitygw…)",
+                )
+        finally:
+            if self._store is not None:
+                await obstore.delete_async(self._store, probe)
 
     @property
     def store(self) -> S3Store:

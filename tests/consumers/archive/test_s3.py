@@ -56,6 +56,8 @@ async def archived(location: S3Location) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     async with Bucket(location, "test") as bucket:
         for item in await bucket.listed(location.key("")):
+            if "/.uplink/" in item.key:
+                continue  # a start-up's create-only probe a kill left behind
             assert item.key.endswith(".avro"), f"not an archive file: {item.key}"
             data = await bucket.get(item.key)
             records.extend(fastavro.reader(io.BytesIO(data)))  # type: ignore[arg-type]
