@@ -17,6 +17,7 @@ import fastavro
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from cli.main import main
 from cli.workers import archive_store
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
@@ -242,3 +243,31 @@ async def test_the_store_away_for_30_s_loses_and_duplicates_nothing(
         assert_exactly_once(await archived(location), sent, 11)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("fault", ["missing bucket", "wrong secret"])
+def test_the_worker_stops_at_start_up_naming_the_setting(
+    fault: str,
+    kafka_bootstrap: str,
+    topics: Topics,
+    s3: S3Location,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in worker_env(kafka_bootstrap, topics, f"g-{uuid.uuid4().hex[:8]}").items():
+        monkeypatch.setenv(name, value)
+    for name, value in s3_env(s3).items():
+        monkeypatch.setenv(name, value)
+    url = str(s3)
+    if fault == "missing bucket":
+        url = f"s3://missing-{uuid.uuid4().hex[:8]}/archive"
+    else:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    monkeypatch.setenv("UPLINK_ARCHIVE_DIR", url)
+    assert main(["archive"]) == 2
+    err = capsys.readouterr().err
+    if fault == "missing bucket":
+        assert "UPLINK_ARCHIVE_DIR" in err and "does not exist" in err
+    else:
+        assert "AWS_SECRET_ACCESS_KEY" in err and "refused these credentials" in err
+        assert "not-the-secret-at-all" not in err
