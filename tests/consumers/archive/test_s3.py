@@ -23,7 +23,14 @@ from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.runtime.worker import Worker
 from tests.conftest import s3_location
-from tests.consumers.archive.traffic import CODEC, assert_exactly_once, produce, worker_env
+from tests.consumers.archive.traffic import (
+    CODEC,
+    assert_exactly_once,
+    produce,
+    pushes,
+    send,
+    worker_env,
+)
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.crashes import (
     committed_past,
@@ -94,8 +101,9 @@ async def test_sigkills_and_a_zombie_lose_and_duplicate_nothing(
     rng = random.Random(seed)
     group = f"archive-s3-{uuid.uuid4().hex[:8]}"
     await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), topics)
-    sent = await produce(kafka_bootstrap, topics.messages, rng, unique=19_600, retried=400)
-    total = 20_000
+    made, sent = pushes(rng, unique=19_600, retried=400)
+    total, early = 20_000, 16_000  # the last 4,000 come as steady traffic during the zombie
+    await send(kafka_bootstrap, topics.messages, made[:early])
 
     env = worker_env(kafka_bootstrap, topics, group, **s3_env(s3))
     log = (tmp_path / "worker.log").open("wb")
@@ -112,21 +120,24 @@ async def test_sigkills_and_a_zombie_lose_and_duplicate_nothing(
     try:
         kills = await kill_at_random_moments(
             archive_command(s3, tmp_path / "work-killed"), env, log, admin, group,
-            total=total, kills=10, rng=rng, max_delay=0.05,
+            total=early, kills=10, rng=rng, max_delay=0.05,
         )  # fmt: skip
         assert kills == 10, f"only {kills} kills before the end (seed {seed})"
 
         # The zombie: two members share the partitions; one is paused (SIGSTOP) past its
         # session, the group gives its partitions to the other, which archives on; then it
         # wakes up (SIGCONT) with open files of offsets the other has archived since.
+        traffic = asyncio.create_task(
+            send(kafka_bootstrap, topics.messages, made[early:], per_second=120)
+        )
         mark = await committed_total(admin, group)
-        assert mark < total, f"the kills archived everything: no zombie (seed {seed})"
         zombie = await spawn("zombie")
         await spawn("other")
         async with asyncio.timeout(90):
             await until_members(admin, group, 2)
             mark = await committed_past(admin, group, mark)
             await asyncio.sleep(rng.uniform(0, 0.3))  # mid-file
+            assert not traffic.done(), "the traffic ended before the zombie paused"
             zombie.send_signal(signal.SIGSTOP)
             await until_members(admin, group, 1)  # its session expired: rebalanced
             await committed_past(admin, group, await committed_total(admin, group))
@@ -137,6 +148,7 @@ async def test_sigkills_and_a_zombie_lose_and_duplicate_nothing(
             await asyncio.wait([exited, joined], return_when=asyncio.FIRST_COMPLETED)
             for waiting in (exited, joined):
                 waiting.cancel()
+            await traffic
 
         await run_to_the_end(
             archive_command(s3, tmp_path / "work-last"), env, log, admin, group, total=total

@@ -25,42 +25,55 @@ HOUR_10 = 1_700_042_400  # seconds, UTC: the pushes' event time
 RECORD_TIME = time.time_ns() // 1_000_000 - 4 * 3_600_000  # and never more than 1 h ahead
 
 
-async def produce(
-    bootstrap: str, topic: str, rng: random.Random, *, unique: int, retried: int
-) -> dict[str, bytes]:
+Push = tuple[bytes, bytes, int]  # key, value, record time (ms)
+
+
+def pushes(rng: random.Random, *, unique: int, retried: int) -> tuple[list[Push], dict[str, bytes]]:
     """``unique`` pushes over three event hours and 50 conversations, then ``retried`` retries
-    of recent ones (as the provider's make them); returns each messageId's raw body."""
+    of recent ones (as the provider's make them); and each messageId's raw body."""
     sent: dict[str, bytes] = {}
+    made: list[Push] = []
+    for n in range(unique + retried):
+        # Retries of the last tenth: within the dedupe window (1 h) of the log's newest.
+        one = n if n < unique else rng.randrange(unique - unique // 10, unique)
+        message_id = f"crash-{one}"
+        event = HOUR_10 + one * 3600 * 3 // unique
+        raw = orjson.dumps(
+            {
+                **TEMPLATE,
+                "messageId": message_id,
+                "timestamp": event,
+                "from": {"phone": str(910000 + one % 50)},
+            }
+        )
+        sent.setdefault(message_id, raw)
+        record = CODEC.parse(sent[message_id], event * 1000)
+        stamp = RECORD_TIME + (event - HOUR_10) * 1000 + (n >= unique) * 120_000
+        made.append((CODEC.key(record), CODEC.encode(record), stamp))
+    return made, sent
+
+
+async def send(bootstrap: str, topic: str, records: list[Push], per_second: float = 0) -> None:
+    """Produce ``records`` in order: at once, or at about ``per_second`` (steady traffic)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         deliveries = []
-        for n in range(unique + retried):
-            # Retries of the last tenth: within the dedupe window (1 h) of the log's newest.
-            one = n if n < unique else rng.randrange(unique - unique // 10, unique)
-            message_id = f"crash-{one}"
-            event = HOUR_10 + one * 3600 * 3 // unique
-            raw = orjson.dumps(
-                {
-                    **TEMPLATE,
-                    "messageId": message_id,
-                    "timestamp": event,
-                    "from": {"phone": str(910000 + one % 50)},
-                }
-            )
-            sent.setdefault(message_id, raw)
-            record = CODEC.parse(sent[message_id], event * 1000)
-            deliveries.append(
-                await producer.send(
-                    topic,
-                    CODEC.encode(record),
-                    key=CODEC.key(record),
-                    timestamp_ms=RECORD_TIME + (event - HOUR_10) * 1000 + (n >= unique) * 120_000,
-                )
-            )
+        for n, (key, value, stamp) in enumerate(records):
+            deliveries.append(await producer.send(topic, value, key=key, timestamp_ms=stamp))
+            if per_second and n % 10 == 9:
+                await asyncio.sleep(10 / per_second)  # the pace of the traffic itself
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
+
+
+async def produce(
+    bootstrap: str, topic: str, rng: random.Random, *, unique: int, retried: int
+) -> dict[str, bytes]:
+    """``pushes`` produced at once; returns each messageId's raw body."""
+    made, sent = pushes(rng, unique=unique, retried=retried)
+    await send(bootstrap, topic, made)
     return sent
 
 
