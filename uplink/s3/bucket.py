@@ -16,7 +16,6 @@ import datetime
 import logging
 import random
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -269,7 +268,6 @@ class _Delays:
         self._retries = retries
         self._delay = retries.backoff
         self._made = 0
-        self.started = time.monotonic()
 
     def next(self) -> float | None:
         self._made += 1
