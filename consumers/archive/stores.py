@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +27,7 @@ import fastavro
 from aiokafka import TopicPartition
 
 from uplink.s3.bucket import Bucket
+from uplink.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +129,18 @@ class BucketStore:
 
     def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
         self.bucket = bucket
-        self._work_dir = work_dir
-        self._spool_dir: Path | None = None
+        self._spool = Spool("archive", work_dir)
 
     async def start(self) -> None:
         await self.bucket.start()
-        if self._spool_dir is None:
-            if self._work_dir is not None:
-                self._work_dir.mkdir(parents=True, exist_ok=True)
-            self._spool_dir = Path(tempfile.mkdtemp(prefix="uplink-archive-", dir=self._work_dir))
+        await self._spool.start()
 
     async def stop(self) -> None:
         await self.bucket.stop()
-        spool_dir, self._spool_dir = self._spool_dir, None
-        if spool_dir is not None:
-            shutil.rmtree(spool_dir, ignore_errors=True)
+        await self._spool.stop()
 
     def spool(self, relative: str) -> Path:
-        if self._spool_dir is None:
-            raise RuntimeError("archive store not started")
-        return self._spool_dir / (relative.rsplit("/", 1)[-1] + TMP_SUFFIX)
+        return self._spool.path / (relative.rsplit("/", 1)[-1] + TMP_SUFFIX)
 
     def publish(self, spool: Path, relative: str) -> int | None:
         key = self.bucket.location.key(relative)

@@ -20,8 +20,6 @@ import asyncio
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ import orjson
 
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
+from uplink.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -147,21 +146,15 @@ class BucketStore(Resource):
 
     def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
         self._bucket = bucket
-        self._work_dir = work_dir
-        self._spool_dir: Path | None = None
+        self._spool = Spool("media", work_dir)
 
     async def start(self) -> None:
         await self._bucket.start()
-        if self._spool_dir is None:
-            if self._work_dir is not None:
-                self._work_dir.mkdir(parents=True, exist_ok=True)
-            self._spool_dir = Path(tempfile.mkdtemp(prefix="uplink-media-", dir=self._work_dir))
+        await self._spool.start()
 
     async def stop(self) -> None:
         await self._bucket.stop()
-        spool_dir, self._spool_dir = self._spool_dir, None
-        if spool_dir is not None:
-            await asyncio.to_thread(shutil.rmtree, spool_dir, True)
+        await self._spool.stop()
 
     def key(self, digest: str) -> str:
         if not _HEX.fullmatch(digest):
@@ -176,9 +169,7 @@ class BucketStore(Resource):
         return None if size is None else Stored(self.uri(digest), size)
 
     def spool(self) -> Path:
-        if self._spool_dir is None:
-            raise RuntimeError("media store not started")
-        return self._spool_dir / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
+        return self._spool.path / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
 
     async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
         key = self.key(digest)
