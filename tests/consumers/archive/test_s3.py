@@ -206,6 +206,7 @@ async def test_two_workers_with_their_own_work_dirs_share_one_bucket_exactly_onc
 
 
 @pytest.mark.slow
+@pytest.mark.s3  # a server of its own, not the session's: marked by hand
 async def test_the_store_away_for_30_s_loses_and_duplicates_nothing(
     tmp_path: Path, kafka_bootstrap: str, topics: Topics
 ) -> None:
