@@ -5,4 +5,9 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("schemas._records", ["schemas/_records.c"])])
+setup(
+    ext_modules=[
+        Extension("schemas._records", ["schemas/_records.c"]),
+        Extension("uplink._partition", ["uplink/_partition.c"]),
+    ]
+)

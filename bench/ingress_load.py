@@ -84,9 +84,11 @@ def lua_script(directory: Path) -> Path:
     return script
 
 
-def uvicorn_cmd(target: str, port: int, factory: bool, workers: int) -> list[str]:
+def uvicorn_cmd(
+    target: str, port: int, factory: bool, workers: int, python: str = sys.executable
+) -> list[str]:
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "uvicorn",
         target,
@@ -118,6 +120,19 @@ def wait_http(url: str, timeout: float = 90) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server: its process and its worker processes."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
@@ -193,6 +208,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="also run the ingress of another checkout (its own .venv), e.g. main, in the same "
+        "rounds: a before/after on one machine at one time",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -218,13 +240,21 @@ def main() -> None:
         rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
         try:
-            for name, target, factory in [
-                ("bare", "bare_app:app", False),
-                ("ingress", "ingress.app:app_from_env", True),
-            ]:
+            candidates = [
+                ("bare", "bare_app:app", False, None),
+                ("ingress", "ingress.app:app_from_env", True, None),
+            ]
+            if args.against is not None:
+                candidates.append(("against", "ingress.app:app_from_env", True, args.against))
+            for name, target, factory, tree in candidates:
                 port = free_port()
+                python, path = sys.executable, ROOT
+                if tree is not None:
+                    python, path = str(tree.resolve() / ".venv" / "bin" / "python"), tree.resolve()
                 process = subprocess.Popen(
-                    uvicorn_cmd(target, port, factory, args.workers), env=env, cwd=tmp
+                    uvicorn_cmd(target, port, factory, args.workers, python),
+                    env={**env, "PYTHONPATH": f"{tmp}:{path}"},
+                    cwd=tmp,
                 )
                 servers[name] = (process, f"http://127.0.0.1:{port}")
                 wait_http(f"{servers[name][1]}/readyz")
@@ -233,7 +263,11 @@ def main() -> None:
             for _ in range(args.rounds):
                 measured = {}
                 for name, (_, base) in servers.items():
+                    cpu = cpu_seconds(servers[name][0].pid)
                     measured[name] = wrk(base, script, args.duration, args.connections)
+                    # CPU per request: steadier than a rate while others share the machine.
+                    used = cpu_seconds(servers[name][0].pid) - cpu
+                    measured[name]["cpu_us"] = 1e6 * used / max(measured[name]["requests"], 1)
                     print(name, json.dumps(measured[name]), flush=True)
                 rounds.append(measured)
             if args.profile and args.workers == 1:  # py-spy follows the one server process
@@ -274,15 +308,20 @@ def write_results(
         "messageIds, 50,000 senders; uvicorn, uvloop, httptools, "
         f"{args.workers} worker(s) each, no access log.",
         "",
-        "| round | endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| round | endpoint | requests/s | CPU µs a request | p50 ms | p99 ms | max ms | non-2xx "
+        "| socket errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
             errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
-            label = "bare Starlette (reads body, 200)" if name == "bare" else "uplink ingress"
+            label = {
+                "bare": "bare Starlette (reads body, 200)",
+                "ingress": "uplink ingress",
+                "against": f"uplink ingress of {args.against}",
+            }[name]
             lines.append(
-                f"| {number} | {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"| {number} | {label} | {r['rps']:.0f} | {r['cpu_us']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
             )
     lines += [
@@ -291,6 +330,14 @@ def write_results(
         f"{', '.join(f'{r:.1%}' for r in ratios)}; bar: {100 * BAR:.0f} %).",
         "",
     ]
+    if args.against is not None:
+        against = [r["against"]["rps"] / r["bare"]["rps"] for r in rounds]
+        lines += [
+            f"The ingress of {args.against}, in the same rounds: "
+            f"{statistics.median(against):.1%} of the bare endpoint (median of "
+            f"{', '.join(f'{r:.1%}' for r in against)}).",
+            "",
+        ]
     if hotspots:
         lines += [
             "Where an ingress request spends its time (py-spy at 200 Hz during a separate load "

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
-from aiokafka.partitioner import murmur2
 
-from ingress.deadlines import DeadlineExceeded, Deadlines
+from ingress.batches import PartitionBatches
 from ingress.exceptions import NotDurable, Overloaded
+from uplink._partition import partition
 from uplink.kafka import KafkaClients
 from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]
+# aiokafka's C record builder takes a list (and only reads it).
+_NO_HEADERS: Headers = []
 
 
 class DurableProducer(Resource):
@@ -49,10 +50,8 @@ class DurableProducer(Resource):
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
-        self._deadlines = Deadlines(timeout)
         self._closed = False
-        # Keys are conversations and repeat; aiokafka's murmur2 is pure Python.
-        self._hash = functools.lru_cache(maxsize=1 << 16)(murmur2)
+        self._batches: PartitionBatches | None = None
 
     @property
     def in_flight(self) -> int:
@@ -65,7 +64,6 @@ class DurableProducer(Resource):
     async def start(self) -> None:
         if self._connecting is not None:
             return
-        self._deadlines.start()
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -105,6 +103,8 @@ class DurableProducer(Resource):
             if self._closed:
                 await producer.stop()
                 return
+            self._batches = PartitionBatches(producer, timeout=self._timeout)
+            self._batches.start()
             self._producer = producer
             log.info("producer connected to %s", self._clients.settings.bootstrap_servers)
             return
@@ -113,41 +113,32 @@ class DurableProducer(Resource):
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
         """Return once the record is durable; raise NotDurable (or Overloaded) otherwise."""
-        producer = self._producer
-        if producer is None:
+        producer, batches = self._producer, self._batches
+        if producer is None or batches is None:
             raise NotDurable("not connected to Kafka yet")
         if self._in_flight >= self._max_in_flight:
             raise Overloaded(f"{self._in_flight} pushes already await the broker")
         self._in_flight += 1
         try:
-            async with self._deadlines():
-                delivery = await producer.send(
-                    topic,
-                    value,
-                    key=key,
-                    partition=self._partition(producer, topic, key),
-                    headers=headers,
-                )
-                await delivery
-        except DeadlineExceeded:
-            raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
-        except KafkaError as exc:
-            raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
+            count = len(producer.client.cluster.partitions_for_topic(topic) or ())
+            if not count:
+                count = await self._partition_count(producer, topic)
+            # The Java client's choice for a key (so any producer agrees), else any partition.
+            chosen = partition(key, count) if key is not None else random.randrange(count)
+            await batches.append(topic, chosen, key, value, headers or _NO_HEADERS)
         finally:
             self._in_flight -= 1
 
-    def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
-        """The Java client's choice (murmur2 of the key modulo the partition count), memoised.
-
-        None leaves the choice to aiokafka: no key, or the topic's metadata is not known yet.
-        """
-        if key is None:
-            return None
-        partitions = producer.client.cluster.partitions_for_topic(topic)
-        if not partitions:
-            return None
-        index: int = self._hash(key) & 0x7FFFFFFF
-        return index % len(partitions)
+    async def _partition_count(self, producer: AIOKafkaProducer, topic: str) -> int:
+        """The first record of a topic waits for its metadata, within the produce timeout."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return len(await producer.partitions_for(topic))
+        except TimeoutError:
+            reason = f"no metadata for {topic} from Kafka within {self._timeout:g}s"
+            raise NotDurable(reason) from None
+        except KafkaError as exc:
+            raise NotDurable(f"Kafka has no metadata for {topic}: {exc!r}") from exc
 
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""
@@ -168,11 +159,20 @@ class DurableProducer(Resource):
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
         producer, self._producer = self._producer, None
+        batches, self._batches = self._batches, None
         try:
-            if producer is not None:
-                await self._flush_and_close(producer)
+            if batches is not None:
+                async with asyncio.timeout(self._timeout + 1):  # bounded, the broker may be gone
+                    await batches.flush()
+        except TimeoutError:
+            log.error("Kafka unreachable at shutdown: batches not handed over were answered 503")
         finally:
-            self._deadlines.stop()  # last: sends still in flight keep their deadline
+            try:
+                if producer is not None:
+                    await self._flush_and_close(producer)
+            finally:
+                if batches is not None:
+                    batches.stop()  # last: pushes still waiting keep their deadline until here
 
     async def _flush_and_close(self, producer: AIOKafkaProducer) -> None:
         try:
