@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 
-from ingress.batches import PartitionBatches
+from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded
 from uplink._partition import partition
 from uplink.kafka import KafkaClients
@@ -18,9 +18,7 @@ from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]]
-# aiokafka's C record builder takes a list (and only reads it).
-_NO_HEADERS: Headers = []
+Headers = Sequence[tuple[str, bytes]]
 
 
 class DurableProducer(Resource):
@@ -50,8 +48,8 @@ class DurableProducer(Resource):
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._deadlines = Deadlines(timeout)
         self._closed = False
-        self._batches: PartitionBatches | None = None
 
     @property
     def in_flight(self) -> int:
@@ -64,6 +62,7 @@ class DurableProducer(Resource):
     async def start(self) -> None:
         if self._connecting is not None:
             return
+        self._deadlines.start()
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -103,8 +102,6 @@ class DurableProducer(Resource):
             if self._closed:
                 await producer.stop()
                 return
-            self._batches = PartitionBatches(producer, timeout=self._timeout)
-            self._batches.start()
             self._producer = producer
             log.info("producer connected to %s", self._clients.settings.bootstrap_servers)
             return
@@ -113,32 +110,40 @@ class DurableProducer(Resource):
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
         """Return once the record is durable; raise NotDurable (or Overloaded) otherwise."""
-        producer, batches = self._producer, self._batches
-        if producer is None or batches is None:
+        producer = self._producer
+        if producer is None:
             raise NotDurable("not connected to Kafka yet")
         if self._in_flight >= self._max_in_flight:
             raise Overloaded(f"{self._in_flight} pushes already await the broker")
         self._in_flight += 1
         try:
-            count = len(producer.client.cluster.partitions_for_topic(topic) or ())
-            if not count:
-                count = await self._partition_count(producer, topic)
-            # The Java client's choice for a key (so any producer agrees), else any partition.
-            chosen = partition(key, count) if key is not None else random.randrange(count)
-            await batches.append(topic, chosen, key, value, headers or _NO_HEADERS)
+            async with self._deadlines():
+                delivery = await producer.send(
+                    topic,
+                    value,
+                    key=key,
+                    partition=self._partition(producer, topic, key),
+                    headers=headers,
+                )
+                await delivery
+        except DeadlineExceeded:
+            raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
+        except KafkaError as exc:
+            raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
 
-    async def _partition_count(self, producer: AIOKafkaProducer, topic: str) -> int:
-        """The first record of a topic waits for its metadata, within the produce timeout."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return len(await producer.partitions_for(topic))
-        except TimeoutError:
-            reason = f"no metadata for {topic} from Kafka within {self._timeout:g}s"
-            raise NotDurable(reason) from None
-        except KafkaError as exc:
-            raise NotDurable(f"Kafka has no metadata for {topic}: {exc!r}") from exc
+    def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
+        """The Java client's choice (murmur2 of the key modulo the partition count), in C.
+
+        None leaves the choice to aiokafka: no key, or the topic's metadata is not known yet.
+        """
+        if key is None:
+            return None
+        partitions = producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        return partition(key, len(partitions))
 
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""
@@ -159,20 +164,11 @@ class DurableProducer(Resource):
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
         producer, self._producer = self._producer, None
-        batches, self._batches = self._batches, None
         try:
-            if batches is not None:
-                async with asyncio.timeout(self._timeout + 1):  # bounded, the broker may be gone
-                    await batches.flush()
-        except TimeoutError:
-            log.error("Kafka unreachable at shutdown: batches not handed over were answered 503")
+            if producer is not None:
+                await self._flush_and_close(producer)
         finally:
-            try:
-                if producer is not None:
-                    await self._flush_and_close(producer)
-            finally:
-                if batches is not None:
-                    batches.stop()  # last: pushes still waiting keep their deadline until here
+            self._deadlines.stop()  # last: sends still in flight keep their deadline
 
     async def _flush_and_close(self, producer: AIOKafkaProducer) -> None:
         try:

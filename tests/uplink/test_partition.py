@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from uplink._partition import murmur2, partition
+from uplink.kafka import java_partitioner
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Java's signed ints).
 JAVA = {
@@ -42,3 +44,14 @@ def test_a_conversation_key_and_misuse() -> None:
         partition(key, 0)
     with pytest.raises(TypeError):
         partition("text", 12)  # type: ignore[arg-type]
+
+
+def test_the_clients_partitioner_is_aiokafkas_choice() -> None:
+    partitions = list(range(12))
+    rng = random.Random(3)
+    for _ in range(500):
+        key = rng.randbytes(rng.randrange(1, 40))
+        assert java_partitioner(key, partitions, partitions) == DefaultPartitioner()(
+            key, partitions, partitions
+        )
+    assert java_partitioner(None, partitions, [5]) == 5  # no key: any available partition
