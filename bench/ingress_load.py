@@ -135,24 +135,6 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def batching(base: str) -> tuple[float, float]:
-    """Pushes answered 200 and batches handed to Kafka so far (0 where not counted: bare)."""
-    try:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0, 0.0
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(
-            ('uplink_ingress_pushes_total{code="200"}', "uplink_ingress_batches_total")
-        ):
-            values[line.split("{")[0].split()[0]] = float(line.split()[-1])
-    return values.get("uplink_ingress_pushes_total", 0.0), values.get(
-        "uplink_ingress_batches_total", 0.0
-    )
-
-
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -281,17 +263,11 @@ def main() -> None:
             for _ in range(args.rounds):
                 measured = {}
                 for name, (_, base) in servers.items():
-                    cpu, (pushed, batches) = cpu_seconds(servers[name][0].pid), batching(base)
+                    cpu = cpu_seconds(servers[name][0].pid)
                     measured[name] = wrk(base, script, args.duration, args.connections)
                     # CPU per request: steadier than a rate while others share the machine.
                     used = cpu_seconds(servers[name][0].pid) - cpu
                     measured[name]["cpu_us"] = 1e6 * used / max(measured[name]["requests"], 1)
-                    pushed_after, batches_after = batching(base)
-                    measured[name]["per_batch"] = (
-                        (pushed_after - pushed) / (batches_after - batches)
-                        if batches_after > batches
-                        else 0.0
-                    )
                     print(name, json.dumps(measured[name]), flush=True)
                 rounds.append(measured)
             if args.profile and args.workers == 1:  # py-spy follows the one server process
@@ -332,9 +308,9 @@ def write_results(
         "messageIds, 50,000 senders; uvicorn, uvloop, httptools, "
         f"{args.workers} worker(s) each, no access log.",
         "",
-        "| round | endpoint | requests/s | CPU µs a request | pushes a batch | p50 ms | p99 ms "
-        "| max ms | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| round | endpoint | requests/s | CPU µs a request | p50 ms | p99 ms | max ms | non-2xx "
+        "| socket errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
@@ -345,8 +321,7 @@ def write_results(
                 "against": f"uplink ingress of {args.against}",
             }[name]
             lines.append(
-                f"| {number} | {label} | {r['rps']:.0f} | {r['cpu_us']:.0f} | "
-                f"{r['per_batch']:.1f} | {r['p50_ms']:.2f} | "
+                f"| {number} | {label} | {r['rps']:.0f} | {r['cpu_us']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
             )
     lines += [
