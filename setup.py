@@ -8,6 +8,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("schemas._records", ["schemas/_records.c"]),
+        Extension("schemas._encoder", ["schemas/_encoder.c"]),
         Extension("uplink._partition", ["uplink/_partition.c"]),
     ]
 )
