@@ -19,6 +19,8 @@ import orjson
 from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
 from schemas.framing import Framing
 from schemas.head import HeadReader, Heads
+from schemas.writers import SchemaLookup, released_schemas
+from uplink.exceptions import UplinkError
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
 INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
@@ -291,11 +293,21 @@ def _message_id_problem(body: dict[str, Any]) -> str:
 class PushCodec(Framing):
     """Turns a push body into a record and frames records for Kafka; build once, reuse."""
 
-    def __init__(self, schema: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        schema: dict[str, Any] | None = None,
+        *,
+        known: list[dict[str, Any]] | None = None,
+        lookup: SchemaLookup | None = None,
+    ) -> None:
+        """``schema``: the reader's (and writer's) schema, push.avsc by default; ``known``:
+        other writer schemas its records may carry (default: the released versions);
+        ``lookup``: the registry, for writer schemas of ids (and fingerprints) not known."""
         source = load_push_schema() if schema is None else schema
-        super().__init__(source)  # receivedAt reads back as the int of epoch millis
+        super().__init__(source, released_schemas() if known is None else known)
         self._push = _Compiler().push(source)
-        self._reader = HeadReader(source, self.header) if HeadReader.fits(source) else None
+        self._reader = HeadReader(self.writers) if HeadReader.fits(source) else None
+        self._lookup = lookup
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -355,6 +367,33 @@ class PushCodec(Framing):
                 found.ids.append(message_id)
                 found.stamps.append(stamp)
         return found
+
+    async def learn(self, values: Sequence[bytes | None]) -> bool:
+        """Fetch the writer schemas of values framed with ids (or single-object fingerprints)
+        not known yet from the registry; True if one was learnt (read the batch again). Raises
+        RegistryUnavailable (retriable) while the registry does not answer; an id it does not
+        have is remembered as missing, and its records are dead-lettered."""
+        if self._lookup is None:
+            return False
+        writers = self.writers
+        learnt = False
+        for schema_id in sorted(writers.unknown_ids(values)):
+            try:
+                text = await self._lookup.schema(schema_id)
+            except UplinkError as exc:
+                if exc.retriable:
+                    raise
+                writers.missing(schema_id)
+                continue
+            writers.add(schema_id, text)
+            learnt = True
+        if writers.unknown_fingerprints(values):
+            # The registry has no lookup by fingerprint: a newer writer's versions are few.
+            for schema_id, text in await self._lookup.versions():
+                writers.add(schema_id, text)
+            learnt = True
+            writers.missing_fingerprints(values)  # not in the registry either: not asked again
+        return learnt
 
     @staticmethod
     def key(record: dict[str, Any]) -> bytes:
