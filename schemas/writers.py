@@ -130,7 +130,8 @@ class WriterSchemas:
 
     @staticmethod
     def _canonical_form(source: dict[str, Any]) -> str:
-        return cast(str, to_parsing_canonical_form(parse_schema(source, named_schemas={})))
+        canonical: str = to_parsing_canonical_form(parse_schema(source, named_schemas={}))
+        return canonical
 
     def get(self, data: bytes | memoryview) -> Writer | None:
         return self._by_header.get(header_of(data))

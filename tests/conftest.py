@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from uplink.broker import free_port, kafka_broker
+from uplink.registry.local import LocalRegistry, RegistryServerSettings
 from uplink.settings import IngressSettings, KafkaSettings, Topics
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -26,10 +27,14 @@ Server = Callable[[Any], Awaitable[str]]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``kafka`` every test on the session's broker: scripts/test runs those a second time
-    through a container broker (``-m "kafka or container"``)."""
+    through a container broker (``-m "kafka or container"``); and ``registry`` every test on a
+    schema registry."""
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures:
             item.add_marker(pytest.mark.kafka)
+        if "schema_registry" in fixtures or "own_registry" in fixtures:
+            item.add_marker(pytest.mark.registry)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +45,35 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ, data_dir=tmp_path_factory.mktemp("kafka"), disposable=True
     ) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apicurio Registry for the session (from Maven Central, cached in ~/.cache/uplink,
+    in-memory storage): the URL of its Confluent-compatible API. Tests use their own subjects
+    (their topics are random)."""
+    log = tmp_path_factory.mktemp("registry") / "registry.log"
+    with LocalRegistry(RegistryServerSettings(port=free_port()), log_file=log) as registry:
+        yield registry.url
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[Callable[[int], LocalRegistry]]:
+    """Registries of the test's own (to stop, or to start late): ``own_registry(port)`` starts
+    one on that port; each is stopped at the end."""
+    started: list[LocalRegistry] = []
+
+    def start(port: int) -> LocalRegistry:
+        registry = LocalRegistry(
+            RegistryServerSettings(port=port), log_file=tmp_path / f"registry-{port}.log"
+        )
+        started.append(registry)
+        registry.start()
+        return registry
+
+    yield start
+    for registry in started:
+        registry.stop()
 
 
 @pytest.fixture

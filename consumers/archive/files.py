@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import compress
+from itertools import compress, repeat
 from operator import not_
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,11 +33,11 @@ from typing import IO, Any, cast
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.archive.settings import ArchiveSettings
-from consumers.runtime.exceptions import TransientError
+from consumers.runtime.exceptions import RecordError, TransientError
 from consumers.runtime.handler import Handler, Inbound, Pending, Positions
-from schemas import load_push_schema
+from schemas import PushCodec
 from schemas.container import BlockFormat
-from schemas.framing import HEADER_SIZE
+from schemas.writers import Writer
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,9 @@ class _Writer:
 
 
 class _OpenFile:
-    """One container file being written under its temporary name.
+    """One container file being written under its temporary name, of one writer schema and
+    framing: the records' datums are copied as they are, under the writer's schema (a record of
+    another writer, or framed otherwise, rotates the file).
 
     Blocks are compressed and written on the archive's writer thread, in submission order; the
     event loop only collects datums. A failed write is kept and raised by the ``close`` job.
@@ -135,8 +136,11 @@ class _OpenFile:
         hour: int,
         writer: _Writer,
         settings: ArchiveSettings,
+        header: bytes,
     ) -> None:
         self.final = final
+        self.header = header  # of every value in the file
+        self._skip = len(header)
         self.tmp = final.with_name(final.name + TMP_SUFFIX)
         self.hour = hour
         self.records = 0
@@ -156,9 +160,9 @@ class _OpenFile:
         self._submit(self._file.write, fmt.header)
 
     def add(self, value: bytes) -> None:
-        """A record value (single-object framed) whose datum goes into the file."""
+        """A record value (framed with ``header``) whose datum goes into the file."""
         self._values.append(value)
-        self._pending += len(value) - HEADER_SIZE
+        self._pending += len(value) - self._skip
         self.records += 1
         if self._pending >= self._block_bytes:
             self._end_block()
@@ -189,8 +193,10 @@ class _OpenFile:
             and self.records + len(new_stamps) <= self._max_records
         ):
             values = [record.value for record in new_records]
-            size = sum(map(len, values)) - HEADER_SIZE * len(values)
-            if self.bytes + self._pending + size < self._max_bytes:
+            size = sum(map(len, values)) - self._skip * len(values)
+            if self.bytes + self._pending + size < self._max_bytes and all(
+                map(bytes.startswith, values, repeat(self.header))  # one writer: C-speed check
+            ):
                 self._values += values
                 self._pending += size
                 self.records += len(values)
@@ -201,16 +207,18 @@ class _OpenFile:
         for index in range(start, len(records)):
             if not repeats[index]:
                 hour = named_hour(stamps[index])
-                if hour is None or not self.fits(hour):
+                value = records[index].value
+                if hour is None or not self.fits(hour, value[: self._skip]):
                     return index
-                self.add(records[index].value)
+                self.add(value)
         return len(records)
 
-    def fits(self, hour: int) -> bool:
-        """Whether a record of event ``hour`` belongs here: its hour, and room left (records and
-        bytes); else the file rotates first."""
+    def fits(self, hour: int, header: bytes) -> bool:
+        """Whether a record of event ``hour`` and writer ``header`` belongs here: its hour, its
+        writer, and room left (records and bytes); else the file rotates first."""
         return (
             hour == self.hour
+            and header == self.header
             and self.records < self._max_records
             and self.bytes + self._pending < self._max_bytes
         )
@@ -240,7 +248,7 @@ class _OpenFile:
 
     def _write_block(self, values: list[bytes]) -> None:
         if self._error is None:  # after a failed write the file is lost anyway
-            self._file.write(self._format.block(values, skip=HEADER_SIZE))
+            self._file.write(self._format.block(values, skip=self._skip))
 
     def _commit(self) -> None:
         if self._error is not None:
@@ -270,9 +278,11 @@ class ArchiveFiles(Handler):
     names make the redo exact).
     """
 
-    def __init__(self, settings: ArchiveSettings) -> None:
+    def __init__(self, settings: ArchiveSettings, codec: PushCodec | None = None) -> None:
+        """``codec``: the worker's, whose writer schemas name each record's (a file holds the
+        records of one writer schema, under it)."""
         self._settings = settings
-        self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
+        self._writers = (codec or PushCodec()).writers
         self._open: dict[TopicPartition, _OpenFile] = {}
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
@@ -304,9 +314,12 @@ class ArchiveFiles(Handler):
         if self._settings.verify:
             inbound.push  # noqa: B018  # decoding raises SchemaError: the runtime dead-letters it
         hour = event_hour(inbound)
+        writer = self._writers.get(inbound.value)
+        if writer is None:  # its head was read, so its writer is known; unless it is a bug
+            raise RecordError(f"no known writer schema for header {inbound.value[:10].hex()}")
         durable: Pending | None = None
         current = self._open.get(tp)
-        if current is not None and not current.fits(hour):
+        if current is not None and not current.fits(hour, writer.header):
             # Renamed in the background while records go on into the next file. The runtime
             # commits this record's offset once the rename is done, and before it calls handle
             # or flush for this partition again: so the next rename of the partition comes after
@@ -314,7 +327,7 @@ class ArchiveFiles(Handler):
             durable = Pending(self._close(tp), {tp: inbound.record.offset})
             current = None
         if current is None:
-            current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
+            current = self._open[tp] = self._opened(tp, inbound.record.offset, hour, writer)
         current.add(inbound.value)
         return durable
 
@@ -341,13 +354,13 @@ class ArchiveFiles(Handler):
             log.info("removed %s, left by a crashed worker", stale)
         self._swept.add(tp)
 
-    def _opened(self, tp: TopicPartition, offset: int, hour: int) -> _OpenFile:
+    def _opened(self, tp: TopicPartition, offset: int, hour: int, writer: Writer) -> _OpenFile:
         if tp not in self._swept:
             self._sweep(tp)
         final = archive_path(self._settings.root, tp.topic, tp.partition, offset, hour_start(hour))
-        fmt = BlockFormat(self._schema, self._settings.codec)
+        fmt = BlockFormat(writer.text, self._settings.codec)
         try:
-            return _OpenFile(final, fmt, hour, self._writer, self._settings)
+            return _OpenFile(final, fmt, hour, self._writer, self._settings, writer.header)
         except OSError as exc:
             raise TransientError(f"cannot open {final}: {exc}") from exc
 

@@ -17,21 +17,25 @@ from typing import Any
 
 import fastavro
 import orjson
+from fastavro.read import SchemaResolutionError
 
 from consumers.archive.exceptions import ArchiveReadError
-from schemas import PushCodec
+from schemas import PushCodec, load_push_schema
 from uplink.kafka import KafkaClients
 
 log = logging.getLogger(__name__)
 
 
-def archived_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one archive file; ArchiveReadError names the file if it is corrupt."""
+def archived_records(path: Path, reader: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of one archive file, as records of ``reader`` (push.avsc by default): a file
+    holds its writer's schema, and Avro's resolution reads an older or newer one's records as
+    this version's. ArchiveReadError names the file if it is corrupt."""
+    schema = load_push_schema() if reader is None else reader
     try:
         with path.open("rb") as stream:
-            for record in fastavro.reader(stream):
+            for record in fastavro.reader(stream, reader_schema=schema):
                 yield _plain(record)  # type: ignore[arg-type]
-    except (OSError, ValueError, EOFError, StopIteration) as exc:
+    except (OSError, ValueError, EOFError, StopIteration, SchemaResolutionError) as exc:
         raise ArchiveReadError(path, f"not a readable Avro container file ({exc!r})") from exc
 
 
@@ -56,7 +60,9 @@ def json_line(record: dict[str, Any]) -> bytes:
 async def replay(
     paths: Iterable[Path], topic: str, clients: KafkaClients, codec: PushCodec
 ) -> tuple[int, list[ArchiveReadError]]:
-    """Produce every archived record to ``topic`` (acks=all); returns (count, unreadable files)."""
+    """Produce every archived record to ``topic`` (acks=all), as records of the codec's schema
+    in its framing (Confluent, once its registration gave it an id); returns (count, unreadable
+    files)."""
     producer = clients.producer(linger_ms=5)
     await producer.start()
     sent, failures = 0, []

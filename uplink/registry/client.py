@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
@@ -122,7 +123,8 @@ class SchemaRegistry(Resource):
                 answer = await self._call("GET", f"/schemas/ids/{schema_id}")
             except RegistryError as exc:
                 if exc.status == 404:
-                    raise UnknownSchemaId(f"the registry has no schema id {schema_id}", 404) from exc
+                    missing = f"the registry has no schema id {schema_id}"
+                    raise UnknownSchemaId(missing, 404) from exc
                 raise
             self._schemas[schema_id] = str(answer["schema"])
         return self._schemas[schema_id]
@@ -173,10 +175,22 @@ class Registration(Resource):
     background, retrying with backoff (a registry that is down, or refuses the schema, leaves
     the process not ready, saying why, until it accepts it); ``registered()`` waits for it."""
 
-    def __init__(self, registry: SchemaRegistry, subject: str, schema: str) -> None:
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        subject: str,
+        schema: str,
+        on_registered: Callable[[int], None] | None = None,
+        wait: bool = False,
+    ) -> None:
+        """``on_registered(id)`` runs once, before ``done`` turns true (the codec's
+        ``frame_with``: no record written after it is framed otherwise). ``wait``: ``start()``
+        returns only once it is registered (a worker that must not write before)."""
         self.subject = subject
         self._registry = registry
         self._schema = schema
+        self._on_registered = on_registered
+        self._wait = wait
         self.schema_id: int | None = None
         self.problem = "not registered yet"
         self._done = asyncio.Event()
@@ -189,6 +203,8 @@ class Registration(Resource):
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._register(), name=f"register {self.subject}")
+        if self._wait:
+            await self.registered()
 
     async def registered(self) -> int:
         await self._done.wait()
@@ -215,6 +231,8 @@ class Registration(Resource):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            if self._on_registered is not None:
+                self._on_registered(schema_id)
             self.schema_id = schema_id
             self.problem = ""
             self._done.set()

@@ -74,7 +74,9 @@ def java_major(java: str) -> int | None:
     return int(found["minor"] or 0) if major == 1 else major
 
 
-def java_21(environ: dict[str, str] | None = None) -> str:
+def java_21(
+    environ: dict[str, str] | None = None, roots: tuple[Path, ...] = _JVM_DIRS
+) -> str:
     """The newest ``java`` of version 21 or later: JAVA_HOME's, PATH's, or one installed under
     /usr/lib/jvm (and the like). Raises RegistryServerError naming what was found otherwise."""
     environ = dict(os.environ) if environ is None else environ
@@ -84,7 +86,7 @@ def java_21(environ: dict[str, str] | None = None) -> str:
     on_path = shutil.which("java", path=environ.get("PATH"))
     if on_path:
         candidates.append(on_path)
-    for root in _JVM_DIRS:
+    for root in roots:
         if root.is_dir():
             candidates += sorted(str(p) for p in root.glob("*/bin/java"))
     seen: dict[str, int] = {}
