@@ -2,7 +2,7 @@
 
 Every worker needs a record's ``messageId`` (dedupe) and most need its event time; decoding the
 whole datum for those costs ~16 µs a record. push.avsc keeps them first on purpose (and the
-evolution policy keeps them there, docs/schema-evolution.md), and ``schemas/_records.c`` reads
+evolution policy keeps them there, schemas/EVOLUTION.md), and ``schemas/_records.c`` reads
 them for a whole fetched batch in one call (~0.1 µs a record; the same walk in Python was ~1.4,
 as much as aiokafka's own work per record), after any header of a known writer schema that has
 this layout, single-object or Confluent. ``HeadReader.fits`` checks that layout; a record of a

@@ -1,4 +1,4 @@
-"""The schema evolution policy (docs/schema-evolution.md), checked in CI.
+"""The schema evolution policy (schemas/EVOLUTION.md), checked in CI.
 
 Every ``schemas/*.avsc`` must be FULL_TRANSITIVE compatible with each of its released versions
 (``schemas/released/<name>-v<N>.avsc``): a reader of it reads every released writer's records,

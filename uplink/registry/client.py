@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
 # Readers of the topic are several groups at several versions, and the topic is replayed:
-# every version must read, and be read by, every other (docs/schema-evolution.md).
+# every version must read, and be read by, every other (schemas/EVOLUTION.md).
 COMPATIBILITY: Final = "FULL_TRANSITIVE"
 
 
