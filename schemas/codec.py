@@ -19,7 +19,7 @@ import orjson
 from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
 from schemas.framing import Framing
 from schemas.head import HeadReader, Heads
-from schemas.writers import SchemaLookup, released_schemas
+from schemas.writers import MARKER, SchemaLookup, released_schemas, schema_id_of
 from uplink.exceptions import UplinkError
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
@@ -354,7 +354,10 @@ class PushCodec(Framing):
         """``head`` of each value of a fetched batch, in one call, by column; for a value with
         none, why (the reason a worker dead-letters it with)."""
         if self._reader is not None:
-            return self._reader.read_many(values)
+            found = self._reader.read_many(values)
+            if found.failed:
+                self._explain(values, found.failed)
+            return found
         found = Heads([], [], [])
         for index, value in enumerate(values):
             try:
@@ -367,6 +370,25 @@ class PushCodec(Framing):
                 found.ids.append(message_id)
                 found.stamps.append(stamp)
         return found
+
+    def _explain(self, values: Sequence[bytes | None], failed: list[tuple[int, str]]) -> None:
+        """A value of a writer schema not known says which, and where it could be found."""
+        for position, (index, why) in enumerate(failed):
+            value = values[index]
+            if value is None or self.writers.get(value) is not None:
+                continue
+            schema_id = schema_id_of(value)
+            if schema_id is not None:
+                where = (
+                    "not in the schema registry"
+                    if self._lookup is not None
+                    else "no schema registry configured: set UPLINK_SCHEMA_REGISTRY_URL"
+                )
+                why = f"unknown writer schema: registry id {schema_id} ({where})"
+            elif value[:2] == MARKER:
+                fingerprint = bytes(value[2:10]).hex()
+                why = f"unknown writer schema: fingerprint {fingerprint} (a newer release?)"
+            failed[position] = (index, why)
 
     async def learn(self, values: Sequence[bytes | None]) -> bool:
         """Fetch the writer schemas of values framed with ids (or single-object fingerprints)

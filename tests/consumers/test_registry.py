@@ -99,7 +99,9 @@ async def test_the_archive_reads_both_framings_and_both_versions_one_file_per_wr
     [dead] = await read_records(settings.dlq, 1)
     assert dead.value == unknown
     reason = dict(dead.headers)["uplink-dlq-reason"].decode()
-    assert reason.startswith("undecodable: not a push record of this schema (header 007fff")
+    assert reason == (
+        f"undecodable: unknown writer schema: registry id {0x7FFFFFF0} (not in the schema registry)"
+    )
 
 
 async def test_the_media_worker_registers_its_events_and_frames_them_with_the_id(

@@ -478,7 +478,10 @@ def test_heads_of_a_batch_name_why_a_value_has_none() -> None:
     assert [index for index, _ in failed] == [0, 2, 3]
     [none, other, cut] = [why for _, why in failed]
     assert none == "no value"
-    assert other.startswith("not a push record of this schema (header 00")
+    assert other == (
+        f"unknown writer schema: registry id {int.from_bytes(data[1:5], 'big')} "
+        "(no schema registry configured: set UPLINK_SCHEMA_REGISTRY_URL)"
+    )
     assert cut == "undecodable datum head: the datum ends inside appId"
 
 
