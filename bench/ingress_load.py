@@ -1,17 +1,24 @@
 """Load benchmark: the ingress against a bare Starlette endpoint, same server settings, same run.
 
     .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
+    .venv/bin/python bench/ingress_load.py --registry    # Confluent framing against without
+
 
 Both servers run under uvicorn (uvloop, httptools, one worker) on loopback; wrk posts the spec's
 example pushes (unique messageIds) to each in turn; the broker runs on this machine too. Writes its
 row and section into bench/RESULTS.md: the ratio, latencies and, with --profile, where an ingress
-request spends its time (py-spy, sampled during a third load run).
+request spends its time (py-spy, sampled during a third load run). With ``--registry``, the
+two servers are instead the ingress as configured by default (single-object encoding) and the
+ingress with ``UPLINK_SCHEMA_REGISTRY_URL`` (a local Apicurio Registry; the schema registered at
+start-up, the Confluent framing on every record), on topics of their own: what the registry costs
+the hot path.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -193,17 +200,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="compare the ingress with a schema registry (Confluent framing) to without",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
     sys.path.insert(0, str(ROOT))
     from uplink.broker import free_port, kafka_broker
+    from uplink.registry.local import LocalRegistry, RegistryServerSettings
 
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        kafka_broker(os.environ, data_dir=Path(tmp) / "kafka") as bootstrap,
-    ):
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        bootstrap = stack.enter_context(kafka_broker(os.environ, data_dir=Path(tmp) / "kafka"))
+        registry_url = ""
+        if args.registry:
+            registry = LocalRegistry(RegistryServerSettings(port=free_port()))
+            registry_url = stack.enter_context(registry).url
         script = lua_script(Path(tmp))
         (Path(tmp) / "bare_app.py").write_text(BARE_APP)
         env = {
@@ -217,14 +233,29 @@ def main() -> None:
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
+        ingress = "ingress.app:app_from_env"
+        contenders = (
+            [("bare", "bare_app:app", False, env), ("ingress", ingress, True, env)]
+            if not args.registry
+            else [
+                ("ingress", ingress, True, {**env, "UPLINK_TOPIC_MESSAGES": "bench.plain"}),
+                (
+                    "registry",
+                    ingress,
+                    True,
+                    {
+                        **env,
+                        "UPLINK_TOPIC_MESSAGES": "bench.confluent",
+                        "UPLINK_SCHEMA_REGISTRY_URL": registry_url,
+                    },
+                ),
+            ]
+        )
         try:
-            for name, target, factory in [
-                ("bare", "bare_app:app", False),
-                ("ingress", "ingress.app:app_from_env", True),
-            ]:
+            for name, target, factory, server_env in contenders:
                 port = free_port()
                 process = subprocess.Popen(
-                    uvicorn_cmd(target, port, factory, args.workers), env=env, cwd=tmp
+                    uvicorn_cmd(target, port, factory, args.workers), env=server_env, cwd=tmp
                 )
                 servers[name] = (process, f"http://127.0.0.1:{port}")
                 wait_http(f"{servers[name][1]}/readyz")
@@ -257,7 +288,68 @@ def main() -> None:
             for process, _ in servers.values():
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
+    if args.registry:
+        write_registry_results(rounds, args)
+    else:
         write_results(rounds, hotspots, args)
+
+
+def rounds_table(
+    rounds: list[dict[str, dict[str, float]]], what: str, labels: dict[str, str]
+) -> list[str]:
+    """The rounds as a Markdown table, one row per server and round."""
+    lines = [
+        f"| round | {what} | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for number, measured in enumerate(rounds, 1):
+        for name, r in measured.items():
+            errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
+            lines.append(
+                f"| {number} | {labels[name]} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
+            )
+    return lines
+
+
+def write_registry_results(
+    rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace
+) -> None:
+    ratios = [r["registry"]["rps"] / r["ingress"]["rps"] for r in rounds]
+    ratio = statistics.median(ratios)
+    p50 = [r["registry"]["p50_ms"] / r["ingress"]["p50_ms"] for r in rounds]
+    lines = [
+        run_line("; broker, registry (Apicurio 3.3.3), servers and wrk all on this machine"),
+        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds "
+        "alternating the ingress without a registry (single-object encoding) and with "
+        "`UPLINK_SCHEMA_REGISTRY_URL` (schema registered at start-up, Confluent framing), each on "
+        "its own topic; the spec's 13 example pushes in rotation, unique messageIds; uvicorn, "
+        f"uvloop, httptools, {args.workers} worker(s) each, no access log.",
+        "",
+        *rounds_table(
+            rounds,
+            "ingress",
+            {"ingress": "single-object (no registry)", "registry": "Confluent (registry)"},
+        ),
+    ]
+    lines += [
+        "",
+        f"**Throughput with the registry / without: {ratio:.1%}** (median of "
+        f"{', '.join(f'{r:.1%}' for r in ratios)}); p50 latency with / without: median "
+        f"{statistics.median(p50):.2f}x. The registry is asked once, at start-up: a push's "
+        "work differs only in the 5-byte header its encoder was compiled with.",
+        "",
+    ]
+    write_run(
+        "Ingress with the schema registry",
+        figure=f"Confluent framing at {100 * ratio:.1f} % of single-object throughput "
+        f"(median of {len(ratios)}, range {100 * min(ratios):.1f} to {100 * max(ratios):.1f} %)",
+        bar="no measurable cost (within the rounds' noise)",
+        met=min(ratios) <= 1.0 <= max(ratios) or ratio >= 0.97,
+        command=command(),
+        section="\n".join(lines),
+    )
+    print("\n".join(lines))
 
 
 def write_results(
@@ -274,17 +366,12 @@ def write_results(
         "messageIds, 50,000 senders; uvicorn, uvloop, httptools, "
         f"{args.workers} worker(s) each, no access log.",
         "",
-        "| round | endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|---|",
+        *rounds_table(
+            rounds,
+            "endpoint",
+            {"bare": "bare Starlette (reads body, 200)", "ingress": "uplink ingress"},
+        ),
     ]
-    for number, measured in enumerate(rounds, 1):
-        for name, r in measured.items():
-            errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
-            label = "bare Starlette (reads body, 200)" if name == "bare" else "uplink ingress"
-            lines.append(
-                f"| {number} | {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
-            )
     lines += [
         "",
         f"**Ratio ingress / bare: {ratio:.1%}** (median of "

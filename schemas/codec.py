@@ -16,9 +16,9 @@ from typing import Any, Final, cast
 
 import orjson
 
-from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
+from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
 from schemas.framing import Framing
-from schemas.head import HeadReader, Heads
+from schemas.head import HeadReader, Heads, decoded_heads
 from schemas.writers import MARKER, SchemaLookup, released_schemas, schema_id_of
 from uplink.exceptions import UplinkError
 
@@ -346,7 +346,12 @@ class PushCodec(Framing):
         Checks the framing and the leading fields only: a datum corrupt further on passes.
         """
         if self._reader is not None:
-            return self._reader.read(data)
+            ids, stamps, failed = self.heads((data,))
+            if failed:
+                why = failed[0][1]
+                known = self.writers.get(data) is not None
+                raise CorruptRecord(why) if known else UnknownSchema(why)
+            return ids[0], stamps[0]
         record = self.decode(data)
         return record["messageId"], record.get("timestamp")
 
@@ -358,18 +363,7 @@ class PushCodec(Framing):
             if found.failed:
                 self._explain(values, found.failed)
             return found
-        found = Heads([], [], [])
-        for index, value in enumerate(values):
-            try:
-                if value is None:
-                    raise CorruptRecord("no value")
-                message_id, stamp = self.head(value)
-            except SchemaError as exc:
-                found.failed.append((index, str(exc)))
-            else:
-                found.ids.append(message_id)
-                found.stamps.append(stamp)
-        return found
+        return decoded_heads(self.writers, values)  # a schema laid out otherwise: decoded
 
     def _explain(self, values: Sequence[bytes | None], failed: list[tuple[int, str]]) -> None:
         """A value of a writer schema not known says which, and where it could be found."""

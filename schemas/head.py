@@ -40,7 +40,7 @@ class Heads(NamedTuple):
 
 
 class HeadReader:
-    """``read(value) -> (messageId, timestamp or None)`` of a push of any known writer."""
+    """``read_many(values)``: the heads of a batch of pushes of any known writer schema."""
 
     def __init__(self, writers: WriterSchemas) -> None:
         if not self.fits(writers.reader):
@@ -52,28 +52,20 @@ class HeadReader:
         found = tuple((field["name"], field["type"]) for field in schema["fields"][: len(LAYOUT)])
         return found == LAYOUT
 
-    def read(self, data: bytes) -> Head:
-        found = self.read_many((data,))
-        if found.failed:
-            writer = self._writers.get(data)
-            if writer is None:
-                raise UnknownSchema(f"not a push record of this schema (header {data[:10].hex()})")
-            raise CorruptRecord(found.failed[0][1])
-        return found.ids[0], found.stamps[0]
-
     def read_many(self, values: Sequence[bytes | None]) -> Heads:
-        """``read`` for a batch, in one call."""
+        """(messageId, timestamp or None) of each value, by column, in one call."""
         writers = self._writers
         found = Heads(*heads(writers.head_headers, values))
         if found.failed and any(
             (writer := writers.get(values[index] or b"")) is not None and not writer.fits
             for index, _ in found.failed
         ):
-            return _decoded(writers, values)  # a writer laid out otherwise: the slow way
+            return decoded_heads(writers, values)  # a writer laid out otherwise: the slow way
         return found
 
 
-def _decoded(writers: WriterSchemas, values: Sequence[bytes | None]) -> Heads:
+def decoded_heads(writers: WriterSchemas, values: Sequence[bytes | None]) -> Heads:
+    """``read_many`` value by value, decoding those of writers without the head layout."""
     found = Heads([], [], [])
     for index, value in enumerate(values):
         try:

@@ -29,8 +29,8 @@ from tests.conftest import Server, wait_ready
 from uplink.broker import free_port
 from uplink.broker.container import DEFAULT_IMAGE
 from uplink.broker.local import KAFKA_VERSION
-from uplink.registry.local import APICURIO_VERSION
 from uplink.metrics import MetricsServer
+from uplink.registry.local import APICURIO_VERSION
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -74,9 +74,7 @@ def java_major(java: str) -> int | None:
     return int(found["minor"] or 0) if major == 1 else major
 
 
-def java_21(
-    environ: dict[str, str] | None = None, roots: tuple[Path, ...] = _JVM_DIRS
-) -> str:
+def java_21(environ: dict[str, str] | None = None, roots: tuple[Path, ...] = _JVM_DIRS) -> str:
     """The newest ``java`` of version 21 or later: JAVA_HOME's, PATH's, or one installed under
     /usr/lib/jvm (and the like). Raises RegistryServerError naming what was found otherwise."""
     environ = dict(os.environ) if environ is None else environ
