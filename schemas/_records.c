@@ -18,7 +18,6 @@
 #include <string.h>
 
 #define HEADER_SIZE 10 /* the longest header: single-object */
-#define MAX_HEADERS 64
 
 typedef struct {
     const unsigned char *data;
@@ -93,8 +92,8 @@ read_string(Cursor *c, Py_ssize_t *start, Py_ssize_t *length)
 /* Reads one value's head: 0 with new references in *message_id and *stamp, 1 with a new reference
  * in *reason (why it has none), -1 on an error of Python's own (memory). */
 typedef struct {
-    const char *bytes[MAX_HEADERS];
-    Py_ssize_t sizes[MAX_HEADERS];
+    const char **bytes; /* borrowed from the caller's tuple */
+    Py_ssize_t *sizes;
     Py_ssize_t count;
 } Headers;
 
@@ -207,16 +206,25 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "heads() takes exactly 2 arguments (headers, values)");
         return NULL;
     }
-    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) > MAX_HEADERS) {
-        PyErr_SetString(PyExc_ValueError, "headers must be a tuple of at most 64 bytes objects");
+    if (!PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "headers must be a tuple of bytes");
         return NULL;
     }
     Headers headers;
     headers.count = PyTuple_GET_SIZE(args[0]);
+    /* One allocation for both arrays (at least one byte, so NULL means no memory). */
+    size_t each = sizeof(char *) + sizeof(Py_ssize_t);
+    void *memory = PyMem_Malloc((size_t)headers.count * each + 1);
+    if (memory == NULL) {
+        return PyErr_NoMemory();
+    }
+    headers.bytes = (const char **)memory;
+    headers.sizes = (Py_ssize_t *)(headers.bytes + headers.count);
     for (Py_ssize_t i = 0; i < headers.count; i++) {
         PyObject *item = PyTuple_GET_ITEM(args[0], i);
         if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) < 1 ||
             PyBytes_GET_SIZE(item) > HEADER_SIZE) {
+            PyMem_Free(memory);
             PyErr_SetString(PyExc_ValueError, "each header must be 1 to 10 bytes");
             return NULL;
         }
@@ -226,6 +234,7 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* `headers` borrows from the tuple, which the caller holds for the whole call. */
     PyObject *values = PySequence_Fast(args[1], "values must be a sequence");
     if (values == NULL) {
+        PyMem_Free(memory);
         return NULL;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
@@ -256,10 +265,12 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_DECREF(values);
+    PyMem_Free(memory);
     return Py_BuildValue("(NNN)", ids, stamps, failed);
 
 error:
     Py_DECREF(values);
+    PyMem_Free(memory);
     Py_XDECREF(ids);
     Py_XDECREF(stamps);
     Py_XDECREF(failed);

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from schemas import PushCodec, load_push_schema
+from tests.conftest import Server
 from uplink.broker import free_port
 from uplink.exceptions import ConfigError
 from uplink.registry.client import (
@@ -130,3 +136,30 @@ def test_a_bad_registry_setting_is_named(environ: dict[str, str], setting: str) 
     with pytest.raises(ConfigError) as error:
         registry_from_env(environ)
     assert error.value.setting == setting
+
+
+def guarded_registry(credentials: str) -> Starlette:
+    """A loopback stand-in for a registry behind basic auth (Apicurio's own needs an OIDC
+    server): it answers one schema by id, only to the right credentials."""
+
+    async def schema(request: Request) -> Response:
+        expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"error_code": 401, "message": "unauthorized"}, 401)
+        return JSONResponse({"schema": PushCodec().text})
+
+    return Starlette(routes=[Route("/apis/ccompat/v7/schemas/ids/{id:int}", schema)])
+
+
+async def test_basic_auth_is_sent_and_a_refusal_is_not_retried(serve: Server) -> None:
+    base = await serve(guarded_registry("uplink:hunter2"))
+    url = f"{base}/apis/ccompat/v7"
+    good = RegistrySettings(url, username="uplink", password=Secret("hunter2"))
+    async with SchemaRegistry(good) as registry:
+        assert json.loads(await registry.schema(3)) == json.loads(PushCodec().text)
+    bad = RegistrySettings(url, username="uplink", password=Secret("wrong"))
+    async with SchemaRegistry(bad) as registry:
+        with pytest.raises(RegistryError) as refused:
+            await registry.schema(3)
+    assert refused.value.status == 401 and not refused.value.retriable
+    assert "wrong" not in str(refused.value)
