@@ -20,6 +20,7 @@ from consumers.archive.replay import archived_records
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings
 from schemas import MediaCodec, PushCodec
+from schemas.writers import released_schemas
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory, ensure_worker_topics
 from tests.consumers.media.server import MediaServer
@@ -29,6 +30,7 @@ from uplink.settings import RegistrySettings
 
 pytestmark = pytest.mark.anyio
 
+V1 = released_schemas("push")[0]
 V2 = json.loads(Path(__file__).parent.parent.joinpath("schemas/evolution/push-v2.avsc").read_text())
 TEMPLATE = orjson.loads(EXAMPLES.joinpath("text.json").read_bytes())
 EVENT_SECONDS = 1_700_042_400  # one event hour: files rotate only for a change of writer
@@ -51,7 +53,12 @@ async def test_the_archive_reads_both_framings_and_both_versions_one_file_per_wr
     )
     topic = settings.topics.messages
     await ensure_worker_topics(settings)
-    v1, v1_registered, v2, v2_registered = PushCodec(), PushCodec(), PushCodec(V2), PushCodec(V2)
+    v1, v1_registered, v2, v2_registered = (
+        PushCodec(V1),
+        PushCodec(V1),
+        PushCodec(V2),
+        PushCodec(V2),
+    )
     async with SchemaRegistry(registry_settings) as registry:
         await registry.set_compatibility(subject(topic))
         v1_registered.frame_with(await registry.register(subject(topic), v1.text))

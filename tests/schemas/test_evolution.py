@@ -36,6 +36,8 @@ pytestmark = pytest.mark.anyio
 
 SCHEMAS = sorted(Path(str(resources.files("schemas"))).glob("*.avsc"))
 RELEASED = Path(str(resources.files("schemas").joinpath("released")))
+# v1 as released, and the tests' v2 of it: whatever push.avsc has become since.
+V1 = released_schemas("push")[0]
 V2 = json.loads(Path(__file__).parent.joinpath("evolution", "push-v2.avsc").read_text())
 
 
@@ -141,7 +143,7 @@ BODIES = [path.read_bytes() for path in sorted(EXAMPLES.glob("*.json"))]
 
 
 def v1_records() -> tuple[PushCodec, list[dict[str, Any]]]:
-    codec = PushCodec()
+    codec = PushCodec(V1)
     return codec, [codec.parse(body, 1_700_000_000_000 + n) for n, body in enumerate(BODIES)]
 
 
@@ -171,7 +173,7 @@ def test_a_v1_archive_reader_reads_a_file_of_v2_records(tmp_path: Path) -> None:
     path = tmp_path / "v2.avro"
     fmt = BlockFormat(v2.text, "null")
     path.write_bytes(fmt.header + fmt.block([v2.encode(record) for record in records], skip=10))
-    read = list(archived_records(path))  # push.avsc, the v1 in this tree
+    read = list(archived_records(path, V1))  # as a reader that has only v1
     assert [orjson.loads(r["raw"]) for r in read] == [orjson.loads(body) for body in BODIES]
     assert all("deliveredVia" not in r for r in read)
 
@@ -181,7 +183,7 @@ async def test_a_v1_consumer_reads_v2_records_through_the_registry(schema_regist
     v2 = v2_codec()
     async with SchemaRegistry(RegistrySettings(schema_registry)) as registry:
         await registry.set_compatibility(subject)
-        v1_id = await registry.register(subject, PushCodec().text)
+        v1_id = await registry.register(subject, PushCodec(V1).text)
         single_object = [
             v2.encode({**v2.parse(body, 1), "deliveredVia": "edge-7"}) for body in BODIES
         ]
@@ -191,12 +193,13 @@ async def test_a_v1_consumer_reads_v2_records_through_the_registry(schema_regist
 
         # Without the registry a v1 reader knows no v2 writer: the record is not misread.
         with pytest.raises(UnknownSchema):
-            PushCodec().decode(confluent[0])
+            PushCodec(V1).decode(confluent[0])
         with pytest.raises(UnknownSchema):
-            PushCodec().decode(single_object[0])
+            PushCodec(V1, known=[]).decode(single_object[0])
 
         lookup = SubjectSchemas(registry, subject)
-        by_id, by_fingerprint = PushCodec(lookup=lookup), PushCodec(lookup=lookup)
+        by_id = PushCodec(V1, known=[], lookup=lookup)
+        by_fingerprint = PushCodec(V1, known=[], lookup=lookup)
         assert by_id.heads(confluent).failed  # not known yet
         assert await by_id.learn(confluent)  # the id's schema
         assert await by_fingerprint.learn(single_object)  # among the subject's versions
