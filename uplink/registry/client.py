@@ -217,11 +217,26 @@ class Registration(Resource):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def _level(self) -> None:
+        """The subject's compatibility level, uplink's; a registry that does not let this
+        client set it (a managed one: 401/403) keeps its own, said once in the log."""
+        try:
+            await self._registry.set_compatibility(self.subject)
+        except RegistryError as exc:
+            if exc.retriable:
+                raise
+            log.warning(
+                "compatibility of %s not set to %s (%s): the registry's own level applies",
+                self.subject,
+                COMPATIBILITY,
+                exc,
+            )
+
     async def _register(self) -> None:
         delay = 0.2
         while True:
             try:
-                await self._registry.set_compatibility(self.subject)
+                await self._level()
                 schema_id = await self._registry.register(self.subject, self._schema)
             except RegistryError as exc:
                 self.problem = str(exc)

@@ -163,3 +163,25 @@ async def test_basic_auth_is_sent_and_a_refusal_is_not_retried(serve: Server) ->
             await registry.schema(3)
     assert refused.value.status == 401 and not refused.value.retriable
     assert "wrong" not in str(refused.value)
+
+
+async def test_a_registry_that_forbids_setting_the_level_still_registers(serve: Server) -> None:
+    async def config(request: Request) -> Response:
+        return JSONResponse({"error_code": 40301, "message": "forbidden"}, 403)
+
+    async def versions(request: Request) -> Response:
+        return JSONResponse({"id": 42})
+
+    base = await serve(
+        Starlette(
+            routes=[
+                Route("/config/{subject}", config, methods=["PUT"]),
+                Route("/subjects/{subject}/versions", versions, methods=["POST"]),
+            ]
+        )
+    )
+    codec = PushCodec()
+    registry = SchemaRegistry(RegistrySettings(base))
+    async with registry, Registration(registry, "s-value", codec.text, codec.frame_with) as pending:
+        assert await asyncio.wait_for(pending.registered(), 30) == 42
+    assert codec.schema_id == 42
