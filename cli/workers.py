@@ -25,7 +25,13 @@ from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
 from schemas import MediaCodec, PushCodec
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
-from uplink.registry.client import Registration, SchemaRegistry, SubjectSchemas, subject
+from uplink.registry.client import (
+    START_TIMEOUT,
+    Registration,
+    SchemaRegistry,
+    SubjectSchemas,
+    subject,
+)
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 from uplink.topics import TopicSpec, dlq_spec
@@ -133,7 +139,7 @@ def media(
                 subject(settings.topics.media),
                 events.text,
                 on_registered=events.frame_with,
-                wait=True,
+                wait=START_TIMEOUT,  # then exit 75: its supervisor restarts it
             )
         ]
     handler = MediaHandler(

@@ -30,6 +30,9 @@ CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
 # Readers of the topic are several groups at several versions, and the topic is replayed:
 # every version must read, and be read by, every other (schemas/EVOLUTION.md).
 COMPATIBILITY: Final = "FULL_TRANSITIVE"
+# How long a process that must not write before its schema is registered (the media worker)
+# waits for the registry at start-up, before it exits 75 for its supervisor to restart it.
+START_TIMEOUT: Final = 30.0
 
 
 class RegistryError(UplinkError):
@@ -181,11 +184,13 @@ class Registration(Resource):
         subject: str,
         schema: str,
         on_registered: Callable[[int], None] | None = None,
-        wait: bool = False,
+        wait: float | None = None,
     ) -> None:
         """``on_registered(id)`` runs once, before ``done`` turns true (the codec's
         ``frame_with``: no record written after it is framed otherwise). ``wait``: ``start()``
-        returns only once it is registered (a worker that must not write before)."""
+        returns only once it is registered (a worker that must not write before), or raises
+        RegistryUnavailable (retriable: the process exits 75 for its supervisor to restart it)
+        after that many seconds."""
         self.subject = subject
         self._registry = registry
         self._schema = schema
@@ -203,8 +208,15 @@ class Registration(Resource):
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._register(), name=f"register {self.subject}")
-        if self._wait:
-            await self.registered()
+        if self._wait is not None:
+            try:
+                await asyncio.wait_for(self.registered(), self._wait)
+            except TimeoutError:
+                await self.stop()
+                raise RegistryUnavailable(
+                    f"schema of {self.subject} not registered within {self._wait:g}s: "
+                    f"{self.problem}"
+                ) from None
 
     async def registered(self) -> int:
         await self._done.wait()

@@ -185,3 +185,14 @@ async def test_a_registry_that_forbids_setting_the_level_still_registers(serve: 
     async with registry, Registration(registry, "s-value", codec.text, codec.frame_with) as pending:
         assert await asyncio.wait_for(pending.registered(), 30) == 42
     assert codec.schema_id == 42
+
+
+async def test_a_registration_waited_for_gives_up_retriably_saying_why() -> None:
+    registry = SchemaRegistry(RegistrySettings(f"http://127.0.0.1:{free_port()}", timeout=0.2))
+    async with registry:
+        registration = Registration(registry, "s-value", "{}", wait=1.0)
+        with pytest.raises(RegistryUnavailable) as down:
+            await registration.start()
+        await registration.stop()
+    assert down.value.retriable
+    assert "not registered within 1s: schema registry unreachable" in str(down.value)
