@@ -25,9 +25,16 @@ from consumers.router.redelivery import Redeliveries, retry_group
 from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
 from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
-from schemas import PushCodec
+from schemas import MediaCodec, PushCodec
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
+from uplink.registry.client import (
+    START_TIMEOUT,
+    Registration,
+    SchemaRegistry,
+    SubjectSchemas,
+    subject,
+)
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
@@ -44,13 +51,25 @@ class _Process:
     producer: Producer
     metrics: WorkerMetrics
     dead_letters: DeadLetters
+    registry: SchemaRegistry | None  # with UPLINK_SCHEMA_REGISTRY_URL: writer schemas by id
 
     @classmethod
     def of(cls, settings: WorkerSettings) -> _Process:
         clients = KafkaClients(settings.kafka)
         producer = Producer(clients)
         metrics = WorkerMetrics(settings.name)
-        return cls(settings, clients, producer, metrics, DeadLetters(settings, producer, metrics))
+        registry = SchemaRegistry(settings.registry) if settings.registry is not None else None
+        return cls(
+            settings, clients, producer, metrics, DeadLetters(settings, producer, metrics), registry
+        )
+
+    def codec(self) -> PushCodec:
+        """The codec of the pushes it reads: records of any known writer schema, in either
+        framing; with a registry, the writer schemas of ids it meets are fetched from there."""
+        if self.registry is None:
+            return PushCodec()
+        messages = subject(self.settings.topics.messages)
+        return PushCodec(lookup=SubjectSchemas(self.registry, messages))
 
     def worker(
         self,
@@ -74,13 +93,14 @@ class _Process:
     def assembly(
         self, workers: list[Worker], resources: list[Resource], writes: list[TopicSpec]
     ) -> Assembly:
-        """The process: its producer starts first and stops last."""
+        """The process: its registry client and producer start first and stop last."""
         settings = self.settings
+        first: list[Resource] = [self.registry] if self.registry is not None else []
         return Assembly(
             settings.kafka,
             settings.topics,
             workers,
-            resources=[self.producer, *resources],
+            resources=[*first, self.producer, *resources],
             writes=writes,
             registry=self.metrics.registry,
             metrics_port=settings.metrics_port,
@@ -109,8 +129,9 @@ def archive_store(archive: ArchiveSettings) -> ArchiveStore:
 
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
-    files = ArchiveFiles(archive, archive_store(archive))
-    return process.assembly([process.worker(files, PushCodec())], [files], writes(settings))
+    codec = process.codec()
+    files = ArchiveFiles(archive, archive_store(archive), codec)
+    return process.assembly([process.worker(files, codec)], [files], writes(settings))
 
 
 def media(
@@ -123,12 +144,33 @@ def media(
         else MediaBucket(Bucket(media.root, "UPLINK_MEDIA_DIR"), media.work_dir)
     )
     fetcher = Fetcher(media, AddressGuard(media.allow_hosts), clients=http)
+    events = MediaCodec()
+    registered: list[Resource] = []
+    if process.registry is not None:
+        # Its events are framed with their schema's id: registered before the worker starts.
+        registered = [
+            Registration(
+                process.registry,
+                subject(settings.topics.media),
+                events.text,
+                on_registered=events.frame_with,
+                wait=START_TIMEOUT,  # then exit 75: its supervisor restarts it
+            )
+        ]
     handler = MediaHandler(
-        media, fetcher, store, process.producer, settings.topics.media, process.dead_letters
+        media,
+        fetcher,
+        store,
+        process.producer,
+        settings.topics.media,
+        process.dead_letters,
+        codec=events,
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
     return process.assembly(
-        [process.worker(handler, PushCodec())], [store, fetcher, handler], writes(settings)
+        [process.worker(handler, process.codec())],
+        [*registered, store, fetcher, handler],
+        writes(settings),
     )
 
 
@@ -142,7 +184,7 @@ def router(
     topics (its own group, no dedupe), sharing the router's HTTP clients, producer, DLQ and
     metrics (its figures are apart: their partitions are the delay topics')."""
     process = _Process.of(settings)
-    codec = PushCodec()
+    codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
     deliverer = Deliverer(rules.endpoints, metrics, clients=http)
     handler = Router(
