@@ -99,6 +99,10 @@ class DurableProducer(Resource):
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
                 continue
+            except asyncio.CancelledError:
+                # Stopped while connecting: close what was made (else aiokafka warns, unclosed).
+                await asyncio.shield(producer.stop())
+                raise
             if self._closed:
                 await producer.stop()
                 return
