@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ingress.meta import META_PATH, Handshake, MetaEndpoint
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
@@ -66,7 +67,8 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         ),
     )
     metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
-    push = PushEndpoint(settings, PushCodec(), producer, metrics)
+    codec = PushCodec()
+    push = PushEndpoint(settings, codec, producer, metrics)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -85,16 +87,19 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
             yield
         # Leaving the block flushed the producer: every push still in flight got its answer.
 
-    return IngressApp(
-        push,
-        routes=[
-            Route(PUSH_PATH, push, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route(PUSH_PATH, push, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    meta = settings.meta
+    if meta.webhook and meta.verify_token is not None:  # else not served: 404
+        routes += [
+            Route(META_PATH, MetaEndpoint(settings, codec, producer, metrics), methods=["POST"]),
+            Route(META_PATH, Handshake(meta.verify_token).answer, methods=["GET"]),
+        ]
+    return IngressApp(push, routes=routes, lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:

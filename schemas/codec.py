@@ -21,7 +21,8 @@ from schemas.framing import Framing
 from schemas.head import HeadReader, Heads
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
-INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
+INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt", "source", "meta"})
+UPLINK_SOURCE: Final = "uplink"  # push.avsc's `source` of the provider's pushes
 
 Converter = Callable[[Any], Any]
 
@@ -40,7 +41,7 @@ _BOOL_TEXT: Final = {"true": True, "false": False, "1": True, "0": False}
 _EXACT_FLOAT_INT: Final = 2**53  # floats beyond this no longer hold every integer exactly
 
 
-def _to_str(value: Any) -> str | None:
+def to_str(value: Any) -> str | None:
     kind = type(value)
     if kind is str:
         return cast(str, value)
@@ -99,7 +100,7 @@ def _to_bool(value: Any) -> bool | None:
 
 
 _PRIMITIVES: Final[dict[str, Converter]] = {
-    "string": _to_str,
+    "string": to_str,
     "int": _int_converter(-(2**31), 2**31 - 1),
     "long": _int_converter(-(2**63), 2**63 - 1),
     "boolean": _to_bool,
@@ -147,6 +148,12 @@ def _record_converter(fields: dict[str, Converter], all_names: list[str]) -> Con
     return convert
 
 
+def compile_converter(schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> Converter:
+    """The JSON → record converter of a record schema; ``skip``: top-level fields no JSON key
+    sets (the caller sets them)."""
+    return _Compiler().record(schema, skip)
+
+
 class _Compiler:
     """Walks an Avro schema once and builds the JSON → record converter for each node."""
 
@@ -155,7 +162,10 @@ class _Compiler:
 
     def push(self, schema: dict[str, Any]) -> Converter:
         """The converter of the top-level record, whose ingress fields no body key can set."""
-        return self._record(schema, "", skip=INGRESS_FIELDS)
+        return self.record(schema, INGRESS_FIELDS)
+
+    def record(self, schema: dict[str, Any], skip: frozenset[str]) -> Converter:
+        return self._record(schema, "", skip=skip)
 
     def node(self, schema: Any, namespace: str, coerce: str | None = None) -> Converter:
         if isinstance(schema, list):
@@ -205,7 +215,7 @@ class _Compiler:
 # --- JSON loading -----------------------------------------------------------------------------
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_KINDS: Final[dict[type, str]] = {
+JSON_KINDS: Final[dict[type, str]] = {
     dict: "object",
     list: "array",
     str: "string",
@@ -216,7 +226,7 @@ _JSON_KINDS: Final[dict[type, str]] = {
 }
 
 
-def _load_json(raw: bytes) -> Any:
+def load_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -282,7 +292,7 @@ def _message_id_problem(body: dict[str, Any]) -> str:
         return "messageId is null"
     if type(value) is str:
         return "messageId is empty"
-    return f"messageId is a JSON {_JSON_KINDS.get(type(value))}, not a string or number"
+    return f"messageId is a JSON {JSON_KINDS.get(type(value))}, not a string or number"
 
 
 # --- the codec --------------------------------------------------------------------------------
@@ -296,6 +306,8 @@ class PushCodec(Framing):
         super().__init__(source)  # receivedAt reads back as the int of epoch millis
         self._push = _Compiler().push(source)
         self._reader = HeadReader(source, self.header) if HeadReader.fits(source) else None
+        # push.avsc has it since v2; a custom schema may not.
+        self._sourced = any(f["name"] == "source" for f in source["fields"])
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -303,9 +315,9 @@ class PushCodec(Framing):
         """A push body → record; raises NotAPush when the body is not a push at all."""
         if not raw:
             raise NotAPush("body is empty")
-        body = _load_json(raw)
+        body = load_json(raw)
         if type(body) is not dict:
-            raise NotAPush(f"body is a JSON {_JSON_KINDS.get(type(body))}, not an object")
+            raise NotAPush(f"body is a JSON {JSON_KINDS.get(type(body))}, not an object")
         record: dict[str, Any] = self._push(body)
         message_id = record["messageId"]
         if message_id is None or not message_id.strip():
@@ -314,6 +326,14 @@ class PushCodec(Framing):
             self._lift_top_level_type(body, record)
         record["raw"] = raw
         record["receivedAt"] = received_at_ms
+        if self._sourced:
+            record["source"] = UPLINK_SOURCE
+        return record
+
+    def convert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The typed view of a push-shaped JSON object (no ingress fields set): for other
+        formats mapped onto the push, such as Meta's webhook (schemas/meta.py)."""
+        record: dict[str, Any] = self._push(body)
         return record
 
     def _lift_top_level_type(self, body: dict[str, Any], record: dict[str, Any]) -> None:
@@ -321,7 +341,7 @@ class PushCodec(Framing):
         message = record["message"]
         if message is not None and message["type"] is not None:
             return
-        top_type = _to_str(body.get("type"))
+        top_type = to_str(body.get("type"))
         if top_type is None:
             return
         if message is None:
