@@ -11,6 +11,7 @@ from cli.launcher import Assembly
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.fetch import Fetcher
+from consumers.media.graph import GraphMedia
 from consumers.media.guard import AddressGuard
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaSettings
@@ -107,14 +108,22 @@ def media(
 ) -> Assembly:
     process = _Process.of(settings)
     store = FileStore(media.root)
-    fetcher = Fetcher(media, AddressGuard(media.allow_hosts), clients=http)
+    guard = AddressGuard(media.allow_hosts)
+    fetcher = Fetcher(media, guard, clients=http)
+    token = media.meta.access_token
+    graph = GraphMedia(media.meta, token, media, fetcher, guard, clients=http) if token else None
     handler = MediaHandler(
-        media, fetcher, store, process.producer, settings.topics.media, process.dead_letters
+        media,
+        fetcher,
+        store,
+        process.producer,
+        settings.topics.media,
+        process.dead_letters,
+        graph=graph,
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    return process.assembly(
-        [process.worker(handler, PushCodec())], [store, fetcher, handler], writes(settings)
-    )
+    resources: list[Resource] = [store, fetcher, *([graph] if graph else []), handler]
+    return process.assembly([process.worker(handler, PushCodec())], resources, writes(settings))
 
 
 def router(

@@ -126,8 +126,10 @@ class MetaSettings:
     access_token: Secret | None = None  # Graph API bearer: media by id
     graph_url: str = GRAPH_URL
     graph_version: str = GRAPH_VERSION
+    media_url_ttl: float = 300.0  # seconds a media URL from the Graph API is used for
 
     def __post_init__(self) -> None:
+        positive("UPLINK_META_MEDIA_URL_TTL", self.media_url_ttl)
         parts = urlsplit(self.graph_url)
         if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
             raise ConfigError("UPLINK_META_GRAPH_URL", f"{self.graph_url!r} is not http(s)://")
@@ -164,6 +166,7 @@ def meta_from_env(environ: Mapping[str, str]) -> MetaSettings:
         "access_token": env.get("UPLINK_META_ACCESS_TOKEN", Secret),
         "graph_url": env.get("UPLINK_META_GRAPH_URL", str),
         "graph_version": env.get("UPLINK_META_GRAPH_VERSION", str),
+        "media_url_ttl": env.get("UPLINK_META_MEDIA_URL_TTL", float),
     }
     return build(MetaSettings, values, {})
 
