@@ -108,7 +108,10 @@ class MetaWebhook:
     def parse(self, raw: bytes, received_at_ms: int) -> Webhook:
         if not raw:
             raise NotAWebhook("body is empty")
-        body = load_json(raw)
+        try:
+            body = load_json(raw)
+        except NotAPush as exc:
+            raise NotAWebhook(exc.reason) from None
         if type(body) is not dict:
             raise NotAWebhook(f"body is a JSON {JSON_KINDS.get(type(body))}, not an object")
         entries = body.get("entry")

@@ -150,7 +150,10 @@ async def test_every_example_becomes_one_record_per_event_that_keeps_the_post(
             assert counts["statuses"] == len(value.get("statuses", []))
             for kind in expected:
                 expected[kind] += counts[kind]
+        metrics = (await client.get(f"{ingress}/metrics")).text
     assert expected == {"messages": 24, "statuses": 5, "events": 3}
+    for kind, count in (("message", 24), ("status", 5), ("event", 3)):
+        assert f'uplink_ingress_meta_records_total{{kind="{kind}"}} {count}.0' in metrics
     topics = ingress_settings.topics
 
     messages = await read_records(topics.messages, expected["messages"])
