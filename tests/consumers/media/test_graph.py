@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cli import workers
-from cli.launcher import started
-from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
-from consumers.runtime import Worker
 from schemas import MediaCodec, PushCodec
 from schemas.meta import MetaWebhook, StatusCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.media.graph_server import VERSION, GraphServer
+from tests.consumers.media.test_handler import media_worker
 from uplink.settings import MetaSettings, Secret, WorkerSettings
 
 pytestmark = pytest.mark.anyio
@@ -82,16 +78,6 @@ def publish(worker_settings: WorkerSettings, producer: AIOKafkaProducer) -> Publ
         )
 
     return send
-
-
-@contextlib.asynccontextmanager
-async def media_worker(
-    settings: WorkerSettings, media: MediaSettings
-) -> AsyncIterator[tuple[Worker, MediaHandler]]:
-    async with started(workers.media(settings, media)) as assembly:
-        [worker] = assembly.workers
-        assert isinstance(worker.handler, MediaHandler)
-        yield worker, worker.handler
 
 
 async def test_every_media_type_from_meta_is_fetched_by_id_verified_and_announced(

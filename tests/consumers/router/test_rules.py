@@ -289,6 +289,21 @@ def test_check_shows_which_rules_a_sample_push_hits() -> None:
     assert "support -> http:support-desk" in done.stdout
 
 
+def test_check_takes_a_meta_webhook_too() -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "cli.main", "router", "check", str(example_rules()),
+            "--push", str(EXAMPLES / "meta" / "order.json"),
+            "--push", str(EXAMPLES / "meta" / "several.json"),
+        ],
+        capture_output=True, text=True, timeout=60, env={},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "order.json: matched analytics, meta-orders, orders" in done.stdout
+    assert "meta-orders -> topic:uplink.meta-orders.v1" in done.stdout
+    assert done.stdout.count("several.json wamid.") == 3  # one line per message of the POST
+
+
 def meta_push(name: str) -> dict[str, Any]:
     """Meta's example ``name`` mapped by the ingress (schemas/meta.py), through the view."""
     raw = EXAMPLES.joinpath("meta", f"{name}.json").read_bytes()
