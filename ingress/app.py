@@ -37,18 +37,22 @@ class IngressApp(Starlette):
     uvicorn.
     """
 
-    def __init__(self, push: ASGIApp, **kwargs: Any) -> None:
+    def __init__(self, push: ASGIApp, meta: ASGIApp | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._push = push
+        self._meta = meta  # POST /v1/meta, when Meta's webhook is configured: the same shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and scope["path"] == PUSH_PATH
             and scope["method"] == "POST"
             and not scope.get("root_path")  # mounted elsewhere: Starlette's routing decides
         ):
-            return await self._push(scope, receive, send)
+            path = scope["path"]
+            if path == PUSH_PATH:
+                return await self._push(scope, receive, send)
+            if path == META_PATH and self._meta is not None:
+                return await self._meta(scope, receive, send)
         await super().__call__(scope, receive, send)
 
 
@@ -94,12 +98,14 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     meta = settings.meta
+    webhook = None
     if meta.webhook and meta.verify_token is not None:  # else not served: 404
+        webhook = MetaEndpoint(settings, codec, producer, metrics)
         routes += [
-            Route(META_PATH, MetaEndpoint(settings, codec, producer, metrics), methods=["POST"]),
+            Route(META_PATH, webhook, methods=["POST"]),
             Route(META_PATH, Handshake(meta.verify_token).answer, methods=["GET"]),
         ]
-    return IngressApp(push, routes=routes, lifespan=lifespan)
+    return IngressApp(push, webhook, routes=routes, lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:

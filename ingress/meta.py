@@ -113,10 +113,18 @@ class MetaEndpoint(PushEndpoint):
             ),
         ]
         started = time.perf_counter()
-        # All at once, then every answer awaited: one slow partition does not serialise the rest,
-        # and no record is left in flight behind a 503.
-        outcomes = await asyncio.gather(*sends, return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if len(sends) == 1:
+            # The usual POST, one message: no tasks to make (gather wraps each coroutine in one).
+            try:
+                await sends[0]
+                errors: list[BaseException] = []
+            except NotDurable as exc:
+                errors = [exc]
+        else:
+            # All at once, then every answer awaited: one slow partition does not serialise the
+            # rest, and no record is left in flight behind a 503.
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
         failed = [e for e in errors if isinstance(e, NotDurable)]
         if len(failed) != len(errors):
             # A bug, not the broker: uvicorn answers 500.
