@@ -13,8 +13,8 @@ COPY consumers consumers
 COPY schemas schemas
 COPY cli cli
 # Installed into a virtualenv that the runtime stage copies whole: none of the source tree, the
-# build's caches or its compiler (for schemas/_records.c) ends up in the image (and no BuildKit-only
-# syntax is needed).
+# build's caches or its compiler (for the C extensions, setup.py) ends up in the image (and no
+# BuildKit-only syntax is needed).
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/uplink && /opt/uplink/bin/pip install .

@@ -34,6 +34,7 @@ from consumers.archive.settings import COMMITS, ArchiveSettings  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
+from uplink.s3.settings import Location  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import ensure_topics  # noqa: E402
 
@@ -83,7 +84,7 @@ async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def archive_worker(settings: WorkerSettings, root: Path, count: int) -> float:
+async def archive_worker(settings: WorkerSettings, root: Location, count: int) -> float:
     tune_gc()  # as `uplink archive` does
     assembly = workers.archive(settings, ArchiveSettings(root=root))  # as `uplink archive` wires it
     [worker] = assembly.workers

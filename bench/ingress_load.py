@@ -1,6 +1,7 @@
 """Load benchmark: the ingress against a bare Starlette endpoint, same server settings, same run.
 
     .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
+        [--against TREE] [--peer camel]
     .venv/bin/python bench/ingress_load.py --meta [--duration 15] [--connections 64]
 
 With --meta, one ingress (Meta's webhook configured) instead: POST /v1/uplink against
@@ -9,8 +10,10 @@ section ("Meta webhook load").
 
 Both servers run under uvicorn (uvloop, httptools, one worker) on loopback; wrk posts the spec's
 example pushes (unique messageIds) to each in turn; the broker runs on this machine too. Writes its
-row and section into bench/RESULTS.md: the ratio, latencies and, with --profile, where an ingress
-request spends its time (py-spy, sampled during a third load run).
+row and section into bench/RESULTS.md: the ratio, latencies, CPU per request, peak RSS and, with
+--profile, where an ingress request spends its time (py-spy, sampled during a third load run).
+With --peer camel, the HTTP -> Kafka edge bench/peers/camel builds with Apache Camel runs in the
+same rounds against the same broker (its jars are resolved by bench/peers/camel/build: Maven).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +40,13 @@ from results import command, run_line, write_run  # bench/results.py: bench/ is 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tests" / "examples"
 BAR = 0.60  # of the bare endpoint: the target of an open issue (it was 40 %)
+CAMEL = ROOT / "bench" / "peers" / "camel"
+PARTITIONS = 12  # the messages topic's (uplink.settings.Topics), for the peer's topic too
+LABELS = {
+    "bare": "bare Starlette (reads body, 200)",
+    "ingress": "uplink ingress",
+    "camel": "Apache Camel 4.22.0 peer",
+}
 
 # wrk script: rotate through the spec's examples, each with a unique messageId; report as JSON.
 LUA = r"""
@@ -143,9 +154,11 @@ def lua_script(directory: Path) -> Path:
     return script
 
 
-def uvicorn_cmd(target: str, port: int, factory: bool, workers: int) -> list[str]:
+def uvicorn_cmd(
+    target: str, port: int, factory: bool, workers: int, python: str = sys.executable
+) -> list[str]:
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "uvicorn",
         target,
@@ -179,6 +192,64 @@ def wait_http(url: str, timeout: float = 90) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+def server_stats(pid: int) -> list[tuple[Path, list[str]]]:
+    """/proc/<n>/stat of a server's process and its worker processes: (directory, fields)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent
+            found.append((stat.parent, fields))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server: its process and its worker processes."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in server_stats(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a server now: its process and its worker processes (VmRSS)."""
+    total = 0
+    for directory, _ in server_stats(pid):
+        try:
+            status = (directory / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+class PeakRss:
+    """The largest RSS of a server's processes while the block runs, sampled every 0.2 s:
+    VmHWM would be the peak since start, warm-up and earlier rounds included."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak = 0
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes(self._pid))
+            if self._stop.wait(0.2):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -199,6 +270,65 @@ def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, fl
     stats: dict[str, float] = json.loads(out.split("@@", 1)[1])
     stats["rps"] = stats["requests"] / stats["seconds"]
     return stats
+
+
+def camel_classpath() -> str:
+    """The peer's classpath: bench/peers/camel/build resolves its jars (Maven, cached)."""
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        sys.exit("--peer camel needs java (17+) and mvn")
+    return subprocess.run(
+        [str(CAMEL / "build")], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout.strip()
+
+
+def camel_cmd(classpath: str, port: int, bootstrap: str, topic: str) -> list[str]:
+    """The peer as a Java shop starts it: camel-main's Main, the YAML route from the classpath."""
+    return [
+        "java",
+        f"-Duplink.port={port}",
+        f"-Duplink.bootstrap={bootstrap}",
+        f"-Duplink.topic={topic}",
+        "-cp",
+        classpath,
+        "org.apache.camel.main.Main",
+    ]
+
+
+def record_count(bootstrap: str, topic: str) -> int:
+    """How many records the topic holds: the sum of its partitions' end offsets (no
+    transactions, no compaction, so every offset is a record). It has PARTITIONS partitions:
+    create_topic made it."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            ends = await consumer.end_offsets(partitions)
+            return sum(ends.values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
+
+def create_topic(bootstrap: str, topic: str) -> None:
+    """The peer's topic, made like the ingress's messages topic (the broker creates none)."""
+    import asyncio
+
+    from uplink.settings import KafkaSettings, Topics
+    from uplink.topics import ensure_topics
+
+    topics = Topics(
+        messages=topic,
+        quarantine="bench.quarantine",
+        media="bench.media",
+        messages_partitions=PARTITIONS,
+    )
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topics))
 
 
 def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float, float]]:
@@ -245,6 +375,12 @@ def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float, float]]
     )
 
 
+def java_version() -> str:
+    """The first line of ``java -version``, e.g. 'openjdk version "17.0.15" 2025-04-15'."""
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True, check=True)
+    return out.stderr.splitlines()[0].replace('"', "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=15)
@@ -254,6 +390,27 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--meta", action="store_true", help="/v1/uplink against /v1/meta (1 and 10 a POST)"
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="also run the ingress of another checkout (its own .venv), e.g. main, in the same "
+        "rounds: a before/after on one machine at one time",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["camel"],
+        help="also run a peer in the same rounds: camel = bench/peers/camel (Apache Camel "
+        "4.22.0, camel-main with a YAML route; needs java and mvn)",
+    )
+    parser.add_argument(
+        "--peer-warmup",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="the peer's warm-up run before the rounds: the JVM compiles its hot paths (on this "
+        "machine Camel answered 1.2k pushes/s in its first 10 s, 2.8k after 25 s)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -290,25 +447,66 @@ def main() -> None:
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
+        # 200s each endpoint answered, warm-up included: its topic must hold at least as many.
+        answered: collections.Counter[str] = collections.Counter()
+        classpath = camel_classpath() if args.peer == "camel" else ""
         try:
-            for name, target, factory in [
-                ("bare", "bare_app:app", False),
-                ("ingress", "ingress.app:app_from_env", True),
-            ]:
+            candidates = [
+                ("bare", "bare_app:app", False, None),
+                ("ingress", "ingress.app:app_from_env", True, None),
+            ]
+            if args.against is not None:
+                candidates.append(("against", "ingress.app:app_from_env", True, args.against))
+            for name, target, factory, tree in candidates:
                 port = free_port()
+                python, path = sys.executable, ROOT
+                if tree is not None:
+                    python, path = str(tree.resolve() / ".venv" / "bin" / "python"), tree.resolve()
                 process = subprocess.Popen(
-                    uvicorn_cmd(target, port, factory, args.workers), env=env, cwd=tmp
+                    uvicorn_cmd(target, port, factory, args.workers, python),
+                    env={**env, "PYTHONPATH": f"{tmp}:{path}"},
+                    cwd=tmp,
                 )
                 servers[name] = (process, f"http://127.0.0.1:{port}")
                 wait_http(f"{servers[name][1]}/readyz")
-                wrk(servers[name][1], script, 3, args.connections)  # warm-up
-            # Alternate the two, several rounds: the machine is shared and drifts over a minute.
+                warm = wrk(servers[name][1], script, 3, args.connections)  # warm-up
+                answered[name] += int(warm["requests"] - warm["non2xx"])
+            if args.peer == "camel":
+                create_topic(bootstrap, "bench.camel")
+                port = free_port()
+                process = subprocess.Popen(
+                    camel_cmd(classpath, port, bootstrap, "bench.camel"), cwd=tmp
+                )
+                servers["camel"] = (process, f"http://127.0.0.1:{port}")
+                wait_http(f"{servers['camel'][1]}/readyz")
+                warm = wrk(servers["camel"][1], script, args.peer_warmup, args.connections)
+                answered["camel"] += int(warm["requests"] - warm["non2xx"])
+            # Alternate them, several rounds: the machine is shared and drifts over a minute.
             for _ in range(args.rounds):
                 measured = {}
-                for name, (_, base) in servers.items():
-                    measured[name] = wrk(base, script, args.duration, args.connections)
+                for name, (process, base) in servers.items():
+                    cpu = cpu_seconds(process.pid)
+                    with PeakRss(process.pid) as rss:
+                        measured[name] = wrk(base, script, args.duration, args.connections)
+                    # CPU per request: steadier than a rate while others share the machine.
+                    used = cpu_seconds(process.pid) - cpu
+                    measured[name]["cpu_us"] = 1e6 * used / max(measured[name]["requests"], 1)
+                    measured[name]["rss_mib"] = rss.peak / 2**20
+                    answered[name] += int(measured[name]["requests"] - measured[name]["non2xx"])
                     print(name, json.dumps(measured[name]), flush=True)
                 rounds.append(measured)
+            checks = {}
+            if args.peer is not None:
+                # The answers were real: a 200 is a record in the topic. wrk stops with requests
+                # in flight, so the topic may hold up to a connection's worth more per wrk run.
+                records = record_count(bootstrap, f"bench.{args.peer}")
+                runs = args.rounds + 1
+                checks[args.peer] = (records, answered[args.peer], runs * args.connections)
+                if not 0 <= records - answered[args.peer] <= runs * args.connections:
+                    sys.exit(
+                        f"{args.peer}: {answered[args.peer]} 200s but {records} records in "
+                        f"bench.{args.peer}"
+                    )
             if args.profile and args.workers == 1:  # py-spy follows the one server process
                 process, base = servers["ingress"]
                 load = subprocess.Popen(
@@ -330,7 +528,15 @@ def main() -> None:
             for process, _ in servers.values():
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
-        write_results(rounds, hotspots, args)
+        write_results(rounds, hotspots, checks, args)
+
+
+def medians(rounds: list[dict[str, dict[str, float]]], name: str) -> dict[str, float]:
+    """An endpoint's median over the rounds of each figure."""
+    return {
+        figure: statistics.median(r[name][figure] for r in rounds)
+        for figure in ("rps", "p50_ms", "p99_ms", "rss_mib", "cpu_us")
+    }
 
 
 def run_meta(
@@ -424,6 +630,7 @@ def write_meta_results(rounds: list[dict[str, dict[str, float]]], args: argparse
 def write_results(
     rounds: list[dict[str, dict[str, float]]],
     hotspots: list[tuple[str, float, float]],
+    checks: dict[str, tuple[int, int, int]],
     args: argparse.Namespace,
 ) -> None:
     ratios = [r["ingress"]["rps"] / r["bare"]["rps"] for r in rounds]
@@ -431,20 +638,39 @@ def write_results(
     lines = [
         run_line("; broker, servers and wrk all on this machine"),
         f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds "
-        "alternating bare and ingress; the spec's 13 example pushes in rotation, unique "
-        "messageIds, 50,000 senders; uvicorn, uvloop, httptools, "
-        f"{args.workers} worker(s) each, no access log.",
+        f"alternating {', '.join(rounds[0]) if rounds else 'bare and ingress'}; the spec's 13 "
+        "example pushes in rotation, unique messageIds, 50,000 senders; uvicorn, uvloop, "
+        f"httptools, {args.workers} worker(s) each, no access log. RSS: the largest resident "
+        "memory of the server's processes during its run (sampled every 0.2 s).",
+    ]
+    if args.peer == "camel":
+        lines += [
+            "",
+            "The peer (bench/peers/camel): Apache Camel 4.22.0 as the HTTP → Kafka edge a Java "
+            "shop would build: camel-main started with `org.apache.camel.main.Main`, a YAML route "
+            "(camel-yaml-dsl), platform-http on camel-platform-http-vertx, camel-kafka (kafka-"
+            "clients 4.3.1) with acks=all and idempotence, the record keyed "
+            "`businessPhone:from.phone` from the body parsed once with Jackson, 200 "
+            '`{"messageId": ...}` once the broker has acknowledged. It forwards the body as it '
+            "came (no validation, no Avro, no quarantine) to a topic of its own with the same "
+            f"{PARTITIONS} partitions, on the same broker. JVM: the default `java` "
+            f"({java_version()}), default heap settings; warmed up with a {args.peer_warmup} s "
+            "wrk run before the rounds (the others: 3 s).",
+        ]
+    lines += [
         "",
-        "| round | endpoint | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| round | endpoint | requests/s | CPU µs a request | p50 ms | p99 ms | max ms "
+        "| RSS MiB | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
             errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
-            label = "bare Starlette (reads body, 200)" if name == "bare" else "uplink ingress"
+            label = LABELS.get(name, f"uplink ingress of {args.against}")
             lines.append(
-                f"| {number} | {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
+                f"| {number} | {label} | {r['rps']:.0f} | {r['cpu_us']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['rss_mib']:.0f} | "
+                f"{int(r['non2xx'])} | {errors} |"
             )
     lines += [
         "",
@@ -452,6 +678,43 @@ def write_results(
         f"{', '.join(f'{r:.1%}' for r in ratios)}; bar: {100 * BAR:.0f} %).",
         "",
     ]
+    if args.against is not None:
+        against = [r["against"]["rps"] / r["bare"]["rps"] for r in rounds]
+        lines += [
+            f"The ingress of {args.against}, in the same rounds: "
+            f"{statistics.median(against):.1%} of the bare endpoint (median of "
+            f"{', '.join(f'{r:.1%}' for r in against)}).",
+            "",
+        ]
+    peer_figure = ""
+    if args.peer is not None:
+        ingress, peer = medians(rounds, "ingress"), medians(rounds, args.peer)
+        versus = [r[args.peer]["rps"] / r["ingress"]["rps"] for r in rounds]
+        records, answered, slack = checks[args.peer]
+        lines += [
+            "| endpoint (median of the rounds) | pushes/s | p50 ms | p99 ms | RSS MiB "
+            "| CPU µs a push |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {LABELS[name]} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+            f"{m['rss_mib']:.0f} | {m['cpu_us']:.0f} |"
+            for name, m in (("ingress", ingress), (args.peer, peer))
+        ]
+        lines += [
+            "",
+            f"**The peer answers {statistics.median(versus):.0%} of the ingress's pushes/s** "
+            f"(median of {', '.join(f'{v:.0%}' for v in versus)}). Its answers are real: its "
+            f"topic holds {records:,} records for its {answered:,} 200s (warm-up included; wrk "
+            f"stops with up to {slack:,} requests in flight over the runs).",
+            "",
+        ]
+        peer_figure = (
+            f"; Camel peer {peer['rps']:.0f} pushes/s (p50 {peer['p50_ms']:.1f} ms, p99 "
+            f"{peer['p99_ms']:.1f} ms, {peer['rss_mib']:.0f} MiB) against the ingress's "
+            f"{ingress['rps']:.0f} (p50 {ingress['p50_ms']:.1f} ms, p99 "
+            f"{ingress['p99_ms']:.1f} ms, {ingress['rss_mib']:.0f} MiB), medians"
+        )
     if hotspots:
         lines += [
             "Where an ingress request spends its time (py-spy at 200 Hz during a separate load "
@@ -468,7 +731,7 @@ def write_results(
         "Ingress load",
         figure=f"ingress at {100 * ratio:.1f} % of a bare Starlette endpoint at "
         f"{args.connections} connections (median of {len(ratios)}, range "
-        f"{100 * min(ratios):.1f} to {100 * max(ratios):.1f} %)",
+        f"{100 * min(ratios):.1f} to {100 * max(ratios):.1f} %){peer_figure}",
         bar=f"{100 * BAR:.0f} % of the bare endpoint (open issue)",
         met=ratio >= BAR,
         command=command(),

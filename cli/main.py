@@ -8,9 +8,10 @@ import logging.config
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -116,17 +117,17 @@ def _archive(args: argparse.Namespace) -> int:
         return _archive_cat(args)
     if args.action == "replay":
         return _archive_replay(args)
-    if not args.archive_dir:
-        raise ConfigError("--archive-dir", "the archive worker needs a directory to write to")
     from cli import workers
     from cli.launcher import launch
     from consumers.archive.settings import COMMITS, ArchiveSettings
 
-    archive = ArchiveSettings(
-        root=Path(args.archive_dir),
+    archive = ArchiveSettings.from_env(
+        args.environ,
+        args.archive_dir,
         max_records=args.max_records,
         codec=args.codec,
         verify=args.verify,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
     )
     settings = WorkerSettings.from_env(
         "archive",
@@ -145,7 +146,7 @@ def _media(args: argparse.Namespace) -> int:
 
     media = MediaSettings.from_env(
         args.environ,
-        **({"root": Path(args.media_dir)} if args.media_dir else {}),
+        **({"root": args.media_dir} if args.media_dir else {}),
         **({"concurrency": args.concurrency} if args.concurrency else {}),
     )
     settings = WorkerSettings.from_env(
@@ -157,20 +158,63 @@ def _media(args: argparse.Namespace) -> int:
     return launch(lambda: workers.media(settings, media))
 
 
-def _archive_cat(args: argparse.Namespace) -> int:
-    from consumers.archive.exceptions import ArchiveReadError
-    from consumers.archive.replay import archived_records, json_line
+def _archive_sources(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """What ``archive cat`` / ``replay`` read: the paths or s3:// prefixes named, else the
+    archive's own (--archive-dir / UPLINK_ARCHIVE_DIR), and the dt/hour range."""
+    from consumers.archive.replay import Hours, hour
 
-    failed = 0
-    for path in map(Path, args.paths):
-        try:
-            for record in archived_records(path):
-                sys.stdout.buffer.write(json_line(record) + b"\n")
-        except ArchiveReadError as exc:
-            failed += 1
-            print(f"uplink: {exc}", file=sys.stderr)
-    sys.stdout.flush()
-    return 1 if failed else 0
+    targets = list(args.paths) or [args.archive_dir or args.environ.get("UPLINK_ARCHIVE_DIR", "")]
+    if not any(targets):
+        raise ConfigError("--archive-dir", "name archive files, a directory or s3://bucket/prefix")
+    hours = Hours(
+        hour(args.hours_from, "--from") if args.hours_from else None,
+        hour(args.hours_to, "--to", last=True) if args.hours_to else None,
+    )
+    return targets, hours
+
+
+async def _read_archive(args: argparse.Namespace, use: Callable[[Any], Awaitable[int]]) -> int:
+    """Open the archive's sources (buckets started: a wrong credential or bucket is a
+    ConfigError naming the setting) and hand ``use`` their files."""
+    import contextlib
+
+    from consumers.archive.replay import archive_files
+    from uplink.s3.bucket import Bucket
+    from uplink.s3.settings import location
+
+    targets, hours = _archive_sources(args)
+    async with contextlib.AsyncExitStack() as stack:
+        sources: list[Any] = []
+        for target in targets:
+            where = location(target, "archive", args.environ)
+            if isinstance(where, Path):
+                sources.append(where)
+            else:
+                sources.append(await stack.enter_async_context(Bucket(where, target)))
+        return await use(archive_files(sources, hours))
+
+
+def _archive_cat(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.archive.exceptions import ArchiveReadError
+    from consumers.archive.replay import json_line, records_of
+
+    async def cat(files: Any) -> int:
+        failed = 0
+        async for name, data in files:
+            try:
+                if isinstance(data, ArchiveReadError):
+                    raise data
+                for record in records_of(name, data):
+                    sys.stdout.buffer.write(json_line(record) + b"\n")
+            except ArchiveReadError as exc:
+                failed += 1
+                print(f"uplink: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        return 1 if failed else 0
+
+    return asyncio.run(_read_archive(args, cat))
 
 
 def _archive_replay(args: argparse.Namespace) -> int:
@@ -184,11 +228,15 @@ def _archive_replay(args: argparse.Namespace) -> int:
     if not args.topic:
         raise ConfigError("--topic", "replay needs the topic to produce to")
     clients = KafkaClients(kafka_from_env(args.environ))
-    sent, failures = asyncio.run(replay(map(Path, args.paths), args.topic, clients, PushCodec()))
-    for failure in failures:
-        print(f"uplink: {failure}", file=sys.stderr)
-    print(f"replayed {sent} records to {args.topic}")
-    return 1 if failures else 0
+
+    async def produce(files: Any) -> int:
+        sent, failures = await replay(files, args.topic, clients, PushCodec())
+        for failure in failures:
+            print(f"uplink: {failure}", file=sys.stderr)
+        print(f"replayed {sent} records to {args.topic}")
+        return 1 if failures else 0
+
+    return asyncio.run(_read_archive(args, produce))
 
 
 def _router(args: argparse.Namespace) -> int:
@@ -318,8 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="archive worker (group uplink-archive); `archive cat|replay PATH...` read files back",
     )
     archive.add_argument("action", nargs="?", choices=["cat", "replay"], default=None)
-    archive.add_argument("paths", nargs="*", help="archive files, for cat and replay")
-    archive.add_argument("--archive-dir", help="where the worker writes its files")
+    archive.add_argument(
+        "paths",
+        nargs="*",
+        help="cat and replay: archive files, directories or s3://bucket/prefix "
+        "(default: --archive-dir)",
+    )
+    archive.add_argument(
+        "--from", dest="hours_from", help="cat and replay: from this event hour (YYYY-MM-DDTHH)"
+    )
+    archive.add_argument(
+        "--to", dest="hours_to", help="cat and replay: up to this event hour, included"
+    )
+    archive.add_argument(
+        "--archive-dir",
+        help="where the worker writes its files: a directory or s3://bucket/prefix "
+        "(or UPLINK_ARCHIVE_DIR); cat and replay read files under it",
+    )
+    archive.add_argument(
+        "--work-dir",
+        help="local directory for files on their way to a bucket (or UPLINK_ARCHIVE_WORK_DIR)",
+    )
     archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
     archive.add_argument(
         "--flush-interval",

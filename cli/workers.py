@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 from cli.launcher import Assembly
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
+from consumers.archive.stores import ArchiveStore, BucketStore, DirectoryStore
 from consumers.media.fetch import Fetcher
 from consumers.media.graph import GraphMedia
 from consumers.media.guard import AddressGuard
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaSettings
+from consumers.media.storage import BucketStore as MediaBucket
 from consumers.media.storage import FileStore
 from consumers.router.delivery import Deliverer
 from consumers.router.handler import Router, router_topics
@@ -27,6 +30,7 @@ from schemas import PushCodec
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
 from uplink.resources import Resource
+from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
 from uplink.topics import TopicSpec, dlq_spec
 
@@ -97,9 +101,16 @@ def router_writes(
     return [*writes(settings), *router_topics(rules, settings, router)]
 
 
+def archive_store(archive: ArchiveSettings) -> ArchiveStore:
+    """Where the archive publishes its files: its directory, or its bucket."""
+    if isinstance(archive.root, Path):
+        return DirectoryStore(archive.root)
+    return BucketStore(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
+
+
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
-    files = ArchiveFiles(archive)
+    files = ArchiveFiles(archive, archive_store(archive))
     return process.assembly([process.worker(files, PushCodec())], [files], writes(settings))
 
 
@@ -107,7 +118,11 @@ def media(
     settings: WorkerSettings, media: MediaSettings, http: HttpClients | None = None
 ) -> Assembly:
     process = _Process.of(settings)
-    store = FileStore(media.root)
+    store: FileStore | MediaBucket = (
+        FileStore(media.root)
+        if isinstance(media.root, Path)
+        else MediaBucket(Bucket(media.root, "UPLINK_MEDIA_DIR"), media.work_dir)
+    )
     guard = AddressGuard(media.allow_hosts)
     fetcher = Fetcher(media, guard, clients=http)
     token = media.meta.access_token

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
-from aiokafka.partitioner import murmur2
 
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded
+from uplink._partition import partition
 from uplink.kafka import KafkaClients
 from uplink.resources import Resource
 
@@ -51,8 +50,6 @@ class DurableProducer(Resource):
         self._in_flight = 0
         self._deadlines = Deadlines(timeout)
         self._closed = False
-        # Keys are conversations and repeat; aiokafka's murmur2 is pure Python.
-        self._hash = functools.lru_cache(maxsize=1 << 16)(murmur2)
 
     @property
     def in_flight(self) -> int:
@@ -137,7 +134,7 @@ class DurableProducer(Resource):
             self._in_flight -= 1
 
     def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
-        """The Java client's choice (murmur2 of the key modulo the partition count), memoised.
+        """The Java client's choice (murmur2 of the key modulo the partition count), in C.
 
         None leaves the choice to aiokafka: no key, or the topic's metadata is not known yet.
         """
@@ -146,8 +143,7 @@ class DurableProducer(Resource):
         partitions = producer.client.cluster.partitions_for_topic(topic)
         if not partitions:
             return None
-        index: int = self._hash(key) & 0x7FFFFFFF
-        return index % len(partitions)
+        return partition(key, len(partitions))
 
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""

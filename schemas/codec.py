@@ -8,6 +8,7 @@ Normalisation is compiled once per schema node into small converter closures (th
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Final, cast
 
 import orjson
 
+from schemas._converter import convert
 from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
 from schemas.framing import Framing
 from schemas.head import HeadReader, Heads
@@ -25,6 +27,9 @@ INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt", "source", "meta"})
 UPLINK_SOURCE: Final = "uplink"  # push.avsc's `source` of the provider's pushes
 
 Converter = Callable[[Any], Any]
+Node = tuple[Any, ...]  # a converter as schemas/_converter.c walks it
+# Node kinds, as _converter.c numbers them.
+STRING, INT, BOOLEAN, OTHER, RECORD, ARRAY = range(6)
 
 
 def load_push_schema() -> dict[str, Any]:
@@ -41,15 +46,18 @@ _BOOL_TEXT: Final = {"true": True, "false": False, "1": True, "0": False}
 _EXACT_FLOAT_INT: Final = 2**53  # floats beyond this no longer hold every integer exactly
 
 
-def to_str(value: Any) -> str | None:
-    kind = type(value)
-    if kind is str:
-        return cast(str, value)
-    if kind is int:  # bool is its own type, so True never becomes "True"
+def _to_str(value: object) -> str | None:
+    # Narrowed by `type(...) is`, not cast(): this runs for most fields of every push.
+    if type(value) is str:
+        return value
+    if type(value) is int:  # bool is its own type, so True never becomes "True"
         return str(value)
-    if kind is float:
+    if type(value) is float:
         return _float_text(value)
     return None
+
+
+to_str = _to_str  # for formats mapped onto the push (schemas/meta.py)
 
 
 def _float_text(value: float) -> str:
@@ -99,11 +107,17 @@ def _to_bool(value: Any) -> bool | None:
     return None
 
 
+_INT_RANGES: Final = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _PRIMITIVES: Final[dict[str, Converter]] = {
-    "string": to_str,
-    "int": _int_converter(-(2**31), 2**31 - 1),
-    "long": _int_converter(-(2**63), 2**63 - 1),
+    "string": _to_str,
+    **{name: _int_converter(low, high) for name, (low, high) in _INT_RANGES.items()},
     "boolean": _to_bool,
+}
+# The C walk's node of each (schemas/_converter.c); it ends with the Python converter itself.
+_PRIMITIVE_NODES: Final[dict[str, Node]] = {
+    "string": (STRING, _to_str),
+    **{name: (INT, low, high, _PRIMITIVES[name]) for name, (low, high) in _INT_RANGES.items()},
+    "boolean": (BOOLEAN, _to_bool),
 }
 
 # Field-level schema attribute ("coerce": "json") selecting a non-default converter; Avro keeps
@@ -155,17 +169,24 @@ def compile_converter(schema: dict[str, Any], skip: frozenset[str] = frozenset()
 
 
 class _Compiler:
-    """Walks an Avro schema once and builds the JSON → record converter for each node."""
+    """Walks an Avro schema once and builds the JSON → record converter for each node.
+
+    Each converter is a Python closure, and has a node for the C walk (schemas/_converter.c)
+    that takes the common cases itself and hands the rest to the closure: ``push`` returns
+    the C walk of the top-level record.
+    """
 
     def __init__(self) -> None:
         self._named: dict[str, Converter] = {}
+        self._nodes: dict[Converter, Node] = {}
 
     def push(self, schema: dict[str, Any]) -> Converter:
         """The converter of the top-level record, whose ingress fields no body key can set."""
         return self.record(schema, INGRESS_FIELDS)
 
     def record(self, schema: dict[str, Any], skip: frozenset[str]) -> Converter:
-        return self._record(schema, "", skip=skip)
+        top = self._record(schema, "", skip=skip)
+        return functools.partial(convert, self._nodes[top])
 
     def node(self, schema: Any, namespace: str, coerce: str | None = None) -> Converter:
         if isinstance(schema, list):
@@ -177,9 +198,9 @@ class _Compiler:
             if coerce is not None:
                 if schema != "string":
                     raise ValueError(f"coerce applies to strings, not to {schema!r}")
-                return _COERCIONS[coerce]
+                return self._with_node(_COERCIONS[coerce], (OTHER, _COERCIONS[coerce]))
             if schema in _PRIMITIVES:
-                return _PRIMITIVES[schema]
+                return self._with_node(_PRIMITIVES[schema], _PRIMITIVE_NODES[schema])
             full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
             if full not in self._named:
                 raise ValueError(f"unknown (or recursive) named type {schema!r}")
@@ -188,7 +209,9 @@ class _Compiler:
         if kind == "record":
             return self._record(schema, namespace)
         if kind == "array":
-            return _array_converter(self.node(schema["items"], namespace))
+            item = self.node(schema["items"], namespace)
+            array = _array_converter(item)
+            return self._with_node(array, (ARRAY, self._nodes[item], array))
         if isinstance(kind, str) and kind in _PRIMITIVES:  # e.g. a long with a logicalType
             return self.node(kind, namespace, coerce)
         raise ValueError(f"no JSON view for Avro type {kind!r}")
@@ -207,8 +230,15 @@ class _Compiler:
         for field in schema["fields"]:
             if field["name"] not in skip:
                 fields[field["name"]] = self.node(field["type"], namespace, field.get("coerce"))
-        converter = _record_converter(fields, [field["name"] for field in schema["fields"]])
+        names = [field["name"] for field in schema["fields"]]
+        converter = _record_converter(fields, names)
+        node_fields = {key: self._nodes[field] for key, field in fields.items()}
+        self._with_node(converter, (RECORD, node_fields, dict.fromkeys(names), converter))
         self._named[full] = converter
+        return converter
+
+    def _with_node(self, converter: Converter, node: Node) -> Converter:
+        self._nodes[converter] = node
         return converter
 
 

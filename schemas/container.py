@@ -62,8 +62,15 @@ def compressor(codec: str) -> Callable[[bytes], bytes]:
 class BlockFormat:
     """The header and blocks of one container file; ``block`` is safe to call from any thread."""
 
-    def __init__(self, schema: str, codec: str, sync: bytes | None = None) -> None:
-        """``schema``: the writer schema's JSON text, ``codec``: one of CODECS."""
+    def __init__(
+        self,
+        schema: str,
+        codec: str,
+        sync: bytes | None = None,
+        meta: dict[str, bytes] | None = None,
+    ) -> None:
+        """``schema``: the writer schema's JSON text, ``codec``: one of CODECS, ``meta``: more
+        header metadata (readers ignore keys they do not know)."""
         self._compress = compressor(codec)
         self.sync = os.urandom(16) if sync is None else sync
         if len(self.sync) != 16:
@@ -71,6 +78,7 @@ class BlockFormat:
         metadata = {
             "avro.schema": schema.encode(),
             "avro.codec": codec.encode(),
+            **(meta or {}),
         }
         entries = b"".join(
             _long(len(key)) + key.encode() + _long(len(value)) + value

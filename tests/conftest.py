@@ -16,7 +16,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from uplink.broker import free_port, kafka_broker
-from uplink.settings import IngressSettings, KafkaSettings, Topics
+from uplink.s3.server import LocalS3, S3ServerSettings
+from uplink.s3.settings import S3Location, S3Settings
+from uplink.settings import IngressSettings, KafkaSettings, Secret, Topics
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -30,6 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+        if "s3_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.s3)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,34 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ, data_dir=tmp_path_factory.mktemp("kafka"), disposable=True
     ) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """A real S3 server (versitygw, built once into ~/.cache/uplink) for the session."""
+    with LocalS3(S3ServerSettings(data_dir=tmp_path_factory.mktemp("s3") / "data")) as server:
+        yield server
+
+
+def s3_location(server: LocalS3, prefix: str = "archive") -> S3Location:
+    """A new bucket on ``server``, and how to reach it."""
+    bucket = server.bucket(f"test-{uuid.uuid4().hex[:12]}")
+    settings = server.settings
+    return S3Location(
+        bucket,
+        prefix,
+        S3Settings(
+            endpoint=settings.endpoint,
+            access_key_id=settings.access_key,
+            secret_access_key=Secret(settings.secret_key.reveal()),
+        ),
+    )
+
+
+@pytest.fixture
+def s3(s3_server: LocalS3) -> S3Location:
+    """A fresh bucket per test on the session's S3 server."""
+    return s3_location(s3_server)
 
 
 @pytest.fixture

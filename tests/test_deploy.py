@@ -97,7 +97,7 @@ def mounts(service: dict[str, Any]) -> list[Mount]:
 
 
 def test_every_service_of_the_contract_is_there(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "lb", *UPLINK}
+    assert set(services) == {"kafka", "lb", "s3", *UPLINK}
 
 
 def test_workers_and_ingress_scale_no_fixed_names_no_host_ports(
@@ -159,24 +159,39 @@ def test_the_cli_accepts_the_commands_it_already_has(services: dict[str, dict[st
     for name in UPLINK:
         args = parser.parse_args(services[name]["command"])
         assert args.verb == name
-    assert (
-        parser.parse_args(services["archive"]["command"]).archive_dir == "/var/lib/uplink/archive"
-    )
+    assert parser.parse_args(services["archive"]["command"]).archive_dir == "s3://uplink/archive"
 
 
-def test_worker_data_lives_on_shared_named_volumes(
+def test_archive_and_media_live_in_the_s3_service_s_bucket(
     config: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     named = set(config["volumes"])
-    for name, volume in [("archive", "archive"), ("media", "media")]:
-        directory = services[name]["command"][2]
-        [mount] = mounts(services[name])
-        # A named volume (not a path): every container of the group shares it, and a partition's
-        # next owner finds its predecessor's files.
-        assert mount == Mount(volume, directory, read_only=False)
-        assert volume in named
+    s3 = services["s3"]
+    assert Path(s3["build"]["context"]).resolve() == ROOT / "deploy" / "versitygw"
+    command = s3["command"]
+    port = command[command.index("--port") + 1].rsplit(":", 1)[1]
+    [data] = mounts(s3)
+    assert data.source in named and data.target == command[-1]
+    buckets = s3["environment"]["UPLINK_S3_BUCKETS"].split()
+    for name, prefix in [("archive", "archive"), ("media", "media")]:
+        # One bucket for every container of the group (and of other hosts): no shared volume.
+        assert services[name]["command"][2] == f"s3://{buckets[0]}/{prefix}", name
+        assert not mounts(services[name]), name
+        env = services[name]["environment"]
+        assert env["AWS_ENDPOINT_URL"] == f"http://s3:{port}", name
+        assert env["AWS_ACCESS_KEY_ID"] == s3["environment"]["ROOT_ACCESS_KEY"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == s3["environment"]["ROOT_SECRET_KEY"], name
+        assert services[name]["depends_on"]["s3"] == {"condition": "service_started"}, name
     [kafka_data] = mounts(services["kafka"])
     assert kafka_data.source in named
+
+
+def test_the_s3_keys_come_from_the_shell() -> None:
+    configured = compose_config(UPLINK_S3_ACCESS_KEY="ops", UPLINK_S3_SECRET_KEY="s3cret-s3")
+    services = configured["services"]
+    assert services["s3"]["environment"]["ROOT_SECRET_KEY"] == "s3cret-s3"
+    assert services["archive"]["environment"]["AWS_SECRET_ACCESS_KEY"] == "s3cret-s3"
+    assert services["media"]["environment"]["AWS_ACCESS_KEY_ID"] == "ops"
 
 
 def test_the_router_reads_the_example_rules_read_only(services: dict[str, dict[str, Any]]) -> None:
@@ -192,9 +207,11 @@ def test_start_order_waits_for_a_healthy_broker_and_the_topics(
     assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     assert services["topics"].get("restart", "no") == "no"  # one shot
     for name in ["ingress", *WORKERS]:
+        stored = {"s3": {"condition": "service_started"}} if name in {"archive", "media"} else {}
         assert services[name]["depends_on"] == {
             "kafka": {"condition": "service_healthy"},
             "topics": {"condition": "service_completed_successfully"},
+            **stored,
         }, name
         assert services[name]["restart"] == "unless-stopped", name
 
@@ -306,7 +323,7 @@ def test_every_variable_passed_is_one_the_code_reads(services: dict[str, dict[st
     source = "\n".join(
         path.read_text() for package in PACKAGES for path in (ROOT / package).rglob("*.py")
     )
-    read = set(re.findall(r"\"((?:UPLINK|KAFKA)_[A-Z_]+)\"", source))
+    read = set(re.findall(r"\"((?:UPLINK|KAFKA|AWS)_[A-Z_0-9]+)\"", source))
     assert "UPLINK_TOKEN" in read and "KAFKA_BOOTSTRAP_SERVERS" in read  # the scan works
     for name in UPLINK:
         unread = set(services[name]["environment"]) - read

@@ -9,12 +9,14 @@ for consumers) are set here and nowhere else.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from uplink._partition import partition
 from uplink.resources import Resource
 from uplink.settings import KafkaSettings
 
@@ -29,7 +31,11 @@ class KafkaClients:
 
     def producer(self, **options: Any) -> AIOKafkaProducer:
         """acks=all and idempotent unless ``options`` say otherwise; not started."""
-        defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+        defaults: dict[str, Any] = {
+            "acks": "all",
+            "enable_idempotence": True,
+            "partitioner": java_partitioner,
+        }
         return AIOKafkaProducer(**self.settings.client_options(), **{**defaults, **options})
 
     def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
@@ -44,6 +50,14 @@ class KafkaClients:
 
     def admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(**self.settings.client_options())
+
+
+def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's DefaultPartitioner (the Java client's choice), with murmur2 in C: keyed
+    records (router outputs, media events) land where any Kafka producer would put them."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[partition(key, len(all_partitions))]
 
 
 class Producer(Resource):

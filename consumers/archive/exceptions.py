@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from uplink.exceptions import UplinkError
 
 
 class ArchiveReadError(UplinkError):
     """An archive file that cannot be read back (``archive cat``, ``replay``)."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name  # a path or an s3:// URI

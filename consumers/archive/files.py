@@ -1,19 +1,22 @@
 """The archive worker's side effect: each unique push once, in Avro Object Container Files.
 
-Files live at ``ROOT/<topic>/dt=YYYY-MM-DD/hour=HH/<topic>+<partition>+<firstOffset>.avro``, by the
-push's event time (UTC). Exactly-once files come from the naming and the commit order, not from
-a transaction:
+Files are keyed ``<topic>/dt=YYYY-MM-DD/hour=HH/<topic>+<partition>+<firstOffset>.avro``, by the
+push's event time (UTC), in a directory or a bucket (``stores.py``). Exactly-once files come from
+the naming, create-only publishing and the commit order, not from a transaction:
 
-- a file is written under a temporary name, fsynced, renamed into place, the directory fsynced;
-- one open file per partition, and the runtime commits right after each rename, before the next
-  file of that partition can be renamed (a rotation inside ``handle`` starts the rename on the
-  writer thread and returns the position as ``Pending``: the runtime commits it once the rename
+- a file is written to a local spool, its header's ``uplink.end`` (the offset after the last
+  record it covers) patched in at close, then published under its key only if the key is free;
+- one open file per partition, and the runtime commits right after each publish, before the next
+  file of that partition can be published (a rotation inside ``handle`` starts the publish on the
+  writer thread and returns the position as ``Pending``: the runtime commits it once the publish
   is done, and before it calls ``handle`` or ``flush`` for that partition again; ``flush``
-  renames every open file and the runtime commits them together).
+  publishes every open file and the runtime commits them together).
 
-So after any crash the only renamed file not yet committed is the one that starts at the
-committed position, and the re-run, judging the same records the same way (dedupe is a function
-of the log), writes a file of the same name over it — whatever the rotation timing.
+So at most one published file of a partition is ever uncommitted: the one keyed at the committed
+position. A re-run after a crash, or a zombie still writing after its partitions moved on, finds
+that key taken; the records are the same (dedupe is a function of the log) but the cut may not
+be, so the loser drops its file, and the runtime commits the winner's end and reads the
+partition again from there (``Rewind``). Nothing is overwritten, on a shared volume either.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import asyncio
 import datetime
 import json
 import logging
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +36,8 @@ from typing import IO, Any, cast
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.archive.settings import ArchiveSettings
-from consumers.runtime.exceptions import TransientError
+from consumers.archive.stores import END_KEY, END_WIDTH, ArchiveStore, DirectoryStore
+from consumers.runtime.exceptions import Rewind, TransientError
 from consumers.runtime.handler import Handler, Inbound, Pending, Positions
 from schemas import load_push_schema
 from schemas.container import BlockFormat
@@ -42,22 +45,14 @@ from schemas.framing import HEADER_SIZE
 
 log = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".tmp"
 _HOUR_S = 3600
 # Datum bytes queued for the writer thread before records wait for it to catch up.
 _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 
 
-def archive_path(
-    root: Path, topic: str, partition: int, first_offset: int, hour: datetime.datetime
-) -> Path:
-    return (
-        root
-        / topic
-        / f"dt={hour:%Y-%m-%d}"
-        / f"hour={hour:%H}"
-        / f"{topic}+{partition}+{first_offset}.avro"
-    )
+def archive_key(topic: str, partition: int, first_offset: int, hour: datetime.datetime) -> str:
+    """The file's key relative to the archive's root (a directory or ``s3://bucket/prefix``)."""
+    return f"{topic}/dt={hour:%Y-%m-%d}/hour={hour:%H}/{topic}+{partition}+{first_offset}.avro"
 
 
 def named_hour(seconds: int | None) -> int | None:
@@ -122,7 +117,7 @@ class _Writer:
 
 
 class _OpenFile:
-    """One container file being written under its temporary name.
+    """One container file being written to its spool.
 
     Blocks are compressed and written on the archive's writer thread, in submission order; the
     event loop only collects datums. A failed write is kept and raised by the ``close`` job.
@@ -130,14 +125,16 @@ class _OpenFile:
 
     def __init__(
         self,
-        final: Path,
+        key: str,
         fmt: BlockFormat,
         hour: int,
         writer: _Writer,
         settings: ArchiveSettings,
+        store: ArchiveStore,
     ) -> None:
-        self.final = final
-        self.tmp = final.with_name(final.name + TMP_SUFFIX)
+        self.key = key
+        self.tmp = store.spool(key)
+        self._store = store
         self.hour = hour
         self.records = 0
         self.bytes = 0
@@ -151,7 +148,6 @@ class _OpenFile:
         self._values: list[bytes] = []
         self._pending = 0  # datum bytes in _values
         self._error: BaseException | None = None
-        final.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = open(self.tmp, "wb")  # closed by close() or discard()
         self._submit(self._file.write, fmt.header)
 
@@ -215,11 +211,13 @@ class _OpenFile:
             and self.bytes + self._pending < self._max_bytes
         )
 
-    def close(self) -> Future[None]:
-        """Make it durable under its final name, on the writer thread: last block, fsync,
-        rename, fsync the directory. Done when the returned future is."""
+    def close(self, end: int) -> Future[int | None]:
+        """Publish it, covering the records before offset ``end``, on the writer thread: last
+        block, its end patched into the header, then the store's create-only publish. The
+        returned future gives None once it is durable under its key, or the end of the file
+        that already held the key."""
         self._end_block()
-        return self._writer.submit(self._commit)
+        return self._writer.submit(self._commit, end)
 
     async def discard(self) -> None:
         await asyncio.wrap_future(self._writer.submit(self._discard))
@@ -242,23 +240,31 @@ class _OpenFile:
         if self._error is None:  # after a failed write the file is lost anyway
             self._file.write(self._format.block(values, skip=HEADER_SIZE))
 
-    def _commit(self) -> None:
-        if self._error is not None:
-            self._file.close()
-            raise self._error
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.tmp, self.final)
-        directory = os.open(self.final.parent, os.O_RDONLY)
+    def _commit(self, end: int) -> int | None:
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            if self._error is not None:
+                raise self._error
+            self._file.seek(self._format.header.index(_END_PLACEHOLDER) + _END_AT)
+            self._file.write(b"%0*d" % (END_WIDTH, end))
+            self._file.close()
+            return self._store.publish(self.tmp, self.key)
+        except BaseException:
+            self._file.close()
+            self.tmp.unlink(missing_ok=True)  # lost anyway: redone from the committed position
+            raise
 
     def _discard(self) -> None:
         self._file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+# The header's uplink.end entry as written at open: a placeholder of fixed width, patched in
+# place at close (its key and value are Avro strings: zigzag lengths, then the bytes).
+_END_META = {END_KEY: b"0" * END_WIDTH}
+_END_PLACEHOLDER = (
+    bytes([len(END_KEY) << 1]) + END_KEY.encode() + bytes([END_WIDTH << 1]) + b"0" * END_WIDTH
+)
+_END_AT = len(_END_PLACEHOLDER) - END_WIDTH
 
 
 class ArchiveFiles(Handler):
@@ -267,19 +273,30 @@ class ArchiveFiles(Handler):
     A write that fails (disk full, I/O error) is not retried record by record: the data of the
     file is lost, so the error stops the worker, nothing of that partition is committed any
     more, and its restart redoes the file from the committed position (crash-only; the file
-    names make the redo exact).
+    names make the redo exact). An object store that is away is waited for (the bucket retries
+    with backoff): records stop being taken once the writer is behind, and lag grows until it
+    answers again.
     """
 
-    def __init__(self, settings: ArchiveSettings) -> None:
+    def __init__(self, settings: ArchiveSettings, store: ArchiveStore | None = None) -> None:
         self._settings = settings
+        if store is None:
+            if not isinstance(settings.root, Path):
+                raise TypeError("an archive on object storage is handed its store")
+            store = DirectoryStore(settings.root)
+        self._store = store
         self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
         self._open: dict[TopicPartition, _OpenFile] = {}
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
         self._writer = _Writer(max_backlog=max(1, _MAX_BACKLOG_BYTES // settings.block_bytes))
 
+    async def start(self) -> None:
+        await self._store.start()
+
     async def stop(self) -> None:
         await asyncio.to_thread(self._writer.shutdown)  # the jobs queued finish first
+        await self._store.stop()
 
     def take_many(
         self,
@@ -311,7 +328,7 @@ class ArchiveFiles(Handler):
             # commits this record's offset once the rename is done, and before it calls handle
             # or flush for this partition again: so the next rename of the partition comes after
             # that commit, and at most one renamed file of a partition is ever uncommitted.
-            durable = Pending(self._close(tp), {tp: inbound.record.offset})
+            durable = Pending(self._close(tp, inbound.record.offset), {tp: inbound.record.offset})
             current = None
         if current is None:
             current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
@@ -319,7 +336,15 @@ class ArchiveFiles(Handler):
         return durable
 
     async def flush(self, handled: Positions) -> Positions:
-        await asyncio.gather(*[self._close(tp) for tp in handled if tp in self._open])
+        closing = [self._close(tp, handled[tp]) for tp in handled if tp in self._open]
+        moved: Positions = {}
+        for outcome in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(outcome, Rewind):
+                moved.update(outcome.moved)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if moved:
+            raise Rewind(moved, {tp: end for tp, end in handled.items() if tp not in moved})
         return handled
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
@@ -329,39 +354,44 @@ class ArchiveFiles(Handler):
             if current is not None:
                 await current.discard()
 
-    def _sweep(self, tp: TopicPartition) -> None:
-        """Remove temporary files a killed owner of this partition left behind.
-
-        A re-run may rotate at other offsets than the killed run did, so its temporary names
-        need not match; only this partition's owner writes them, so they are safe to delete.
-        """
-        pattern = f"dt=*/hour=*/{tp.topic}+{tp.partition}+*.avro{TMP_SUFFIX}"
-        for stale in (self._settings.root / tp.topic).glob(pattern):
-            stale.unlink(missing_ok=True)
-            log.info("removed %s, left by a crashed worker", stale)
-        self._swept.add(tp)
-
     def _opened(self, tp: TopicPartition, offset: int, hour: int) -> _OpenFile:
         if tp not in self._swept:
-            self._sweep(tp)
-        final = archive_path(self._settings.root, tp.topic, tp.partition, offset, hour_start(hour))
-        fmt = BlockFormat(self._schema, self._settings.codec)
+            self._store.sweep(tp)  # what a killed owner of this partition left
+            self._swept.add(tp)
+        key = archive_key(tp.topic, tp.partition, offset, hour_start(hour))
+        fmt = BlockFormat(self._schema, self._settings.codec, meta=_END_META)
         try:
-            return _OpenFile(final, fmt, hour, self._writer, self._settings)
+            return _OpenFile(key, fmt, hour, self._writer, self._settings, self._store)
         except OSError as exc:
-            raise TransientError(f"cannot open {final}: {exc}") from exc
+            raise TransientError(f"cannot open {self._store.describe(key)}: {exc}") from exc
 
-    def _close(self, tp: TopicPartition) -> asyncio.Future[None]:
-        """Rename the partition's open file into place, on the writer thread (submitted now);
-        done when it is."""
+    def _close(self, tp: TopicPartition, end: int) -> asyncio.Future[None]:
+        """Publish the partition's open file, covering offsets before ``end``, on the writer
+        thread (submitted now); done when it is, or raises ``Rewind`` if its key was taken."""
         current = self._open.pop(tp)
-        return asyncio.ensure_future(self._renamed(tp, current, current.close()))
+        return asyncio.ensure_future(self._published(tp, current, current.close(end)))
 
-    async def _renamed(self, tp: TopicPartition, current: _OpenFile, closing: Future[None]) -> None:
-        await asyncio.wrap_future(closing)
+    async def _published(
+        self, tp: TopicPartition, current: _OpenFile, closing: Future[int | None]
+    ) -> None:
+        winner = await asyncio.wrap_future(closing)
+        where = self._store.describe(current.key)
+        if winner is not None:
+            log.warning(
+                "%s was already archived by another worker, up to offset %d: resuming from there",
+                where,
+                winner,
+                extra={"topic": tp.topic, "partition": tp.partition},
+            )
+            # The file opened since (a rotation's next) starts at an offset the winner may
+            # have covered: dropped too, its records are read again.
+            following = self._open.pop(tp, None)
+            if following is not None:
+                await following.discard()
+            raise Rewind({tp: winner})
         log.info(
             "archived %d records to %s",
             current.records,
-            current.final,
+            where,
             extra={"topic": tp.topic, "partition": tp.partition, "records": current.records},
         )

@@ -5,13 +5,21 @@ time). Workers reading the target topic judge them like any other record: a repl
 original is still within the dedupe window (default 1 h of record time) on that topic is skipped
 as a duplicate; an older one is processed again. To rebuild a downstream system, replay into a
 topic (or for a consumer group) that does not hold the originals.
+
+What is read: archive files named on the command line, every ``.avro`` file under a directory,
+or every object under ``s3://bucket/prefix``; by a range of event hours (``dt=…/hour=…`` in the
+key) if one is given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import io
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +28,88 @@ import orjson
 
 from consumers.archive.exceptions import ArchiveReadError
 from schemas import PushCodec
+from uplink.exceptions import ConfigError
 from uplink.kafka import KafkaClients
+from uplink.s3.bucket import Bucket
 
 log = logging.getLogger(__name__)
 
+_HOUR_KEY = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Event hours from ``first`` to ``last``, both included (None: open)."""
+
+    first: datetime.datetime | None = None
+    last: datetime.datetime | None = None
+
+    def holds(self, key: str) -> bool:
+        """Whether the file of ``key`` (its ``dt=…/hour=…``) is in range; a key without them
+        only in an open range."""
+        if self.first is None and self.last is None:
+            return True
+        found = _HOUR_KEY.search(key)
+        if found is None:
+            return False
+        hour = datetime.datetime.fromisoformat(f"{found[1]}T{found[2]}:00+00:00")
+        return (self.first is None or self.first <= hour) and (
+            self.last is None or hour <= self.last
+        )
+
+
+def hour(text: str, setting: str, *, last: bool = False) -> datetime.datetime:
+    """``YYYY-MM-DDTHH`` (an hour) or ``YYYY-MM-DD`` (its first hour, or its last one)."""
+    try:
+        if "T" in text:
+            return datetime.datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=datetime.UTC)
+        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        raise ConfigError(setting, f"{text!r} is not YYYY-MM-DD or YYYY-MM-DDTHH") from None
+    return day.replace(hour=23) if last else day
+
+
+Source = Path | Bucket
+
+
+async def archive_files(
+    sources: Sequence[Source], hours: Hours = Hours()
+) -> AsyncIterator[tuple[str, bytes | ArchiveReadError]]:
+    """(name, bytes) of each archive file of ``sources``, in key order per source: a file, the
+    ``.avro`` files under a directory, the objects under a bucket's prefix (started buckets)."""
+    for source in sources:
+        if isinstance(source, Bucket):
+            location = source.location
+            prefix = f"{location.prefix}/" if location.prefix else ""
+            for item in await source.listed(prefix):
+                if item.key.endswith(".avro") and hours.holds(item.key):
+                    yield f"s3://{location.bucket}/{item.key}", await source.get(item.key)
+            continue
+        paths = sorted(source.rglob("*.avro")) if source.is_dir() else [source]
+        for path in paths:
+            if source.is_dir() and not hours.holds(path.relative_to(source).as_posix()):
+                continue
+            try:
+                yield str(path), await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:
+                yield str(path), ArchiveReadError(str(path), f"cannot be read ({exc})")
+
+
+def records_of(name: str, data: bytes) -> list[dict[str, Any]]:
+    """The records of one archive file, all or none: ArchiveReadError names a corrupt one."""
+    try:
+        return [_plain(record) for record in fastavro.reader(io.BytesIO(data))]  # type: ignore[arg-type]
+    except (ValueError, EOFError, StopIteration) as exc:
+        raise ArchiveReadError(name, f"not a readable Avro container file ({exc!r})") from exc
+
 
 def archived_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one archive file; ArchiveReadError names the file if it is corrupt."""
+    """The records of one archive file on disk."""
     try:
-        with path.open("rb") as stream:
-            for record in fastavro.reader(stream):
-                yield _plain(record)  # type: ignore[arg-type]
-    except (OSError, ValueError, EOFError, StopIteration) as exc:
-        raise ArchiveReadError(path, f"not a readable Avro container file ({exc!r})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArchiveReadError(str(path), f"cannot be read ({exc})") from exc
+    yield from records_of(str(path), data)
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
@@ -54,16 +131,21 @@ def json_line(record: dict[str, Any]) -> bytes:
 
 
 async def replay(
-    paths: Iterable[Path], topic: str, clients: KafkaClients, codec: PushCodec
+    files: AsyncIterator[tuple[str, bytes | ArchiveReadError]],
+    topic: str,
+    clients: KafkaClients,
+    codec: PushCodec,
 ) -> tuple[int, list[ArchiveReadError]]:
     """Produce every archived record to ``topic`` (acks=all); returns (count, unreadable files)."""
     producer = clients.producer(linger_ms=5)
     await producer.start()
     sent, failures = 0, []
     try:
-        for path in paths:
+        async for path, data in files:
             try:
-                records = list(archived_records(path))  # all or nothing per file
+                if isinstance(data, ArchiveReadError):
+                    raise data
+                records = records_of(path, data)  # all or nothing per file
             except ArchiveReadError as error:
                 failures.append(error)
                 continue

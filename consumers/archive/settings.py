@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.container import compressor
 from uplink.exceptions import ConfigError
-from uplink.settings import CommitPolicy
+from uplink.s3.settings import Location, location
+from uplink.settings import CommitPolicy, Env, build
 
 # A flush renames every open file, so a commit by record count would cut each partition's file
 # at count / partitions records: files rotate by their own count and size instead (each
@@ -17,7 +20,10 @@ COMMITS = CommitPolicy(every=None, interval=60.0)
 
 @dataclass(frozen=True)
 class ArchiveSettings:
-    root: Path
+    root: Location  # a directory, or s3://bucket/prefix
+    # Where files are written before they are published to a bucket (a directory of the
+    # process's own is made inside; default: the system's temporary directory).
+    work_dir: Path | None = None
     max_records: int = 10_000  # per file
     max_bytes: int = 64 * 1024 * 1024  # per file, uncompressed datum bytes
     codec: str = "deflate"  # or "zstandard" (needs the zstandard package) or "null"
@@ -33,3 +39,21 @@ class ArchiveSettings:
             compressor(self.codec)
         except ValueError as exc:
             raise ConfigError("--codec", str(exc)) from exc
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], root: str | None = None, **explicit: Any
+    ) -> ArchiveSettings:
+        """``root`` (``--archive-dir``) wins over UPLINK_ARCHIVE_DIR: a path or s3://bucket/prefix."""
+        env = Env(environ)
+        setting = "--archive-dir" if root else "UPLINK_ARCHIVE_DIR"
+        root = root or env.get("UPLINK_ARCHIVE_DIR", str)
+        if root is None:
+            raise ConfigError(
+                "--archive-dir", "the archive worker needs a directory or s3://bucket/prefix"
+            )
+        values: dict[str, Any] = {
+            "root": location(root, setting, environ),
+            "work_dir": env.get("UPLINK_ARCHIVE_WORK_DIR", Path),
+        }
+        return build(cls, values, explicit)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
+from uplink.s3.settings import Location, location
 from uplink.settings import (
     CommitPolicy,
     Env,
@@ -48,7 +49,8 @@ class MediaRetries:
 class MediaSettings:
     """The media worker's own settings (beside its WorkerSettings); see the README's table."""
 
-    root: Path
+    root: Location  # a directory, or s3://bucket/prefix
+    work_dir: Path | None = None  # downloads are spooled here before they go to a bucket
     base_url: str | None = None  # a relative filePath is resolved against it
     concurrency: int = 32  # downloads in progress per worker (a sleeping retry holds none)
     per_host: int = 8  # of those, to one host
@@ -97,11 +99,17 @@ class MediaSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> MediaSettings:
         env = Env(environ)
-        root = explicit.pop("root", None) or env.get("UPLINK_MEDIA_DIR", Path)
-        if root is None:
-            raise ConfigError(
-                "UPLINK_MEDIA_DIR", "the media worker needs a directory (--media-dir)"
-            )
+        root = explicit.pop("root", None)
+        if isinstance(root, str):  # --media-dir
+            root = location(root, "--media-dir", environ)
+        elif root is None:
+            text = env.get("UPLINK_MEDIA_DIR", str)
+            if text is None:
+                raise ConfigError(
+                    "UPLINK_MEDIA_DIR",
+                    "the media worker needs a directory or s3://bucket/prefix (--media-dir)",
+                )
+            root = location(text, "UPLINK_MEDIA_DIR", environ)
         timeouts: dict[str, Any] = {
             "connect": env.get("UPLINK_MEDIA_CONNECT_TIMEOUT", float),
             "read": env.get("UPLINK_MEDIA_READ_TIMEOUT", float),
@@ -126,10 +134,11 @@ class MediaSettings:
             "auth_hosts": env.get("UPLINK_MEDIA_AUTH_HOSTS", _hosts),
             "drain_timeout": env.get("UPLINK_MEDIA_DRAIN_TIMEOUT", float),
             "meta": meta_from_env(environ),
+            "work_dir": env.get("UPLINK_MEDIA_WORK_DIR", Path),
             "timeouts": MediaTimeouts(**{k: v for k, v in timeouts.items() if v is not None}),
             "retries": MediaRetries(**{k: v for k, v in retries.items() if v is not None}),
         }
-        return build(cls, {"root": Path(root), **values}, explicit)
+        return build(cls, {"root": root, **values}, explicit)
 
 
 def _hosts(text: str) -> frozenset[str]:

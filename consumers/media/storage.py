@@ -7,8 +7,11 @@ before the object is renamed, so an object that exists always has its sidecar; l
 one is already there, so the first push's sidecar is the one that stays. Every name under ROOT
 derives from the digest this worker computed, never from anything a push says.
 
-An S3-compatible store would implement ``MediaStore`` the same way: spool locally, then upload
-the object (and its sidecar) under the same key.
+``BucketStore`` keeps the same layout under ``s3://bucket/prefix``: downloads are spooled in a
+local directory of the process's own, then the sidecar and the object are put create-only
+(``If-None-Match: *``), the sidecar first, so an object that exists always has its sidecar and
+the first push's sidecar is the one that stays; ``find`` is a HEAD. The media events carry the
+``s3://`` URI.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any, Protocol
 import orjson
 
 from uplink.resources import Resource
+from uplink.s3.bucket import Bucket
+from uplink.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,48 @@ class FileStore(Resource):
                     log.info("removed %s, left by a crashed download", stale)
             except FileNotFoundError:
                 continue
+
+
+class BucketStore(Resource):
+    """The S3 ``MediaStore``: content-addressed objects and sidecars, create-only."""
+
+    def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
+        self._bucket = bucket
+        self._spool = Spool("media", work_dir)
+
+    async def start(self) -> None:
+        await self._bucket.start()
+        await self._spool.start()
+
+    async def stop(self) -> None:
+        await self._bucket.stop()
+        await self._spool.stop()
+
+    def key(self, digest: str) -> str:
+        if not _HEX.fullmatch(digest):
+            raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
+        return self._bucket.location.key("sha256", digest[:2], digest)
+
+    def uri(self, digest: str) -> str:
+        return f"s3://{self._bucket.location.bucket}/{self.key(digest)}"
+
+    async def find(self, digest: str) -> Stored | None:
+        size = await self._bucket.size(self.key(digest))
+        return None if size is None else Stored(self.uri(digest), size)
+
+    def spool(self) -> Path:
+        return self._spool.path / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
+
+    async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
+        key = self.key(digest)
+        size = (await asyncio.to_thread(spooled.stat)).st_size
+        # Taken: the first push's sidecar stays, or another worker put the same bytes.
+        await self._bucket.put_new(f"{key}.json", orjson.dumps(sidecar))
+        await self._bucket.put_new(key, spooled)
+        return Stored(self.uri(digest), size)
+
+    def discard(self, spooled: Path) -> None:
+        spooled.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

@@ -24,7 +24,7 @@ from aiokafka.errors import NoOffsetForPartitionError
 
 from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.dedupe import DedupeWindow
-from consumers.runtime.exceptions import ConsumerError
+from consumers.runtime.exceptions import ConsumerError, Rewind
 from consumers.runtime.handler import (
     Handler,
     Inbound,
@@ -103,6 +103,10 @@ class Worker(Resource):
         self._take_many = handler.take_many if takes_many(handler) else None
         self._generation = 0
         self._closing = False
+        # Partitions moved by a Rewind: the count of moves at the last move of each, so records
+        # fetched before it (from the old position) are told apart and skipped.
+        self._moves = 0
+        self._moved: dict[TopicPartition, int] = {}
 
     @property
     def handler(self) -> Handler:
@@ -187,7 +191,7 @@ class Worker(Resource):
                 if count is None
                 else min(self._settings.max_batch, count - seen)
             )
-            generation = self._generation
+            generation, moves = self._generation, self._moves
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=wanted)
             except NoOffsetForPartitionError as exc:
@@ -203,11 +207,12 @@ class Worker(Resource):
                     # would be skipped for good.
                     assigned = consumer.assignment()
                     for tp, records in batches.items():
-                        if tp in assigned:
+                        if tp in assigned and not self._moved_since(tp, moves):
                             consumer.seek(tp, records[0].offset)
                     continue
                 for tp, records in batches.items():
-                    seen += await self._batch(tp, records)
+                    if not self._moved_since(tp, moves):  # else read again from where it moved
+                        seen += await self._batch(tp, records)
                 await self._maybe_commit(consumer)
         if self._failure is not None:
             raise self._failure
@@ -233,6 +238,7 @@ class Worker(Resource):
                 else:
                     judged.append(record)
         ids, stamps = heads.ids, heads.stamps
+        moves = self._moves
         if self._dedupe:
             window = await self._window(tp, records[0].offset)
             repeats = window.seen_many(ids, [record.timestamp for record in judged])
@@ -253,6 +259,8 @@ class Worker(Resource):
                     if not repeats[index]:
                         if tp in self._later:
                             await self._later.pop(tp)
+                            if self._moved_since(tp, moves):
+                                return index  # the rest is read again from the new position
                         head = (ids[index], stamps[index])
                         inbound = Inbound(judged[index], codec, head, tp)
                         try:
@@ -287,6 +295,9 @@ class Worker(Resource):
         self.metrics.processed[tp] += len(judged) - duplicates - failed
         self.metrics.duplicates[tp] += duplicates
         return seen
+
+    def _moved_since(self, tp: TopicPartition, moves: int) -> bool:
+        return self._moved.get(tp, -1) > moves
 
     def _postpone(self, tp: TopicPartition, offset: int, seconds: float) -> None:
         """Read ``tp`` again from ``offset`` in ``seconds``; meanwhile its partition is paused."""
@@ -367,18 +378,42 @@ class Worker(Resource):
         }
         if not handled:
             return
-        await self._commit_positions(consumer, await self._handler.flush(handled))
+        try:
+            durable = await self._handler.flush(handled)
+        except Rewind as rewind:
+            await self._rewind(consumer, rewind)
+        else:
+            await self._commit_positions(consumer, durable)
         self._uncommitted = 0
         self._last_commit = self._clock()
 
     async def _commit_when(self, pending: Pending) -> None:
         try:
-            await pending.ready
+            try:
+                await pending.ready
+            except Rewind as rewind:
+                await self._rewind(self._require_consumer(), rewind)
+                return
             await self._commit_positions(self._require_consumer(), pending.positions)
         except BaseException:
             # The next file must not be renamed before this commit: none will be, here.
             self._broken.update(pending.positions)
             raise
+
+    async def _rewind(self, consumer: AIOKafkaConsumer, rewind: Rewind) -> None:
+        """Another writer did the work up to ``rewind.moved``: commit those positions (and the
+        flush's others), and read those partitions again from there, with their dedupe windows
+        rebuilt at the new position."""
+        await self._commit_positions(consumer, {**rewind.durable, **rewind.moved})
+        assigned = consumer.assignment()
+        for tp, offset in rewind.moved.items():
+            log.info("%s: read again from %d, where another writer's file ends", tp, offset)
+            self._moves += 1
+            self._moved[tp] = self._moves
+            self._handled[tp] = offset
+            self._windows.pop(tp, None)
+            if tp in assigned:
+                consumer.seek(tp, offset)
 
     async def _commit_positions(self, consumer: AIOKafkaConsumer, durable: Positions) -> None:
         if not durable:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import CorruptRecord, NotAPush, PushCodec, SchemaError, load_push_schema
+from schemas.codec import INGRESS_FIELDS, _Compiler
 from schemas.framing import HEADER_SIZE
 
 CODEC = PushCodec()
@@ -113,6 +114,21 @@ def test_any_object_with_a_message_id_parses_and_roundtrips(
     assert CODEC.encode(record) == _fastavro_encoding(record)
     assert CODEC.head(CODEC.encode(record)) == (record["messageId"], record["timestamp"])
     PushCodec.key(record)
+
+
+# The Python converters alone, as schemas/codec.py compiles them: the reference for the C walk.
+PYTHON_PUSH = _Compiler()._record(load_push_schema(), "", skip=INGRESS_FIELDS)
+
+
+@SETTINGS
+@given(body=push_like | json_values)
+def test_the_c_walk_gives_what_the_python_converters_give(body: Any) -> None:
+    # Shaped bodies, stringly typed values, stray spaces in keys, junk: every path of it.
+    walked = _Compiler().push(load_push_schema())(body)
+    assert walked == PYTHON_PUSH(body)
+    assert [type(v) for v in (walked or {}).values()] == [
+        type(v) for v in (PYTHON_PUSH(body) or {}).values()
+    ]
 
 
 def _fastavro_encoding(record: dict[str, Any]) -> bytes:

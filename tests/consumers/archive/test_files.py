@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import threading
 import time
 from collections import Counter
@@ -18,12 +19,14 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from consumers.archive.files import ArchiveFiles, _Writer, event_hour, hour_start
 from consumers.archive.settings import ArchiveSettings
+from consumers.runtime.exceptions import Rewind
 from consumers.runtime.worker import Inbound, Positions, Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.crashes import committed
 from uplink.exceptions import ConfigError
+from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics
 
@@ -119,7 +122,7 @@ async def test_each_unique_push_is_archived_once_by_event_hour(
     assert {r["messageId"]: r["raw"] for r in records} == sent  # byte-identical
 
 
-async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
+async def test_a_crash_between_publish_and_commit_resumes_after_the_published_file(
     tmp_path: Path, worker_settings: WorkerSettings, publish: Publish
 ) -> None:
     for n in range(5):
@@ -135,11 +138,21 @@ async def test_a_crash_between_rename_and_commit_rewrites_the_same_file(
 
     for n in range(5, 8):
         await publish(f"m{n}", HOUR_10 + n)
-    async with Worker(worker_settings, ArchiveFiles(ArchiveSettings(root=tmp_path)), CODEC) as w:
-        assert await w.run(count=8, timeout=60) == 8  # nothing was committed: all again
+    # Nothing was committed: all again. Flushed often, so the file it publishes first ends
+    # at another offset than the one there, and the rewind happens mid-run.
+    settings = dataclasses.replace(worker_settings, commit_interval=0.2)
+    async with Worker(settings, ArchiveFiles(ArchiveSettings(root=tmp_path)), CODEC) as w:
+        async with asyncio.timeout(60):
+            while await committed(settings) < 8:
+                await w.run(timeout=0.5)
 
     files_after, records = archived(tmp_path)
-    assert files_after == files  # the same name, rewritten
+    # The re-run's first file (m0..m7) found its key taken: it read the end of the file there
+    # (offset 5), dropped its own and archived from 5 on. Nothing was overwritten.
+    topic = worker_settings.topics.messages
+    assert [f.name for f in files_after] == [f"{topic}+0+0.avro", f"{topic}+0+5.avro"]
+    assert files_after[0] == files[0]
+    assert await committed(worker_settings) == 8
     counts = Counter(r["messageId"] for r in records)
     assert counts == Counter(f"m{n}" for n in range(8))  # each exactly once
 
@@ -168,7 +181,7 @@ async def test_a_failed_rename_stops_the_worker_and_nothing_past_the_last_file_i
     async with Worker(worker_settings, archive, CODEC) as worker:
         assert await worker.run(count=6, timeout=60) == 6  # from the committed position
     await archive.stop()
-    files, records = archived(tmp_path)  # the failed file's temporary one swept
+    files, records = archived(tmp_path)  # the failed file's spool removed by its writer
     assert [f.name for f in files] == [f"{topic}+0+{first}.avro" for first in (0, 3, 6)]
     assert {r["messageId"]: r["raw"] for r in records} == sent
     assert len(records) == len(sent)
@@ -232,12 +245,15 @@ async def test_temporary_files_a_killed_worker_left_are_removed(
     stale.write_bytes(b"half a file")
     other = stale.with_name(f"{topic}+1+7.avro.tmp")  # another partition's: not ours to touch
     other.write_bytes(b"")
+    named = stale.with_name(f"{topic}+0+12399.avro.0123456789ab.tmp")  # as spools are named
+    named.write_bytes(b"")
     await publish("m0", HOUR_10)
     async with Worker(
         worker_settings, ArchiveFiles(ArchiveSettings(root=tmp_path)), CODEC
     ) as worker:
         assert await worker.run(count=1, timeout=60) == 1
     assert not stale.exists()
+    assert not named.exists()
     assert other.exists()
 
 
@@ -300,3 +316,79 @@ async def test_records_wait_while_the_writer_thread_is_behind() -> None:
     finally:
         release.set()
         writer.shutdown()
+
+
+def inbounds(count: int, topic: str = "t") -> list[Inbound]:
+    """Records 0..count-1 of partition 0, one event hour."""
+    made = []
+    for offset in range(count):
+        raw = orjson.dumps({**TEMPLATE, "messageId": f"z{offset}", "timestamp": HOUR_10})
+        value = CODEC.encode(CODEC.parse(raw, HOUR_10 * 1000))
+        made.append(
+            Inbound(
+                ConsumerRecord(topic, 0, offset, 0, 0, b"k", value, None, 1, len(value), []), CODEC
+            )
+        )
+    return made
+
+
+@pytest.mark.parametrize("where", ["directory", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.parametrize("first", ["owner", "zombie"])
+async def test_a_zombie_never_overwrites_and_the_loser_resumes_after_the_winner(
+    tmp_path: Path, where: str, first: str, request: pytest.FixtureRequest
+) -> None:
+    # Two writers of one partition from the same committed position (0), cut at other offsets:
+    # a zombie (paused past its session, mid-file) and the partition's new owner.
+    if where == "s3":
+        root: Any = request.getfixturevalue("s3")
+    else:
+        root = tmp_path / "shared"
+    records = inbounds(8)
+    tp = records[0].tp
+    zombie_end, owner_end = (8, 5) if first == "zombie" else (5, 8)
+
+    async def writer(name: str) -> ArchiveFiles:
+        from cli.workers import archive_store
+
+        settings = ArchiveSettings(root=root, work_dir=tmp_path / name)
+        files = ArchiveFiles(settings, archive_store(settings))
+        await files.start()
+        return files
+
+    zombie, owner = await writer("zombie"), await writer("owner")
+    try:
+        for inbound in records[:zombie_end]:
+            await zombie.handle(inbound)  # then it pauses
+        if first == "zombie":  # it wakes up and publishes before the owner's first file
+            assert await zombie.flush({tp: zombie_end}) == {tp: zombie_end}
+        for inbound in records[:owner_end]:
+            await owner.handle(inbound)
+        if first == "zombie":
+            with pytest.raises(Rewind) as rewind:
+                await owner.flush({tp: owner_end})  # the key is taken: nothing overwritten
+            assert rewind.value.moved == {tp: zombie_end}  # resume after the winner's range
+            winner = zombie_end
+        else:
+            assert await owner.flush({tp: owner_end}) == {tp: owner_end}
+            # The zombie wakes up: its key is taken (S3), or its spool was removed by the
+            # owner's sweep (a shared directory): either way it publishes nothing.
+            with pytest.raises((Rewind, FileNotFoundError)) as lost:
+                await zombie.flush({tp: zombie_end})
+            if isinstance(lost.value, Rewind):
+                assert lost.value.moved == {tp: owner_end}
+            winner = owner_end
+    finally:
+        await owner.stop()
+        await zombie.stop()
+
+    if where == "s3":
+        async with Bucket(root, "test") as bucket:
+            [item] = await bucket.listed(root.key(""))
+            data = await bucket.get(item.key)
+    else:
+        [path] = root.rglob("*.avro")
+        data = path.read_bytes()
+        assert not list(root.rglob("*.tmp"))
+    kept = list(fastavro.reader(io.BytesIO(data)))  # type: ignore[arg-type]
+    assert [r["messageId"] for r in kept] == [f"z{n}" for n in range(winner)]  # the winner's
+    assert fastavro.reader(io.BytesIO(data)).metadata["uplink.end"] == f"{winner:020d}"

@@ -16,11 +16,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import MediaCodec, PushCodec
-from tests.conftest import Reader, Server
-from tests.consumers.archive.test_crash import RECORD_TIME
+from tests.conftest import Reader, Server, s3_location
+from tests.consumers.archive.traffic import RECORD_TIME
 from tests.consumers.crashes import kill_at_random_moments, run_to_the_end
 from tests.consumers.media.server import MediaServer
 from tests.consumers.media.test_handler import media_push
+from uplink.s3.server import LocalS3
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -34,16 +35,27 @@ RETRIED = 10  # the provider's retries: same messageId again
 KILLS = 5
 
 
+@pytest.mark.parametrize("store", ["directory", pytest.param("s3", marks=pytest.mark.s3)])
 async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing(
     tmp_path: Path,
     kafka_bootstrap: str,
     topics: Topics,
     serve: Server,
     read_records: Reader,
+    store: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     root = tmp_path / "media"
+    media_dir, store_env = str(root), {}
+    if store == "s3":
+        # The bucket's objects are files of the S3 server's posix backend: looked at there.
+        s3_server: LocalS3 = request.getfixturevalue("s3_server")
+        location = s3_location(s3_server, prefix="media")
+        media_dir = str(location)
+        root = s3_server.settings.data_dir / location.bucket / "media"
+        store_env = {**s3_server.settings.environ(), "UPLINK_MEDIA_WORK_DIR": str(tmp_path / "w")}
     server = MediaServer(delay=0.05)  # downloads overlap and a kill lands mid-way
     blobs = {f"{n}.bin": os.urandom(20 * 1024) for n in range(OBJECTS)}
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}
@@ -102,10 +114,11 @@ async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing
         "UPLINK_MAX_BATCH": "50",
         "UPLINK_MEDIA_ALLOW_HOSTS": "127.0.0.1",
         "UPLINK_MEDIA_CONCURRENCY": "8",
+        **store_env,
     }
     command = [
         sys.executable, "-m", "cli.main", "--log-level", "INFO", "media",
-        "--media-dir", str(root),
+        "--media-dir", media_dir,
     ]  # fmt: skip
     log = (tmp_path / "worker.log").open("wb")
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)

@@ -28,6 +28,8 @@ from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.crashes import committed
 from tests.consumers.media.server import MediaServer, b64sha256
+from uplink.s3.bucket import Bucket
+from uplink.s3.settings import S3Location
 from uplink.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio
@@ -459,3 +461,82 @@ async def test_a_revoked_partition_has_its_downloads_cancelled_and_announces_not
     assert await read_records(worker_settings.topics.media) == []
     assert not [p for p in (media_settings.root / "sha256").rglob("*") if p.is_file()]
     assert not list((media_settings.root / "tmp").iterdir())  # spool files removed
+
+
+# --- the store on a real S3 server (versitygw) ----------------------------------------------
+
+
+@pytest.fixture
+def s3_media(media_settings: MediaSettings, s3: S3Location, tmp_path: Path) -> MediaSettings:
+    return dataclasses.replace(
+        media_settings, root=dataclasses.replace(s3, prefix="media"), work_dir=tmp_path / "work"
+    )
+
+
+async def test_every_media_type_is_kept_in_the_bucket_and_announced_by_its_s3_uri(
+    serve: Server,
+    worker_settings: WorkerSettings,
+    s3_media: MediaSettings,
+    publish: Publish,
+    read_records: Reader,
+) -> None:
+    server = MediaServer()
+    base = await serve(server.app())
+    blobs = {kind: os.urandom(1000 + n) for n, kind in enumerate(KINDS)}
+    for kind in KINDS:
+        sha = server.add(f"{kind}.bin", blobs[kind])
+        await publish(media_push(kind, f"m-{kind}", f"{base}/files/{kind}.bin", sha))
+
+    async with media_worker(worker_settings, s3_media) as (worker, handler):
+        assert await worker.run(count=5, timeout=60) == 5
+    assert handler.metrics.outcomes == {"fetched": 5}
+
+    records = await read_records(worker_settings.topics.media, count=5)
+    events = {event["type"]: event for event in map(EVENTS.decode, [r.value for r in records])}
+    location = s3_media.root
+    assert isinstance(location, S3Location)
+    async with Bucket(location, "test") as bucket:
+        for kind in KINDS:
+            digest = hashlib.sha256(blobs[kind]).hexdigest()
+            key = f"media/sha256/{digest[:2]}/{digest}"
+            assert events[kind]["uri"] == f"s3://{location.bucket}/{key}"
+            assert events[kind]["size"] == len(blobs[kind])
+            assert await bucket.get(key) == blobs[kind]
+            sidecar = orjson.loads(await bucket.get(f"{key}.json"))
+            example = orjson.loads(EXAMPLES.joinpath(f"{kind}.json").read_bytes())
+            assert sidecar["messageId"] == f"m-{kind}"
+            assert sidecar["mimeType"] == example["message"][kind]["mimeType"]
+    assert not list((s3_media.work_dir or Path("/nonexistent")).rglob("*.part"))
+
+
+async def test_a_second_worker_elsewhere_finds_the_objects_and_fetches_nothing(
+    serve: Server,
+    worker_settings: WorkerSettings,
+    s3_media: MediaSettings,
+    tmp_path: Path,
+    publish: Publish,
+    read_records: Reader,
+) -> None:
+    server = MediaServer()
+    base = await serve(server.app())
+    one = server.add("one.bin", os.urandom(4000))
+    two = server.add("two.bin", os.urandom(4000))
+    await publish(media_push("image", "a", f"{base}/files/one.bin", one))
+    await publish(media_push("sticker", "b", f"{base}/files/one.bin", one))  # same object
+    await publish(media_push("audio", "c", f"{base}/files/two.bin", two))
+
+    async with media_worker(worker_settings, s3_media) as (worker, handler):
+        await worker.run(count=3, timeout=60)
+    assert server.count() == {"/files/one.bin": 1, "/files/two.bin": 1}
+    assert handler.metrics.outcomes == {"fetched": 2, "already_stored": 1}
+
+    # Another host: its own working directory and group, the same bucket.
+    elsewhere = dataclasses.replace(s3_media, work_dir=tmp_path / "elsewhere")
+    group = dataclasses.replace(worker_settings, group_id=f"media-{uuid.uuid4().hex[:8]}")
+    async with media_worker(group, elsewhere) as (worker, handler):
+        await worker.run(count=3, timeout=60)
+    assert handler.metrics.outcomes == {"already_stored": 3}
+    assert server.count() == {"/files/one.bin": 1, "/files/two.bin": 1}
+    events = await read_records(worker_settings.topics.media, count=6)
+    uris = {EVENTS.decode(r.value)["uri"] for r in events}
+    assert len(uris) == 2 and all(uri.startswith("s3://") for uri in uris)

@@ -1,0 +1,309 @@
+"""The ingress's ways to produce a record and await its ack, side by side on one broker.
+
+.venv/bin/python bench/produce_paths.py [--seconds 6] [--rounds 2] [--concurrency 64]
+
+Each path runs ``--concurrency`` tasks, each producing a 600-byte record keyed by one of 50,000
+conversations to a 12-partition topic and awaiting the broker's acks=all ack (idempotent), for
+``--seconds``; the paths alternate, ``--rounds`` times. Reported: records/s, and CPU per record
+of this process (all its threads) and of the broker. The ingress's own path is ``aiokafka
+send``; the others are the directions issue 15 named:
+
+- ``aiokafka send, pure murmur2``: the same, with aiokafka's Python partitioner (as before);
+- ``edge batches``: the pushes for a partition append to one open batch builder, handed whole
+  to aiokafka's public ``send_batch``, one waiter a push resolved by one future a batch;
+- ``accumulator, private``: the same appending straight into aiokafka's accumulator (its
+  private ``_batches``), as its ``add_message`` does minus a future and a metadata a record;
+- ``confluent-kafka``: librdkafka, its delivery reports handed to the event loop in batches
+  (one ``call_soon_threadsafe`` per poll of a thread), when confluent-kafka is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUE = os.urandom(600)
+KEYS = [b"8613800000000:%d" % (910000000000 + n) for n in range(50_000)]
+PARTITIONS = 12
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+async def drive(send: Send, seconds: float, concurrency: int) -> tuple[int, float, float]:
+    stop = time.monotonic() + seconds
+    done = 0
+
+    async def one() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            await send(random.choice(KEYS))
+            done += 1
+
+    cpu, wall = time.process_time(), time.monotonic()
+    await asyncio.gather(*(one() for _ in range(concurrency)))
+    return done, time.monotonic() - wall, time.process_time() - cpu
+
+
+def aiokafka_send(producer: Any, topic: str, pure: bool) -> Send:
+    from aiokafka.partitioner import murmur2
+
+    from uplink._partition import partition
+
+    def choose(key: bytes) -> int:
+        if pure:
+            return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+        return partition(key, PARTITIONS)
+
+    async def send(key: bytes) -> None:
+        delivery = await producer.send(topic, VALUE, key=key, partition=choose(key))
+        await delivery
+
+    return send
+
+
+def edge_batches(producer: Any, topic: str) -> Send:
+    from uplink._partition import partition
+
+    loop = asyncio.get_running_loop()
+    open_: dict[int, tuple[Any, list[asyncio.Future[None]]]] = {}
+    handing: set[asyncio.Task[None]] = set()
+
+    def start(part: int) -> tuple[Any, list[asyncio.Future[None]]]:
+        batch = (producer.create_batch(), [])
+        open_[part] = batch
+        task = loop.create_task(hand_over(part, batch))
+        handing.add(task)
+        task.add_done_callback(handing.discard)
+        return batch
+
+    async def hand_over(part: int, batch: tuple[Any, list[asyncio.Future[None]]]) -> None:
+        # Open for appends while send_batch waits for the batch queued before it.
+        delivered = await producer.send_batch(batch[0], topic, partition=part)
+        if open_.get(part) is batch:
+            del open_[part]
+        delivered.add_done_callback(lambda _: resolve(batch[1]))
+
+    async def send(key: bytes) -> None:
+        part = partition(key, PARTITIONS)
+        batch = open_.get(part) or start(part)
+        if batch[0].append(timestamp=None, key=key, value=VALUE, headers=[]) is None:
+            batch = start(part)
+            batch[0].append(timestamp=None, key=key, value=VALUE, headers=[])
+        waiter = loop.create_future()
+        batch[1].append(waiter)
+        await waiter
+
+    return send
+
+
+def private_accumulator(producer: Any, topic: str) -> Send:
+    from aiokafka.structs import TopicPartition
+
+    from uplink._partition import partition
+
+    loop = asyncio.get_running_loop()
+    accumulator = producer._message_accumulator
+    tps = [TopicPartition(topic, n) for n in range(PARTITIONS)]
+    waiters: dict[int, list[asyncio.Future[None]]] = {}
+
+    async def send(key: bytes) -> None:
+        tp = tps[partition(key, PARTITIONS)]
+        pending = accumulator._batches.get(tp)
+        batch = pending[-1] if pending else None
+        waiter = loop.create_future()
+        if (
+            batch is None
+            or batch._builder.append(timestamp=None, key=key, value=VALUE, headers=[]) is None
+        ):
+            batch = accumulator._append_batch(accumulator.create_builder(), tp)
+            batch._builder.append(timestamp=None, key=key, value=VALUE, headers=[])
+            waiting = waiters[id(batch)] = []
+            batch.future.add_done_callback(lambda _, w=waiting: resolve(w))
+        waiters[id(batch)].append(waiter)
+        await waiter
+
+    return send
+
+
+def resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+async def confluent(bootstrap: str, topic: str, seconds: float, concurrency: int) -> Any:
+    import confluent_kafka
+
+    from uplink._partition import partition
+
+    loop = asyncio.get_running_loop()
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True}
+    )
+    reports: list[asyncio.Future[None]] = []
+    lock = threading.Lock()
+    stopping = threading.Event()
+
+    def poll() -> None:
+        while not stopping.is_set():
+            producer.poll(0.02)
+            with lock:
+                done = reports[:]
+                reports.clear()
+            if done:
+                loop.call_soon_threadsafe(resolve, done)  # one hop per poll, not per record
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+
+    async def send(key: bytes) -> None:
+        waiter = loop.create_future()
+
+        def delivered(error: Any, message: Any, waiter: asyncio.Future[None] = waiter) -> None:
+            with lock:
+                reports.append(waiter)
+
+        producer.produce(
+            topic, VALUE, key, partition=partition(key, PARTITIONS), on_delivery=delivered
+        )
+        await waiter
+
+    try:
+        return await drive(send, seconds, concurrency)
+    finally:
+        stopping.set()
+        thread.join()
+        producer.flush(10)
+
+
+def broker_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | None) -> list[Any]:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic("bench.paths", PARTITIONS, 1)])
+    await admin.close()
+    paths: dict[str, Callable[[Any, str], Send] | None] = {
+        "aiokafka send (the ingress)": lambda p, t: aiokafka_send(p, t, pure=False),
+        "aiokafka send, pure murmur2": lambda p, t: aiokafka_send(p, t, pure=True),
+        "edge batches (send_batch)": edge_batches,
+        "accumulator, private": private_accumulator,
+    }
+    try:
+        import confluent_kafka  # noqa: F401
+
+        paths["confluent-kafka"] = None
+    except ImportError:
+        pass
+    rows = []
+    # Warm-up (leaders elected, connections and code warm), not measured.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await drive(aiokafka_send(producer, "bench.paths", pure=False), 3, args.concurrency)
+    finally:
+        await producer.stop()
+    for number in range(1, args.rounds + 1):
+        for name, build in paths.items():
+            before = broker_cpu(broker_pid) if broker_pid else 0.0
+            if build is None:
+                done, wall, cpu = await confluent(
+                    bootstrap, "bench.paths", args.seconds, args.concurrency
+                )
+            else:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+                )
+                await producer.start()
+                try:
+                    await producer.partitions_for("bench.paths")
+                    send = build(producer, "bench.paths")
+                    done, wall, cpu = await drive(send, args.seconds, args.concurrency)
+                finally:
+                    await producer.stop()
+            after = broker_cpu(broker_pid) if broker_pid else 0.0
+            rows.append(
+                (number, name, done / wall, 1e6 * cpu / done, 1e6 * (after - before) / done)
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import uvloop
+
+    from uplink.broker import kafka_broker
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        kafka_broker(os.environ, data_dir=Path(tmp) / "kafka") as bootstrap,
+    ):
+        broker_pid = next(
+            (
+                int(p.parent.name)
+                for p in Path("/proc").glob("[0-9]*/cmdline")
+                if tmp in p.read_bytes().decode(errors="replace")
+            ),
+            None,
+        )
+        rows = uvloop.run(measure(args, bootstrap, broker_pid))
+    write(rows, args)
+
+
+def write(rows: list[Any], args: argparse.Namespace) -> None:
+    names = list(dict.fromkeys(row[1] for row in rows))
+    cpu = {name: statistics.median(r[3] for r in rows if r[1] == name) for name in names}
+    base = cpu["aiokafka send (the ingress)"]
+    lines = [
+        run_line("; broker on this machine"),
+        f"{args.concurrency} tasks, each producing and awaiting one record at a time (600 bytes, "
+        f"50,000 keys, 12 partitions, acks=all, idempotent), {args.seconds:g} s a path, "
+        f"{args.rounds} alternating rounds.",
+        "",
+        "| round | path | records/s | client CPU µs a record | broker CPU µs a record |",
+        "|---|---|---|---|---|",
+        *(f"| {n} | {name} | {rate:.0f} | {c:.1f} | {b:.1f} |" for n, name, rate, c, b in rows),
+        "",
+        "Median client CPU a record against the ingress's path: "
+        + "; ".join(f"{name} {cpu[name] - base:+.1f} µs" for name in names[1:])
+        + ".",
+        "",
+    ]
+    section = "\n".join(lines)
+    write_run(
+        "Produce paths",
+        figure=f"aiokafka send {base:.1f} µs of client CPU a record; "
+        + ", ".join(f"{name} {cpu[name] - base:+.1f}" for name in names[1:]),
+        command=command(),
+        section=section,
+    )
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

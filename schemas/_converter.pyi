@@ -1,0 +1,3 @@
+from typing import Any
+
+def convert(node: tuple[Any, ...], value: Any, /) -> Any: ...

@@ -1,0 +1,3 @@
+from typing import Any
+
+def encode(program: tuple[Any, ...], prefix: bytes, datum: Any, /) -> bytes: ...
