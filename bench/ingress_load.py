@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
         [--against TREE] [--peer camel]
+    .venv/bin/python bench/ingress_load.py --registry    # Confluent framing against without
     .venv/bin/python bench/ingress_load.py --meta [--duration 15] [--connections 64]
 
 With --meta, one ingress (Meta's webhook configured) instead: POST /v1/uplink against
@@ -14,12 +15,18 @@ row and section into bench/RESULTS.md: the ratio, latencies, CPU per request, pe
 --profile, where an ingress request spends its time (py-spy, sampled during a third load run).
 With --peer camel, the HTTP -> Kafka edge bench/peers/camel builds with Apache Camel runs in the
 same rounds against the same broker (its jars are resolved by bench/peers/camel/build: Maven).
+With ``--registry``, the two servers are instead the ingress as configured by default
+(single-object encoding) and the ingress with ``UPLINK_SCHEMA_REGISTRY_URL`` (a local Apicurio
+Registry; the schema registered at start-up, the Confluent framing on every record), on topics of
+their own: what the registry costs the hot path. Each round runs in the reverse order of the one
+before, so a drift favours no endpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -412,17 +419,26 @@ def main() -> None:
         help="the peer's warm-up run before the rounds: the JVM compiles its hot paths (on this "
         "machine Camel answered 1.2k pushes/s in its first 10 s, 2.8k after 25 s)",
     )
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="compare the ingress with a schema registry (Confluent framing) to without",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
     sys.path.insert(0, str(ROOT))
     from uplink.broker import free_port, kafka_broker
+    from uplink.registry.local import LocalRegistry, RegistryServerSettings
 
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        kafka_broker(os.environ, data_dir=Path(tmp) / "kafka") as bootstrap,
-    ):
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        bootstrap = stack.enter_context(kafka_broker(os.environ, data_dir=Path(tmp) / "kafka"))
+        registry_url = ""
+        if args.registry:
+            registry = LocalRegistry(RegistryServerSettings(port=free_port()))
+            registry_url = stack.enter_context(registry).url
         script = lua_script(Path(tmp))
         (Path(tmp) / "bare_app.py").write_text(BARE_APP)
         env = {
@@ -451,20 +467,41 @@ def main() -> None:
         answered: collections.Counter[str] = collections.Counter()
         classpath = camel_classpath() if args.peer == "camel" else ""
         try:
-            candidates = [
-                ("bare", "bare_app:app", False, None),
-                ("ingress", "ingress.app:app_from_env", True, None),
-            ]
+            ingress = "ingress.app:app_from_env"
+            candidates: list[tuple[str, str, bool, Path | None, dict[str, str]]] = (
+                [("bare", "bare_app:app", False, None, env), ("ingress", ingress, True, None, env)]
+                if not args.registry
+                else [
+                    (
+                        "ingress",
+                        ingress,
+                        True,
+                        None,
+                        {**env, "UPLINK_TOPIC_MESSAGES": "bench.plain"},
+                    ),
+                    (
+                        "registry",
+                        ingress,
+                        True,
+                        None,
+                        {
+                            **env,
+                            "UPLINK_TOPIC_MESSAGES": "bench.confluent",
+                            "UPLINK_SCHEMA_REGISTRY_URL": registry_url,
+                        },
+                    ),
+                ]
+            )
             if args.against is not None:
-                candidates.append(("against", "ingress.app:app_from_env", True, args.against))
-            for name, target, factory, tree in candidates:
+                candidates.append(("against", ingress, True, args.against, env))
+            for name, target, factory, tree, server_env in candidates:
                 port = free_port()
                 python, path = sys.executable, ROOT
                 if tree is not None:
                     python, path = str(tree.resolve() / ".venv" / "bin" / "python"), tree.resolve()
                 process = subprocess.Popen(
                     uvicorn_cmd(target, port, factory, args.workers, python),
-                    env={**env, "PYTHONPATH": f"{tmp}:{path}"},
+                    env={**server_env, "PYTHONPATH": f"{tmp}:{path}"},
                     cwd=tmp,
                 )
                 servers[name] = (process, f"http://127.0.0.1:{port}")
@@ -482,9 +519,11 @@ def main() -> None:
                 warm = wrk(servers["camel"][1], script, args.peer_warmup, args.connections)
                 answered["camel"] += int(warm["requests"] - warm["non2xx"])
             # Alternate them, several rounds: the machine is shared and drifts over a minute.
-            for _ in range(args.rounds):
+            # Each round reverses the order of the one before, so a drift favours none.
+            for number in range(args.rounds):
                 measured = {}
-                for name, (process, base) in servers.items():
+                order = list(servers.items())
+                for name, (process, base) in order if number % 2 == 0 else reversed(order):
                     cpu = cpu_seconds(process.pid)
                     with PeakRss(process.pid) as rss:
                         measured[name] = wrk(base, script, args.duration, args.connections)
@@ -528,7 +567,69 @@ def main() -> None:
             for process, _ in servers.values():
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
+    if args.registry:
+        write_registry_results(rounds, args)
+    else:
         write_results(rounds, hotspots, checks, args)
+
+
+def rounds_table(
+    rounds: list[dict[str, dict[str, float]]], what: str, labels: dict[str, str]
+) -> list[str]:
+    """The rounds as a Markdown table, one row per server and round."""
+    lines = [
+        f"| round | {what} | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for number, measured in enumerate(rounds, 1):
+        for name, r in measured.items():
+            errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
+            lines.append(
+                f"| {number} | {labels[name]} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {int(r['non2xx'])} | {errors} |"
+            )
+    return lines
+
+
+def write_registry_results(
+    rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace
+) -> None:
+    ratios = [r["registry"]["rps"] / r["ingress"]["rps"] for r in rounds]
+    ratio = statistics.median(ratios)
+    p50 = [r["registry"]["p50_ms"] / r["ingress"]["p50_ms"] for r in rounds]
+    lines = [
+        run_line("; broker, registry (Apicurio 3.3.3), servers and wrk all on this machine"),
+        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds "
+        "alternating (each round in the reverse order of the one before) the ingress without a "
+        "registry (single-object encoding) and with "
+        "`UPLINK_SCHEMA_REGISTRY_URL` (schema registered at start-up, Confluent framing), each on "
+        "its own topic; the spec's 13 example pushes in rotation, unique messageIds; uvicorn, "
+        f"uvloop, httptools, {args.workers} worker(s) each, no access log.",
+        "",
+        *rounds_table(
+            rounds,
+            "ingress",
+            {"ingress": "single-object (no registry)", "registry": "Confluent (registry)"},
+        ),
+    ]
+    lines += [
+        "",
+        f"**Throughput with the registry / without: {ratio:.1%}** (median of "
+        f"{', '.join(f'{r:.1%}' for r in ratios)}); p50 latency with / without: median "
+        f"{statistics.median(p50):.2f}x. The registry is asked once, at start-up: a push's "
+        "work differs only in the 5-byte header its encoder was compiled with.",
+        "",
+    ]
+    write_run(
+        "Ingress with the schema registry",
+        figure=f"Confluent framing at {100 * ratio:.1f} % of single-object throughput "
+        f"(median of {len(ratios)}, range {100 * min(ratios):.1f} to {100 * max(ratios):.1f} %)",
+        bar="no measurable cost (within the rounds' noise)",
+        met=min(ratios) <= 1.0 <= max(ratios) or ratio >= 0.97,
+        command=command(),
+        section="\n".join(lines),
+    )
+    print("\n".join(lines))
 
 
 def medians(rounds: list[dict[str, dict[str, float]]], name: str) -> dict[str, float]:
@@ -727,8 +828,10 @@ def write_results(
         lines += [f"| `{label}` | {mine:.1f} | {total:.1f} |" for label, total, mine in hotspots]
         lines.append("")
     section = "\n".join(lines)
+    # One row and section per connection count: the bar holds at 64 and at 256.
+    name = "Ingress load" if args.connections == 64 else f"Ingress load, {args.connections} conns"
     write_run(
-        "Ingress load",
+        name,
         figure=f"ingress at {100 * ratio:.1f} % of a bare Starlette endpoint at "
         f"{args.connections} connections (median of {len(ratios)}, range "
         f"{100 * min(ratios):.1f} to {100 * max(ratios):.1f} %){peer_figure}",

@@ -223,14 +223,21 @@ def _archive_replay(args: argparse.Namespace) -> int:
     from consumers.archive.replay import replay
     from schemas import PushCodec
     from uplink.kafka import KafkaClients
-    from uplink.settings import kafka_from_env
+    from uplink.registry.client import SchemaRegistry, subject
+    from uplink.settings import kafka_from_env, registry_from_env
 
     if not args.topic:
         raise ConfigError("--topic", "replay needs the topic to produce to")
     clients = KafkaClients(kafka_from_env(args.environ))
+    registry = registry_from_env(args.environ)
 
     async def produce(files: Any) -> int:
-        sent, failures = await replay(files, args.topic, clients, PushCodec())
+        codec = PushCodec()
+        if registry is not None:  # framed as the ingress frames them: the topic's subject
+            async with SchemaRegistry(registry) as client:
+                await client.set_compatibility(subject(args.topic))
+                codec.frame_with(await client.register(subject(args.topic), codec.text))
+        sent, failures = await replay(files, args.topic, clients, codec)
         for failure in failures:
             print(f"uplink: {failure}", file=sys.stderr)
         print(f"replayed {sent} records to {args.topic}")

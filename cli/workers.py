@@ -26,9 +26,16 @@ from consumers.router.redelivery import Redeliveries, retry_group
 from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
 from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
-from schemas import PushCodec
+from schemas import MediaCodec, PushCodec
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
+from uplink.registry.client import (
+    START_TIMEOUT,
+    Registration,
+    SchemaRegistry,
+    SubjectSchemas,
+    subject,
+)
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
@@ -45,13 +52,25 @@ class _Process:
     producer: Producer
     metrics: WorkerMetrics
     dead_letters: DeadLetters
+    registry: SchemaRegistry | None  # with UPLINK_SCHEMA_REGISTRY_URL: writer schemas by id
 
     @classmethod
     def of(cls, settings: WorkerSettings) -> _Process:
         clients = KafkaClients(settings.kafka)
         producer = Producer(clients)
         metrics = WorkerMetrics(settings.name)
-        return cls(settings, clients, producer, metrics, DeadLetters(settings, producer, metrics))
+        registry = SchemaRegistry(settings.registry) if settings.registry is not None else None
+        return cls(
+            settings, clients, producer, metrics, DeadLetters(settings, producer, metrics), registry
+        )
+
+    def codec(self) -> PushCodec:
+        """The codec of the pushes it reads: records of any known writer schema, in either
+        framing; with a registry, the writer schemas of ids it meets are fetched from there."""
+        if self.registry is None:
+            return PushCodec()
+        messages = subject(self.settings.topics.messages)
+        return PushCodec(lookup=SubjectSchemas(self.registry, messages))
 
     def worker(
         self,
@@ -75,13 +94,14 @@ class _Process:
     def assembly(
         self, workers: list[Worker], resources: list[Resource], writes: list[TopicSpec]
     ) -> Assembly:
-        """The process: its producer starts first and stops last."""
+        """The process: its registry client and producer start first and stop last."""
         settings = self.settings
+        first: list[Resource] = [self.registry] if self.registry is not None else []
         return Assembly(
             settings.kafka,
             settings.topics,
             workers,
-            resources=[self.producer, *resources],
+            resources=[*first, self.producer, *resources],
             writes=writes,
             registry=self.metrics.registry,
             metrics_port=settings.metrics_port,
@@ -110,8 +130,9 @@ def archive_store(archive: ArchiveSettings) -> ArchiveStore:
 
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
-    files = ArchiveFiles(archive, archive_store(archive))
-    return process.assembly([process.worker(files, PushCodec())], [files], writes(settings))
+    codec = process.codec()
+    files = ArchiveFiles(archive, archive_store(archive), codec)
+    return process.assembly([process.worker(files, codec)], [files], writes(settings))
 
 
 def media(
@@ -127,6 +148,19 @@ def media(
     fetcher = Fetcher(media, guard, clients=http)
     token = media.meta.access_token
     graph = GraphMedia(media.meta, token, media, fetcher, guard, clients=http) if token else None
+    events = MediaCodec()
+    registered: list[Resource] = []
+    if process.registry is not None:
+        # Its events are framed with their schema's id: registered before the worker starts.
+        registered = [
+            Registration(
+                process.registry,
+                subject(settings.topics.media),
+                events.text,
+                on_registered=events.frame_with,
+                wait=START_TIMEOUT,  # then exit 75: its supervisor restarts it
+            )
+        ]
     handler = MediaHandler(
         media,
         fetcher,
@@ -134,11 +168,12 @@ def media(
         process.producer,
         settings.topics.media,
         process.dead_letters,
+        codec=events,
         graph=graph,
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    resources: list[Resource] = [store, fetcher, *([graph] if graph else []), handler]
-    return process.assembly([process.worker(handler, PushCodec())], resources, writes(settings))
+    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else []), handler]
+    return process.assembly([process.worker(handler, process.codec())], resources, writes(settings))
 
 
 def router(
@@ -151,7 +186,7 @@ def router(
     topics (its own group, no dedupe), sharing the router's HTTP clients, producer, DLQ and
     metrics (its figures are apart: their partitions are the delay topics')."""
     process = _Process.of(settings)
-    codec = PushCodec()
+    codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
     deliverer = Deliverer(rules.endpoints, metrics, clients=http)
     handler = Router(

@@ -20,6 +20,8 @@ from ingress.push import PushEndpoint
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.process import tune_gc
+from uplink.registry.client import Registration, SchemaRegistry, subject
+from uplink.resources import Resource
 from uplink.settings import IngressSettings
 from uplink.topics import ensure_topics
 
@@ -72,12 +74,23 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
     )
     metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
     codec = PushCodec()
-    push = PushEndpoint(settings, codec, producer, metrics)
+    schema: list[Resource] = []  # the registry's client and the registration, when set
+    registration = None
+    if settings.registry is not None:
+        registry = SchemaRegistry(settings.registry)
+        registration = Registration(
+            registry, subject(settings.topics.messages), codec.text, on_registered=codec.frame_with
+        )
+        schema = [registry, registration]
+    push = PushEndpoint(settings, codec, producer, metrics, registration)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
+        if registration is not None and not registration.done:
+            reason = f"schema not registered: {registration.problem}"
+            return JSONResponse({"status": "not ready", "reason": reason}, 503)
         if await producer.check():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready", "reason": "Kafka not reachable"}, 503)
@@ -87,7 +100,9 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with producer:
+        async with contextlib.AsyncExitStack() as stack:
+            for resource in [*schema, producer]:  # the registry's client stops last
+                await stack.enter_async_context(resource)
             yield
         # Leaving the block flushed the producer: every push still in flight got its answer.
 

@@ -19,6 +19,11 @@ class Overloaded(NotDurable):
     """Too many pushes already await the broker: shed this one rather than queue without bound."""
 
 
+class NotRegistered(NotDurable):
+    """The push schema is not registered yet (a registry is configured): no record can be
+    framed with its id, so none is written."""
+
+
 class BodyTooLarge(IngressError):
     """The body passed the size limit; ``prefix`` holds the bytes read up to the limit."""
 

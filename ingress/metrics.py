@@ -26,7 +26,7 @@ class IngressMetrics:
     def __init__(self, produce_topic: str, in_flight: Callable[[], float]) -> None:
         self.pushes: Counter[int] = Counter()  # by HTTP status code
         self.quarantined: Counter[str] = Counter()  # by reason: not_a_push, too_large
-        self.shed: Counter[str] = Counter()  # by cause: kafka, overloaded
+        self.shed: Counter[str] = Counter()  # by cause: kafka, overloaded, schema
         self.meta_records: Counter[str] = Counter()  # of Meta webhooks, by kind: message, ...
         self.produce_seconds = LatencyHistogram()
         self._topic = produce_topic
@@ -63,7 +63,7 @@ class IngressMetrics:
             "Pushes answered 503 because they could not be made durable",
             "cause",
             self.shed,
-            ("kafka", "overloaded"),
+            ("kafka", "overloaded", "schema"),
         )
         yield _by_label(
             "uplink_ingress_meta_records",

@@ -16,10 +16,11 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
 from ingress.body import read_body
-from ingress.exceptions import BodyTooLarge, NotDurable, Overloaded
+from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
 from schemas import NotAPush, PushCodec
+from uplink.registry.client import Registration
 from uplink.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,11 @@ class PushEndpoint:
         codec: PushCodec,
         producer: DurableProducer,
         metrics: IngressMetrics,
+        registration: Registration | None = None,
     ) -> None:
         self._settings = settings
+        # Set with a registry: until the schema has its id, pushes get 503 (the provider retries).
+        self._registration = registration
         self._topics = settings.topics
         self._codec = codec
         self._producer = producer
@@ -71,6 +75,9 @@ class PushEndpoint:
         except NotAPush as exc:
             return await self._quarantine(send, headers, body, exc.reason, received_at, status=400)
 
+        if self._registration is not None and not self._registration.done:
+            problem = self._registration.problem
+            return await self._unavailable(send, NotRegistered(f"schema not registered: {problem}"))
         started = time.perf_counter()
         try:
             await self._producer.send(
@@ -115,7 +122,14 @@ class PushEndpoint:
         await self._answer(send, status, {"error": error, "reason": reason})
 
     async def _unavailable(self, send: Send, exc: NotDurable) -> None:
-        self._metrics.shed["overloaded" if isinstance(exc, Overloaded) else "kafka"] += 1
+        cause = (
+            "overloaded"
+            if isinstance(exc, Overloaded)
+            else "schema"
+            if isinstance(exc, NotRegistered)
+            else "kafka"
+        )
+        self._metrics.shed[cause] += 1
         self._answered[503] += 1
         payload = orjson.dumps({"error": "not durable, retry later", "reason": str(exc)})
         await _respond(send, 503, self._unavailable_headers, payload)

@@ -6,8 +6,9 @@
  * join(): record values' datums concatenated, for the archive's container blocks
  * (schemas/container.py), without a copy per record on the event loop.
  *
- * The datum after the 10-byte single-object header starts with (push.avsc, checked by
- * HeadReader.fits):  appId ["null","string"], channelType ["null","int"], messageId string,
+ * A value starts with one of the writer headers heads() is given: the 10-byte single-object
+ * header (marker and fingerprint) or the 5-byte Confluent one (magic 0, schema id), of each writer
+ * schema the reader knows whose datum starts with (push.avsc, checked by HeadReader.fits):  appId ["null","string"], channelType ["null","int"], messageId string,
  * timestamp ["null","long"].  Varints are read as fastavro reads them (64-bit, zig-zag, at most
  * 10 bytes); every read is bounds-checked: the bytes are untrusted.
  */
@@ -16,7 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define HEADER_SIZE 10
+#define HEADER_SIZE 10 /* the longest header: single-object */
 
 typedef struct {
     const unsigned char *data;
@@ -90,17 +91,38 @@ read_string(Cursor *c, Py_ssize_t *start, Py_ssize_t *length)
 
 /* Reads one value's head: 0 with new references in *message_id and *stamp, 1 with a new reference
  * in *reason (why it has none), -1 on an error of Python's own (memory). */
+typedef struct {
+    const char **bytes; /* borrowed from the caller's tuple */
+    Py_ssize_t *sizes;
+    Py_ssize_t count;
+} Headers;
+
+/* The length of the known header `data` starts with, 0 for none. The first header is the one
+ * most records carry: one memcmp for them. */
+static Py_ssize_t
+header_of(const Headers *headers, const unsigned char *data, Py_ssize_t size)
+{
+    for (Py_ssize_t i = 0; i < headers->count; i++) {
+        Py_ssize_t length = headers->sizes[i];
+        if (size >= length && memcmp(data, headers->bytes[i], (size_t)length) == 0) {
+            return length;
+        }
+    }
+    return 0;
+}
+
 static int
-head_of(PyObject *value, const char *header, PyObject **message_id, PyObject **stamp,
+head_of(PyObject *value, const Headers *headers, PyObject **message_id, PyObject **stamp,
         PyObject **reason)
 {
     if (!PyBytes_Check(value)) {
         *reason = PyUnicode_FromString(value == Py_None ? "no value" : "the value is not bytes");
         return *reason == NULL ? -1 : 1;
     }
-    Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
-                HEADER_SIZE, NULL, NULL};
-    if (c.size < HEADER_SIZE || memcmp(c.data, header, HEADER_SIZE) != 0) {
+    Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), 0,
+                NULL, NULL};
+    c.pos = header_of(headers, c.data, c.size);
+    if (c.pos == 0) {
         PyObject *start = PyBytes_FromStringAndSize(
             (const char *)c.data, c.size < HEADER_SIZE ? c.size : HEADER_SIZE);
         if (start == NULL) {
@@ -170,26 +192,49 @@ append_stolen(PyObject *list, PyObject *item)
 }
 
 PyDoc_STRVAR(heads_doc,
-"heads(header, values, /) -> (ids, stamps, failed)\n"
+"heads(headers, values, /) -> (ids, stamps, failed)\n"
 "\n"
 "The heads of a batch by column: the messageIds and event timestamps (or None) of the values\n"
-"that have one, in order, and (index, why) for each value that has none (not bytes, another\n"
-"header than `header`, a corrupt leading field).");
+"that have one, in order, and (index, why) for each value that has none (not bytes, none of\n"
+"the `headers` (a tuple of 5- or 10-byte writer headers, most frequent first), a corrupt\n"
+"leading field).");
 
 static PyObject *
 heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "heads() takes exactly 2 arguments (header, values)");
+        PyErr_SetString(PyExc_TypeError, "heads() takes exactly 2 arguments (headers, values)");
         return NULL;
     }
-    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE) {
-        PyErr_SetString(PyExc_ValueError, "header must be 10 bytes");
+    if (!PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "headers must be a tuple of bytes");
         return NULL;
     }
-    const char *header = PyBytes_AS_STRING(args[0]);
+    Headers headers;
+    headers.count = PyTuple_GET_SIZE(args[0]);
+    /* One allocation for both arrays (at least one byte, so NULL means no memory). */
+    size_t each = sizeof(char *) + sizeof(Py_ssize_t);
+    void *memory = PyMem_Malloc((size_t)headers.count * each + 1);
+    if (memory == NULL) {
+        return PyErr_NoMemory();
+    }
+    headers.bytes = (const char **)memory;
+    headers.sizes = (Py_ssize_t *)(headers.bytes + headers.count);
+    for (Py_ssize_t i = 0; i < headers.count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(args[0], i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) < 1 ||
+            PyBytes_GET_SIZE(item) > HEADER_SIZE) {
+            PyMem_Free(memory);
+            PyErr_SetString(PyExc_ValueError, "each header must be 1 to 10 bytes");
+            return NULL;
+        }
+        headers.bytes[i] = PyBytes_AS_STRING(item);
+        headers.sizes[i] = PyBytes_GET_SIZE(item);
+    }
+    /* `headers` borrows from the tuple, which the caller holds for the whole call. */
     PyObject *values = PySequence_Fast(args[1], "values must be a sequence");
     if (values == NULL) {
+        PyMem_Free(memory);
         return NULL;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
@@ -202,7 +247,7 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *message_id = NULL, *stamp = NULL, *reason = NULL;
-        int found = head_of(items[i], header, &message_id, &stamp, &reason);
+        int found = head_of(items[i], &headers, &message_id, &stamp, &reason);
         if (found < 0) {
             goto error;
         }
@@ -220,10 +265,12 @@ heads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_DECREF(values);
+    PyMem_Free(memory);
     return Py_BuildValue("(NNN)", ids, stamps, failed);
 
 error:
     Py_DECREF(values);
+    PyMem_Free(memory);
     Py_XDECREF(ids);
     Py_XDECREF(stamps);
     Py_XDECREF(failed);

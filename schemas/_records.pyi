@@ -1,6 +1,6 @@
 from collections.abc import Sequence
 
 def heads(
-    header: bytes, values: Sequence[bytes | None], /
+    headers: tuple[bytes, ...], values: Sequence[bytes | None], /
 ) -> tuple[list[str], list[int | None], list[tuple[int, str]]]: ...
 def join(values: Sequence[bytes], skip: int, /) -> bytes: ...

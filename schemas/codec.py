@@ -18,9 +18,11 @@ from typing import Any, Final, cast
 import orjson
 
 from schemas._converter import convert
-from schemas.exceptions import CorruptRecord, NotAPush, SchemaError
+from schemas.exceptions import CorruptRecord, NotAPush, UnknownSchema
 from schemas.framing import Framing
-from schemas.head import HeadReader, Heads
+from schemas.head import HeadReader, Heads, decoded_heads
+from schemas.writers import MARKER, SchemaLookup, released_schemas, schema_id_of
+from uplink.exceptions import UplinkError
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
 INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt", "source", "meta"})
@@ -331,11 +333,21 @@ def _message_id_problem(body: dict[str, Any]) -> str:
 class PushCodec(Framing):
     """Turns a push body into a record and frames records for Kafka; build once, reuse."""
 
-    def __init__(self, schema: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        schema: dict[str, Any] | None = None,
+        *,
+        known: list[dict[str, Any]] | None = None,
+        lookup: SchemaLookup | None = None,
+    ) -> None:
+        """``schema``: the reader's (and writer's) schema, push.avsc by default; ``known``:
+        other writer schemas its records may carry (default: the released versions);
+        ``lookup``: the registry, for writer schemas of ids (and fingerprints) not known."""
         source = load_push_schema() if schema is None else schema
-        super().__init__(source)  # receivedAt reads back as the int of epoch millis
+        super().__init__(source, released_schemas() if known is None else known)
         self._push = _Compiler().push(source)
-        self._reader = HeadReader(source, self.header) if HeadReader.fits(source) else None
+        self._reader = HeadReader(self.writers) if HeadReader.fits(source) else None
+        self._lookup = lookup
         # push.avsc has it since v2; a custom schema may not.
         self._sourced = any(f["name"] == "source" for f in source["fields"])
         # An all-null Message, for pushes that carry only a top-level `type`.
@@ -384,7 +396,12 @@ class PushCodec(Framing):
         Checks the framing and the leading fields only: a datum corrupt further on passes.
         """
         if self._reader is not None:
-            return self._reader.read(data)
+            ids, stamps, failed = self.heads((data,))
+            if failed:
+                why = failed[0][1]
+                known = self.writers.get(data) is not None
+                raise CorruptRecord(why) if known else UnknownSchema(why)
+            return ids[0], stamps[0]
         record = self.decode(data)
         return record["messageId"], record.get("timestamp")
 
@@ -392,19 +409,57 @@ class PushCodec(Framing):
         """``head`` of each value of a fetched batch, in one call, by column; for a value with
         none, why (the reason a worker dead-letters it with)."""
         if self._reader is not None:
-            return self._reader.read_many(values)
-        found = Heads([], [], [])
-        for index, value in enumerate(values):
+            found = self._reader.read_many(values)
+            if found.failed:
+                self._explain(values, found.failed)
+            return found
+        return decoded_heads(self.writers, values)  # a schema laid out otherwise: decoded
+
+    def _explain(self, values: Sequence[bytes | None], failed: list[tuple[int, str]]) -> None:
+        """A value of a writer schema not known says which, and where it could be found."""
+        for position, (index, why) in enumerate(failed):
+            value = values[index]
+            if value is None or self.writers.get(value) is not None:
+                continue
+            schema_id = schema_id_of(value)
+            if schema_id is not None:
+                where = (
+                    "not in the schema registry"
+                    if self._lookup is not None
+                    else "no schema registry configured: set UPLINK_SCHEMA_REGISTRY_URL"
+                )
+                why = f"unknown writer schema: registry id {schema_id} ({where})"
+            elif value[:2] == MARKER:
+                fingerprint = bytes(value[2:10]).hex()
+                why = f"unknown writer schema: fingerprint {fingerprint} (a newer release?)"
+            failed[position] = (index, why)
+
+    async def learn(self, values: Sequence[bytes | None]) -> bool:
+        """Fetch the writer schemas of values framed with ids (or single-object fingerprints)
+        not known yet from the registry; True if one was learnt (read the batch again). Raises
+        RegistryUnavailable (retriable) while the registry does not answer; an id it does not
+        have is remembered as missing, and its records are dead-lettered."""
+        if self._lookup is None:
+            return False
+        writers = self.writers
+        learnt = False
+        for schema_id in sorted(writers.unknown_ids(values)):
             try:
-                if value is None:
-                    raise CorruptRecord("no value")
-                message_id, stamp = self.head(value)
-            except SchemaError as exc:
-                found.failed.append((index, str(exc)))
-            else:
-                found.ids.append(message_id)
-                found.stamps.append(stamp)
-        return found
+                text = await self._lookup.schema(schema_id)
+            except UplinkError as exc:
+                if exc.retriable:
+                    raise
+                writers.missing(schema_id)
+                continue
+            writers.add(schema_id, text)
+            learnt = True
+        if writers.unknown_fingerprints(values):
+            # The registry has no lookup by fingerprint: a newer writer's versions are few.
+            for schema_id, text in await self._lookup.versions():
+                writers.add(schema_id, text)
+            learnt = True
+            writers.missing_fingerprints(values)  # not in the registry either: not asked again
+        return learnt
 
     @staticmethod
     def key(record: dict[str, Any]) -> bytes:

@@ -22,13 +22,17 @@ class NotAPush(SchemaError):
 
 
 class UnknownSchema(SchemaError):
-    """A record value is not single-object encoded with the writer schema this codec knows."""
+    """A record value is not framed with a writer schema this codec knows."""
 
-    def __init__(self, message: str, fingerprint: bytes | None = None) -> None:
+    def __init__(
+        self, message: str, fingerprint: bytes | None = None, schema_id: int | None = None
+    ) -> None:
         super().__init__(message)
-        # The writer fingerprint found on the wire (None when the marker itself is wrong),
-        # so an operator can tell which schema version produced the record.
+        # The writer fingerprint (single-object) or registry id (Confluent) found on the wire
+        # (None when the framing itself is wrong), so an operator can tell which schema
+        # version produced the record.
         self.fingerprint = fingerprint
+        self.schema_id = schema_id
 
 
 class CorruptRecord(SchemaError):

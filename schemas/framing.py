@@ -1,87 +1,122 @@
-"""Avro single-object encoding, shared by every record uplink puts on Kafka.
+"""The framing of every record uplink puts on Kafka: Avro single-object encoding by default, or
+the Confluent wire format once a schema registry gave the writer schema an id.
 
 Avro spec, "Single object encoding": a 2-byte marker, the 8-byte little-endian CRC-64-AVRO
 fingerprint of the writer schema's Parsing Canonical Form, then the binary datum. Any Avro
-library decodes such a record without a registry.
+library decodes such a record without a registry. The Confluent wire format: a zero byte, the
+schema's 4-byte big-endian registry id, then the datum; what Kafka Connect, ksqlDB, Flink,
+Spark's ``from_avro`` and the Kafka UIs read, through the registry.
+
+Reading accepts both, from any writer schema the codec knows (schemas/writers.py).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from fastavro import parse_schema, schemaless_reader
-from fastavro.schema import fingerprint as schema_fingerprint
-from fastavro.schema import to_parsing_canonical_form
+from fastavro import parse_schema
 
 from schemas.encoder import compile_encoder
 from schemas.exceptions import CorruptRecord, UnknownSchema
 from schemas.view import Shape, compile_view
+from schemas.writers import (
+    MAGIC,
+    MARKER,
+    SINGLE_OBJECT_SIZE,
+    WriterSchemas,
+    confluent_header,
+    fingerprint_of,
+    header_of,
+    schema_id_of,
+    without_logical_types,
+)
 
-MARKER: Final = b"\xc3\x01"
-HEADER_SIZE: Final = 10
+HEADER_SIZE: Final = SINGLE_OBJECT_SIZE  # the single-object header
 
-
-def without_logical_types(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [without_logical_types(item) for item in schema]
-    if isinstance(schema, dict):
-        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    return schema
+__all__ = ["HEADER_SIZE", "MARKER", "Framing", "without_logical_types"]
 
 
 class Framing:
-    """Encode and decode records of one schema, single-object framed; build once, reuse."""
+    """Encode and decode records of one schema; build once, reuse.
+
+    ``header`` is what ``encode`` writes: the single-object header, until ``frame_with(id)``
+    (the schema's registry id, once it is registered) switches it to the Confluent one.
+    """
 
     schema: dict[str, Any]
     fingerprint: bytes
     header: bytes
 
-    def __init__(self, source: dict[str, Any]) -> None:
+    def __init__(self, source: dict[str, Any], known: list[dict[str, Any]] | None = None) -> None:
         self.schema = cast(dict[str, Any], parse_schema(source))
-        canonical = to_parsing_canonical_form(self.schema)
-        # fastavro gives the hex of the fingerprint's bytes already in little-endian order.
-        self.fingerprint = bytes.fromhex(schema_fingerprint(canonical, "CRC-64-AVRO"))
+        self.fingerprint = fingerprint_of(source)
         self.header = MARKER + self.fingerprint
-        self._encode = compile_encoder(source, prefix=self.header)
-        # Same wire format (the canonical form drops logicalType), but a timestamp-millis field
-        # reads back as the int of epoch millis it was written from, not a datetime.
-        self._datum_schema = parse_schema(without_logical_types(source))
         self._source = source
+        # A timestamp-millis field reads back as the int of epoch millis it was written from,
+        # not a datetime (the canonical form, so the wire, has no logicalType).
+        self.writers = WriterSchemas(source, known or ())
+        self._encode = compile_encoder(source, prefix=self.header)
+
+    @property
+    def schema_id(self) -> int | None:
+        """The registry id ``encode`` writes, None while it writes single-object encoding."""
+        return schema_id_of(self.header)
+
+    def frame_with(self, schema_id: int) -> None:
+        """Write the Confluent framing with ``schema_id`` from now on (set at start-up, once the
+        schema is registered; records already encoded keep theirs, and both stay readable)."""
+        header = confluent_header(schema_id)
+        self.writers.add(schema_id, self.text)
+        self._encode = compile_encoder(self._source, prefix=header)
+        self.header = header
+
+    @property
+    def text(self) -> str:
+        """The schema's JSON text, as it is registered."""
+        return self.writers.own.text
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        """The record (of this schema's types) single-object encoded."""
+        """The record (of this schema's types), framed with ``header``."""
         return self._encode(record)
 
     def viewer(self, shape: Shape) -> Callable[[bytes], dict[str, Any]]:
         """A reader of only ``shape``'s fields of a record (schemas/view.py), several times
-        cheaper than ``decode`` for a few fields; it checks the framing, not the whole datum."""
+        cheaper than ``decode`` for a few fields; it checks the framing, not the whole datum.
+        A record of another writer schema than this codec's is decoded whole (resolved into
+        this schema), which reads the same."""
         read = compile_view(self._source, shape)
-        header = self.header
+        writers = self.writers
 
         def view(data: bytes) -> dict[str, Any]:
-            if not data.startswith(header):
-                raise UnknownSchema(f"not a record of this schema (header {data[:10].hex()})")
-            return read(data, HEADER_SIZE)
+            writer = writers.get(data)
+            if writer is None:
+                raise _unknown(data)
+            if writer.same:
+                return read(data, len(writer.header))
+            return cast(dict[str, Any], writer.read(data, len(writer.header)))
 
         return view
 
     def decode(self, data: bytes | memoryview) -> dict[str, Any]:
-        """Inverse of encode; raises UnknownSchema or CorruptRecord."""
-        if data[:2] != MARKER:
-            raise UnknownSchema("not Avro single-object encoded (no C3 01 marker)")
-        found = bytes(data[2:HEADER_SIZE])
-        if found != self.fingerprint:
-            raise UnknownSchema(f"unknown writer schema, fingerprint {found.hex()}", found)
-        source = io.BytesIO(data)
-        source.seek(HEADER_SIZE)
-        try:
-            record = schemaless_reader(source, self._datum_schema, None)
-        except Exception as error:  # untrusted bytes: any decoder failure means a corrupt datum
-            raise CorruptRecord(f"undecodable datum: {error!r}") from error
-        if source.tell() != len(data):
-            raise CorruptRecord(f"{len(data) - source.tell()} trailing bytes after the datum")
+        """Inverse of encode, for a record of any writer schema the codec knows; raises
+        UnknownSchema or CorruptRecord."""
+        writer = self.writers.get(data)
+        if writer is None:
+            raise _unknown(data)
+        record = writer.read(data, len(writer.header))
         if not isinstance(record, dict):
             raise CorruptRecord("datum is not a record")
         return record
+
+
+def _unknown(data: bytes | memoryview) -> UnknownSchema:
+    if data[:2] == MARKER:
+        found = bytes(data[2:SINGLE_OBJECT_SIZE])
+        return UnknownSchema(f"unknown writer schema, fingerprint {found.hex()}", found)
+    schema_id = schema_id_of(data)
+    if data[:1] == MAGIC and schema_id is not None:
+        return UnknownSchema(f"unknown writer schema, registry id {schema_id}", schema_id=schema_id)
+    return UnknownSchema(
+        f"neither single-object encoded (C3 01) nor Confluent framed (00): {header_of(data).hex()}"
+    )

@@ -1,20 +1,24 @@
 """A push record's leading fields, read without decoding the rest of the datum.
 
 Every worker needs a record's ``messageId`` (dedupe) and most need its event time; decoding the
-whole datum for those costs ~16 µs a record. push.avsc keeps them first on purpose, and
-``schemas/_records.c`` reads them for a whole fetched batch in one call (~0.1 µs a record; the
-same walk in Python was ~1.4, as much as aiokafka's own work per record). ``HeadReader.fits``
-checks that layout, and a codec built for a schema laid out otherwise decodes the whole datum
-instead of misreading it.
+whole datum for those costs ~16 µs a record. push.avsc keeps them first on purpose (and the
+evolution policy keeps them there, schemas/EVOLUTION.md), and ``schemas/_records.c`` reads
+them for a whole fetched batch in one call (~0.1 µs a record; the same walk in Python was ~1.4,
+as much as aiokafka's own work per record), after any header of a known writer schema that has
+this layout, single-object or Confluent. ``HeadReader.fits`` checks that layout; a record of a
+writer laid out otherwise is decoded whole instead of misread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from schemas._records import heads
-from schemas.exceptions import CorruptRecord, UnknownSchema
+from schemas.exceptions import CorruptRecord, SchemaError, UnknownSchema
+
+if TYPE_CHECKING:
+    from schemas.writers import WriterSchemas
 
 # (name, type) of the fields the reader walks, in schema order.
 LAYOUT: Final = (
@@ -23,7 +27,6 @@ LAYOUT: Final = (
     ("messageId", "string"),
     ("timestamp", ["null", "long"]),
 )
-HEADER: Final = 10  # the single-object header: marker and fingerprint
 
 Head = tuple[str, int | None]
 
@@ -37,28 +40,51 @@ class Heads(NamedTuple):
 
 
 class HeadReader:
-    """``read(value) -> (messageId, timestamp or None)`` of a single-object encoded push."""
+    """``read_many(values)``: the heads of a batch of pushes of any known writer schema."""
 
-    def __init__(self, schema: dict[str, Any], header: bytes) -> None:
-        if not self.fits(schema):
+    def __init__(self, writers: WriterSchemas) -> None:
+        if not self.fits(writers.reader):
             raise ValueError(f"the schema does not start with the fields {LAYOUT}")
-        if len(header) != HEADER:
-            raise ValueError(f"a single-object header is {HEADER} bytes")
-        self._header = header
+        self._writers = writers
 
     @staticmethod
     def fits(schema: dict[str, Any]) -> bool:
         found = tuple((field["name"], field["type"]) for field in schema["fields"][: len(LAYOUT)])
         return found == LAYOUT
 
-    def read(self, data: bytes) -> Head:
-        if data[:HEADER] != self._header:
-            raise UnknownSchema(f"not a push record of this schema (header {data[:10].hex()})")
-        ids, stamps, failed = heads(self._header, (data,))
-        if failed:
-            raise CorruptRecord(failed[0][1])
-        return ids[0], stamps[0]
-
     def read_many(self, values: Sequence[bytes | None]) -> Heads:
-        """``read`` for a batch, in one call."""
-        return Heads(*heads(self._header, values))
+        """(messageId, timestamp or None) of each value, by column, in one call."""
+        writers = self._writers
+        found = Heads(*heads(writers.head_headers, values))
+        if found.failed and any(
+            (writer := writers.get(values[index] or b"")) is not None and not writer.fits
+            for index, _ in found.failed
+        ):
+            return decoded_heads(writers, values)  # a writer laid out otherwise: the slow way
+        return found
+
+
+def decoded_heads(writers: WriterSchemas, values: Sequence[bytes | None]) -> Heads:
+    """``read_many`` value by value, decoding those of writers without the head layout."""
+    found = Heads([], [], [])
+    for index, value in enumerate(values):
+        try:
+            if value is None:
+                raise CorruptRecord("no value")
+            writer = writers.get(value)
+            if writer is None:
+                raise UnknownSchema(f"not a push record of this schema (header {value[:10].hex()})")
+            if writer.fits:
+                ids, stamps, failed = heads((writer.header,), (value,))
+                if failed:
+                    raise CorruptRecord(failed[0][1])
+                message_id, stamp = ids[0], stamps[0]
+            else:
+                record = writer.read(value, len(writer.header))
+                message_id, stamp = record["messageId"], record.get("timestamp")
+        except SchemaError as exc:
+            found.failed.append((index, str(exc)))
+        else:
+            found.ids.append(message_id)
+            found.stamps.append(stamp)
+    return found

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from uplink.broker import free_port, kafka_broker
+from uplink.registry.local import LocalRegistry, RegistryServerSettings
 from uplink.s3.server import LocalS3, S3ServerSettings
 from uplink.s3.settings import S3Location, S3Settings
 from uplink.settings import IngressSettings, KafkaSettings, Secret, Topics
@@ -28,12 +29,16 @@ Server = Callable[[Any], Awaitable[str]]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``kafka`` every test on the session's broker: scripts/test runs those a second time
-    through a container broker (``-m "kafka or container"``)."""
+    through a container broker (``-m "kafka or container"``); ``s3`` every test on the session's
+    S3 server; and ``registry`` every test on a schema registry."""
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures:
             item.add_marker(pytest.mark.kafka)
-        if "s3_server" in getattr(item, "fixturenames", ()):
+        if "s3_server" in fixtures:
             item.add_marker(pytest.mark.s3)
+        if "schema_registry" in fixtures or "own_registry" in fixtures:
+            item.add_marker(pytest.mark.registry)
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +77,35 @@ def s3_location(server: LocalS3, prefix: str = "archive") -> S3Location:
 def s3(s3_server: LocalS3) -> S3Location:
     """A fresh bucket per test on the session's S3 server."""
     return s3_location(s3_server)
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apicurio Registry for the session (from Maven Central, cached in ~/.cache/uplink,
+    in-memory storage): the URL of its Confluent-compatible API. Tests use their own subjects
+    (their topics are random)."""
+    log = tmp_path_factory.mktemp("registry") / "registry.log"
+    with LocalRegistry(RegistryServerSettings(port=free_port()), log_file=log) as registry:
+        yield registry.url
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[Callable[[int], LocalRegistry]]:
+    """Registries of the test's own (to stop, or to start late): ``own_registry(port)`` starts
+    one on that port; each is stopped at the end."""
+    started: list[LocalRegistry] = []
+
+    def start(port: int) -> LocalRegistry:
+        registry = LocalRegistry(
+            RegistryServerSettings(port=port), log_file=tmp_path / f"registry-{port}.log"
+        )
+        started.append(registry)
+        registry.start()
+        return registry
+
+    yield start
+    for registry in started:
+        registry.stop()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from uplink.broker import free_port
 from uplink.broker.container import DEFAULT_IMAGE
 from uplink.broker.local import KAFKA_VERSION
 from uplink.metrics import MetricsServer
+from uplink.registry.local import APICURIO_VERSION
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def mounts(service: dict[str, Any]) -> list[Mount]:
 
 
 def test_every_service_of_the_contract_is_there(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "lb", "s3", *UPLINK}
+    assert set(services) == {"kafka", "lb", "registry", "s3", *UPLINK}
 
 
 def test_workers_and_ingress_scale_no_fixed_names_no_host_ports(
@@ -212,6 +213,7 @@ def test_start_order_waits_for_a_healthy_broker_and_the_topics(
             "kafka": {"condition": "service_healthy"},
             "topics": {"condition": "service_completed_successfully"},
             **stored,
+            "registry": {"condition": "service_started"},
         }, name
         assert services[name]["restart"] == "unless-stopped", name
 
@@ -436,3 +438,19 @@ def test_the_build_stage_compiles_and_the_image_keeps_no_compiler() -> None:
     [install] = [n for n, line in enumerate(build) if "pip install ." in line]
     assert compiler < install  # schemas/_records.c is built by pip install
     assert not any("gcc" in line for line in final)
+
+
+def test_the_registry_is_the_tested_apicurio_and_every_uplink_service_uses_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    registry = services["registry"]
+    assert registry["image"] == f"apicurio/apicurio-registry:{APICURIO_VERSION}"
+    assert registry["environment"]["APICURIO_STORAGE_KIND"] == "kafkasql"
+    assert registry["environment"]["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert registry["ports"] == ["127.0.0.1:8081:8080/tcp"]  # the schema tools on this host
+    for name in UPLINK:
+        url = services[name]["environment"]["UPLINK_SCHEMA_REGISTRY_URL"]
+        assert url == "http://registry:8080/apis/ccompat/v7", name
+    # Empty in the shell: no registry, single-object encoding.
+    plain = compose_config(UPLINK_SCHEMA_REGISTRY_URL="")
+    assert plain["services"]["ingress"]["environment"]["UPLINK_SCHEMA_REGISTRY_URL"] == ""

@@ -180,6 +180,48 @@ def _secrets(text: str) -> tuple[Secret, ...]:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """A Confluent-compatible schema registry (UPLINK_SCHEMA_REGISTRY_*): where it is, how to
+    log in and which certificates to trust. ``url`` is the API's base (Apicurio's
+    ``http://host:8080/apis/ccompat/v7``, Confluent's ``http://host:8081``)."""
+
+    url: str
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system's
+    verify: bool = True  # False: no TLS verification at all (a test registry only)
+    timeout: float = 5.0  # seconds per request
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError("UPLINK_SCHEMA_REGISTRY_URL", f"{self.url!r} is not an http(s) URL")
+        if (self.username is None) != (self.password is None):
+            raise ConfigError(
+                "UPLINK_SCHEMA_REGISTRY_USERNAME",
+                "basic auth needs both UPLINK_SCHEMA_REGISTRY_USERNAME and _PASSWORD",
+            )
+        positive("UPLINK_SCHEMA_REGISTRY_TIMEOUT", self.timeout)
+
+
+def registry_from_env(environ: Mapping[str, str]) -> RegistrySettings | None:
+    """The registry settings, or None without UPLINK_SCHEMA_REGISTRY_URL (single-object
+    framing, no registry)."""
+    env = Env(environ)
+    url = env.get("UPLINK_SCHEMA_REGISTRY_URL", str)
+    if url is None:
+        return None
+    values: dict[str, Any] = {
+        "url": url.rstrip("/"),
+        "username": env.get("UPLINK_SCHEMA_REGISTRY_USERNAME", str),
+        "password": env.get("UPLINK_SCHEMA_REGISTRY_PASSWORD", Secret),
+        "ca_file": env.get("UPLINK_SCHEMA_REGISTRY_CA_FILE", str),
+        "verify": env.get("UPLINK_SCHEMA_REGISTRY_VERIFY", boolean),
+        "timeout": env.get("UPLINK_SCHEMA_REGISTRY_TIMEOUT", float),
+    }
+    return build(RegistrySettings, values, {})
+
+
+@dataclass(frozen=True)
 class IngressSettings:
     """Everything the HTTP ingress needs; see the README's configuration table."""
 
@@ -197,6 +239,8 @@ class IngressSettings:
     # the batch size, not the linger, bounds how many pushes one round trip can acknowledge.
     batch_bytes: int = 256 * 1024
     create_topics: bool = True
+    # Set: the push schema is registered at start-up and records carry the Confluent framing.
+    registry: RegistrySettings | None = None
 
     def __post_init__(self) -> None:
         self.meta.check_webhook()
@@ -230,6 +274,7 @@ class IngressSettings:
             "linger_ms": env.get("UPLINK_LINGER_MS", int),
             "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
             "create_topics": env.get("UPLINK_CREATE_TOPICS", boolean),
+            "registry": registry_from_env(environ),
         }
         return build(cls, values, explicit)
 
@@ -334,6 +379,9 @@ class WorkerSettings:
     metrics_port: int | None = None  # Prometheus text on this port when set
     # How long a silent (crashed) member keeps its partitions before the group rebalances.
     session_timeout: float = 10.0
+    # Set: writer schemas are looked up there by id; a worker that writes (media) registers its
+    # own schema and writes the Confluent framing.
+    registry: RegistrySettings | None = None
 
     def __post_init__(self) -> None:
         positive("UPLINK_SESSION_TIMEOUT", self.session_timeout)
@@ -371,6 +419,7 @@ class WorkerSettings:
             "max_batch": env.get("UPLINK_MAX_BATCH", int),
             "metrics_port": env.get("UPLINK_METRICS_PORT", int),
             "session_timeout": env.get("UPLINK_SESSION_TIMEOUT", float),
+            "registry": registry_from_env(environ),
         }
         values = {k: v for k, v in values.items() if v is not None}
         every = env.get("UPLINK_COMMIT_EVERY", int)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import compress
+from itertools import compress, repeat
 from operator import not_
 from pathlib import Path
 from typing import IO, Any, cast
@@ -37,11 +36,11 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import END_KEY, END_WIDTH, ArchiveStore, DirectoryStore
-from consumers.runtime.exceptions import Rewind, TransientError
+from consumers.runtime.exceptions import RecordError, Rewind, TransientError
 from consumers.runtime.handler import Handler, Inbound, Pending, Positions
-from schemas import load_push_schema
+from schemas import PushCodec
 from schemas.container import BlockFormat
-from schemas.framing import HEADER_SIZE
+from schemas.writers import Writer
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,9 @@ class _Writer:
 
 
 class _OpenFile:
-    """One container file being written to its spool.
+    """One container file being written to its spool, of one writer schema and framing: the
+    records' datums are copied as they are, under the writer's schema (a record of another
+    writer, or framed otherwise, rotates the file).
 
     Blocks are compressed and written on the archive's writer thread, in submission order; the
     event loop only collects datums. A failed write is kept and raised by the ``close`` job.
@@ -131,8 +132,11 @@ class _OpenFile:
         writer: _Writer,
         settings: ArchiveSettings,
         store: ArchiveStore,
+        header: bytes,
     ) -> None:
         self.key = key
+        self.header = header  # of every value in the file
+        self._skip = len(header)
         self.tmp = store.spool(key)
         self._store = store
         self.hour = hour
@@ -152,9 +156,9 @@ class _OpenFile:
         self._submit(self._file.write, fmt.header)
 
     def add(self, value: bytes) -> None:
-        """A record value (single-object framed) whose datum goes into the file."""
+        """A record value (framed with ``header``) whose datum goes into the file."""
         self._values.append(value)
-        self._pending += len(value) - HEADER_SIZE
+        self._pending += len(value) - self._skip
         self.records += 1
         if self._pending >= self._block_bytes:
             self._end_block()
@@ -185,8 +189,10 @@ class _OpenFile:
             and self.records + len(new_stamps) <= self._max_records
         ):
             values = [record.value for record in new_records]
-            size = sum(map(len, values)) - HEADER_SIZE * len(values)
-            if self.bytes + self._pending + size < self._max_bytes:
+            size = sum(map(len, values)) - self._skip * len(values)
+            if self.bytes + self._pending + size < self._max_bytes and all(
+                map(bytes.startswith, values, repeat(self.header))  # one writer: C-speed check
+            ):
                 self._values += values
                 self._pending += size
                 self.records += len(values)
@@ -197,16 +203,18 @@ class _OpenFile:
         for index in range(start, len(records)):
             if not repeats[index]:
                 hour = named_hour(stamps[index])
-                if hour is None or not self.fits(hour):
+                value = records[index].value
+                if hour is None or not self.fits(hour, value[: self._skip]):
                     return index
-                self.add(records[index].value)
+                self.add(value)
         return len(records)
 
-    def fits(self, hour: int) -> bool:
-        """Whether a record of event ``hour`` belongs here: its hour, and room left (records and
-        bytes); else the file rotates first."""
+    def fits(self, hour: int, header: bytes) -> bool:
+        """Whether a record of event ``hour`` and writer ``header`` belongs here: its hour, its
+        writer, and room left (records and bytes); else the file rotates first."""
         return (
             hour == self.hour
+            and header == self.header
             and self.records < self._max_records
             and self.bytes + self._pending < self._max_bytes
         )
@@ -238,7 +246,7 @@ class _OpenFile:
 
     def _write_block(self, values: list[bytes]) -> None:
         if self._error is None:  # after a failed write the file is lost anyway
-            self._file.write(self._format.block(values, skip=HEADER_SIZE))
+            self._file.write(self._format.block(values, skip=self._skip))
 
     def _commit(self, end: int) -> int | None:
         try:
@@ -278,14 +286,21 @@ class ArchiveFiles(Handler):
     answers again.
     """
 
-    def __init__(self, settings: ArchiveSettings, store: ArchiveStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: ArchiveSettings,
+        store: ArchiveStore | None = None,
+        codec: PushCodec | None = None,
+    ) -> None:
+        """``codec``: the worker's, whose writer schemas name each record's (a file holds the
+        records of one writer schema, under it)."""
         self._settings = settings
         if store is None:
             if not isinstance(settings.root, Path):
                 raise TypeError("an archive on object storage is handed its store")
             store = DirectoryStore(settings.root)
         self._store = store
-        self._schema = json.dumps(load_push_schema(), separators=(",", ":"))
+        self._writers = (codec or PushCodec()).writers
         self._open: dict[TopicPartition, _OpenFile] = {}
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
@@ -321,9 +336,12 @@ class ArchiveFiles(Handler):
         if self._settings.verify:
             inbound.push  # noqa: B018  # decoding raises SchemaError: the runtime dead-letters it
         hour = event_hour(inbound)
+        writer = self._writers.get(inbound.value)
+        if writer is None:  # its head was read, so its writer is known; unless it is a bug
+            raise RecordError(f"no known writer schema for header {inbound.value[:10].hex()}")
         durable: Pending | None = None
         current = self._open.get(tp)
-        if current is not None and not current.fits(hour):
+        if current is not None and not current.fits(hour, writer.header):
             # Renamed in the background while records go on into the next file. The runtime
             # commits this record's offset once the rename is done, and before it calls handle
             # or flush for this partition again: so the next rename of the partition comes after
@@ -331,7 +349,7 @@ class ArchiveFiles(Handler):
             durable = Pending(self._close(tp, inbound.record.offset), {tp: inbound.record.offset})
             current = None
         if current is None:
-            current = self._open[tp] = self._opened(tp, inbound.record.offset, hour)
+            current = self._open[tp] = self._opened(tp, inbound.record.offset, hour, writer)
         current.add(inbound.value)
         return durable
 
@@ -354,14 +372,16 @@ class ArchiveFiles(Handler):
             if current is not None:
                 await current.discard()
 
-    def _opened(self, tp: TopicPartition, offset: int, hour: int) -> _OpenFile:
+    def _opened(self, tp: TopicPartition, offset: int, hour: int, writer: Writer) -> _OpenFile:
         if tp not in self._swept:
             self._store.sweep(tp)  # what a killed owner of this partition left
             self._swept.add(tp)
         key = archive_key(tp.topic, tp.partition, offset, hour_start(hour))
-        fmt = BlockFormat(self._schema, self._settings.codec, meta=_END_META)
+        fmt = BlockFormat(writer.text, self._settings.codec, meta=_END_META)
         try:
-            return _OpenFile(key, fmt, hour, self._writer, self._settings, self._store)
+            return _OpenFile(
+                key, fmt, hour, self._writer, self._settings, self._store, writer.header
+            )
         except OSError as exc:
             raise TransientError(f"cannot open {self._store.describe(key)}: {exc}") from exc
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import fastavro
 import orjson
+from fastavro.read import SchemaResolutionError
 
 from consumers.archive.exceptions import ArchiveReadError
-from schemas import PushCodec
+from schemas import PushCodec, load_push_schema
 from uplink.exceptions import ConfigError
 from uplink.kafka import KafkaClients
 from uplink.s3.bucket import Bucket
@@ -95,21 +96,29 @@ async def archive_files(
                 yield str(path), ArchiveReadError(str(path), f"cannot be read ({exc})")
 
 
-def records_of(name: str, data: bytes) -> list[dict[str, Any]]:
-    """The records of one archive file, all or none: ArchiveReadError names a corrupt one."""
+def records_of(
+    name: str, data: bytes, reader: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The records of one archive file, all or none, as records of ``reader`` (push.avsc by
+    default): a file holds its writer's schema, and Avro's resolution reads an older or newer
+    one's records as this version's. ArchiveReadError names a corrupt one."""
+    schema = load_push_schema() if reader is None else reader
     try:
-        return [_plain(record) for record in fastavro.reader(io.BytesIO(data))]  # type: ignore[arg-type]
-    except (ValueError, EOFError, StopIteration) as exc:
+        return [
+            _plain(record)  # type: ignore[arg-type]
+            for record in fastavro.reader(io.BytesIO(data), reader_schema=schema)
+        ]
+    except (ValueError, EOFError, StopIteration, SchemaResolutionError) as exc:
         raise ArchiveReadError(name, f"not a readable Avro container file ({exc!r})") from exc
 
 
-def archived_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one archive file on disk."""
+def archived_records(path: Path, reader: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of one archive file on disk, as records of ``reader`` (see records_of)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ArchiveReadError(str(path), f"cannot be read ({exc})") from exc
-    yield from records_of(str(path), data)
+    yield from records_of(str(path), data, reader)
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +145,9 @@ async def replay(
     clients: KafkaClients,
     codec: PushCodec,
 ) -> tuple[int, list[ArchiveReadError]]:
-    """Produce every archived record to ``topic`` (acks=all); returns (count, unreadable files)."""
+    """Produce every archived record to ``topic`` (acks=all), as records of the codec's schema
+    in its framing (Confluent, once its registration gave it an id); returns (count, unreadable
+    files)."""
     producer = clients.producer(linger_ms=5)
     await producer.start()
     sent, failures = 0, []

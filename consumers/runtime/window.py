@@ -40,7 +40,10 @@ async def rebuild_window(
         while (await reader.position(tp)) < position:
             batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
             records = [record for record in batch.get(tp, []) if record.offset < position]
-            heads = codec.heads([record.value for record in records])
+            values = [record.value for record in records]
+            heads = codec.heads(values)
+            if heads.failed and await codec.learn(values):  # judged before: known, but not here
+                heads = codec.heads(values)
             if heads.failed:  # it went to the DLQ when it was judged, and was never remembered
                 failed = {index for index, _ in heads.failed}
                 records = [r for index, r in enumerate(records) if index not in failed]

@@ -37,6 +37,7 @@ from consumers.runtime.handler import (
 from consumers.runtime.metrics import WorkerMetrics
 from consumers.runtime.window import rebuild_window
 from schemas import PushCodec, SchemaError
+from uplink.exceptions import UplinkError
 from uplink.kafka import KafkaClients, Producer
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
@@ -227,7 +228,10 @@ class Worker(Resource):
         synchronously (``take_many``, e.g. the archive appending to an open file) and leaves the
         record it stops at to ``handle``.
         """
-        heads = self._codec.heads([record.value for record in records])
+        values = [record.value for record in records]
+        heads = self._codec.heads(values)
+        if heads.failed and await self._learnt(values):
+            heads = self._codec.heads(values)
         judged = records
         if heads.failed:  # values without a readable head: to the DLQ
             why = dict(heads.failed)
@@ -298,6 +302,21 @@ class Worker(Resource):
 
     def _moved_since(self, tp: TopicPartition, moves: int) -> bool:
         return self._moved.get(tp, -1) > moves
+
+    async def _learnt(self, values: list[bytes | None]) -> bool:
+        """Whether writer schemas of ids met in ``values`` were learnt from the registry (then
+        the batch is read again). While the registry does not answer, retried with backoff:
+        a record is never dead-lettered for an outage, and nothing after it is handled."""
+        delay = self._settings.retry_backoff
+        while True:
+            try:
+                return await self._codec.learn(values)
+            except UplinkError as exc:
+                if not exc.retriable or self._stopping.is_set():
+                    raise
+                log.warning("writer schema not known, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._settings.retry_backoff_max)
 
     def _postpone(self, tp: TopicPartition, offset: int, seconds: float) -> None:
         """Read ``tp`` again from ``offset`` in ``seconds``; meanwhile its partition is paused."""

@@ -484,7 +484,10 @@ def test_heads_of_a_batch_name_why_a_value_has_none() -> None:
     assert [index for index, _ in failed] == [0, 2, 3]
     [none, other, cut] = [why for _, why in failed]
     assert none == "no value"
-    assert other.startswith("not a push record of this schema (header 00")
+    assert other == (
+        f"unknown writer schema: registry id {int.from_bytes(data[1:5], 'big')} "
+        "(no schema registry configured: set UPLINK_SCHEMA_REGISTRY_URL)"
+    )
     assert cut == "undecodable datum head: the datum ends inside appId"
 
 
@@ -560,3 +563,23 @@ def test_a_schema_without_a_json_view_is_refused_up_front(field_type: Any) -> No
     fields = [*MINIMAL, {"name": "x", "type": field_type, "default": None}]
     with pytest.raises(ValueError):  # from the compiler, or fastavro's UnknownType
         PushCodec({"type": "record", "name": "P", "fields": fields})
+
+
+def test_heads_read_both_framings_of_every_known_writer_however_many() -> None:
+    codec = PushCodec()
+    single_object = CODEC.encode(parse("text"))
+    datum = single_object[10:]
+    for schema_id in range(100):  # a registry with many ids: each is a header the C reader tries
+        codec.writers.add(schema_id, codec.text)
+    assert len(codec.writers.head_headers) > 100
+    values = [single_object, b"\x00\x00\x00\x00\x63" + datum, b"\x00\x00\x00\x00\x64" + datum]
+    ids, stamps, failed = codec.heads(values)
+    assert list(zip(ids, stamps, strict=True)) == [CODEC.head(single_object)] * 2
+    assert failed == [
+        (
+            2,
+            "unknown writer schema: registry id 100 "
+            "(no schema registry configured: set UPLINK_SCHEMA_REGISTRY_URL)",
+        )
+    ]
+    assert codec.decode(values[1]) == CODEC.decode(single_object)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,24 @@ def test_a_shape_naming_what_the_schema_lacks_fails_when_compiled(
 ) -> None:
     with pytest.raises(ValueError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         compile_view(load_push_schema(), shape)
+
+
+V2 = json.loads(Path(__file__).parent.joinpath("evolution", "push-v2.avsc").read_text())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
+def test_a_view_reads_confluent_framing_and_other_writers_as_its_own(path: Path) -> None:
+    codec = PushCodec()
+    view = codec.viewer(VIEW)
+    single_object = codec.encode(codec.parse(path.read_bytes(), 1))
+    expected = projected(codec.decode(single_object), VIEW)
+    codec.frame_with(7)  # as a registration does
+    confluent = codec.encode(codec.parse(path.read_bytes(), 1))
+    assert confluent[:5] == b"\x00\x00\x00\x00\x07"
+    assert view(confluent) == view(single_object) == expected
+    # A newer writer's record: decoded whole (resolved into this schema), which reads the same.
+    v2 = PushCodec(V2)
+    newer = v2.encode({**v2.parse(path.read_bytes(), 1), "deliveredVia": "edge-7"})
+    codec.writers.add(8, v2.text)
+    newer_confluent = b"\x00\x00\x00\x00\x08" + newer[10:]
+    assert projected(view(newer), VIEW) == projected(view(newer_confluent), VIEW) == expected

@@ -23,8 +23,10 @@ from consumers.archive.stores import BucketStore
 from consumers.runtime.worker import Inbound
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
+from uplink.registry.client import SchemaRegistry, SubjectSchemas, subject
 from uplink.s3.bucket import Bucket
 from uplink.s3.settings import S3Location
+from uplink.settings import RegistrySettings
 
 CODEC = PushCodec()
 BODIES = [path.read_bytes() for path in sorted(EXAMPLES.glob("*.json"))[:3]]
@@ -175,3 +177,31 @@ def test_cat_of_a_missing_bucket_names_it(
     missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/archive"
     assert main(["archive", "cat", missing]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_replay_with_a_registry_frames_as_the_ingress_does(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kafka_bootstrap: str,
+    schema_registry: str,
+    read_records: Reader,
+) -> None:
+    good = await write_archive(tmp_path)
+    topic = f"test.replay.registry.{tmp_path.name}"[:200]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("UPLINK_SCHEMA_REGISTRY_URL", schema_registry)
+    assert await asyncio.to_thread(main, ["archive", "replay", str(good), "--topic", topic]) == 0
+    records = await read_records(topic, 3)
+    async with SchemaRegistry(RegistrySettings(schema_registry)) as registry:
+        schema_id = await registry.register(subject(topic), CODEC.text)  # the one replay used
+        reader = PushCodec(lookup=SubjectSchemas(registry, subject(topic)))
+        assert await reader.learn([r.value for r in records])
+    assert {bytes(r.value[:5]) for r in records if r.value} == {
+        b"\x00" + schema_id.to_bytes(4, "big")
+    }
+    assert [reader.decode(r.value)["raw"] for r in records if r.value] == BODIES

@@ -1,0 +1,1 @@
+"""The schema registry: its client (client.py) and a local Apicurio Registry (local.py)."""
