@@ -18,6 +18,8 @@ from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
 from schemas import PushCodec
+from schemas.framing import Framing
+from schemas.meta import MetaEventCodec, StatusCodec
 from uplink.kafka import KafkaClients
 from uplink.process import tune_gc
 from uplink.registry.client import Registration, SchemaRegistry, subject
@@ -74,22 +76,31 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
     )
     metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
     codec = PushCodec()
-    schema: list[Resource] = []  # the registry's client and the registration, when set
-    registration = None
+    meta = settings.meta
+    webhook_on = meta.webhook and meta.verify_token is not None  # else /v1/meta is not served
+    statuses, events = StatusCodec(), MetaEventCodec()
+    registry: SchemaRegistry | None = None
+    registrations: list[Registration] = []  # the push schema's first, then Meta's two
     if settings.registry is not None:
         registry = SchemaRegistry(settings.registry)
-        registration = Registration(
-            registry, subject(settings.topics.messages), codec.text, on_registered=codec.frame_with
-        )
-        schema = [registry, registration]
+        topics = settings.topics
+        framings: list[tuple[str, Framing]] = [(topics.messages, codec)]
+        if webhook_on:
+            framings += [(topics.statuses, statuses), (topics.meta_events, events)]
+        registrations = [
+            Registration(registry, subject(topic), framing.text, on_registered=framing.frame_with)
+            for topic, framing in framings
+        ]
+    registration = registrations[0] if registrations else None
+    schema: list[Resource] = [*([registry] if registry else []), *registrations]
     push = PushEndpoint(settings, codec, producer, metrics, registration)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        if registration is not None and not registration.done:
-            reason = f"schema not registered: {registration.problem}"
+        for pending in (r for r in registrations if not r.done):
+            reason = f"schema not registered: {pending.subject}: {pending.problem}"
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
         if await producer.check():
             return JSONResponse({"status": "ready"})
@@ -112,10 +123,11 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    meta = settings.meta
     webhook = None
-    if meta.webhook and meta.verify_token is not None:  # else not served: 404
-        webhook = MetaEndpoint(settings, codec, producer, metrics)
+    if webhook_on and meta.verify_token is not None:
+        webhook = MetaEndpoint(
+            settings, codec, producer, metrics, statuses, events, registrations=registrations
+        )
         routes += [
             Route(META_PATH, webhook, methods=["POST"]),
             Route(META_PATH, Handshake(meta.verify_token).answer, methods=["GET"]),

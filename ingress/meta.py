@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,13 +28,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ingress.body import read_body
-from ingress.exceptions import BodyTooLarge, NotDurable
+from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import _JSON_HEADERS, PushEndpoint, _respond
 from ingress.signature import SignatureCheck
 from schemas import NotAPush, PushCodec
 from schemas.meta import MetaEventCodec, MetaWebhook, StatusCodec
+from uplink.registry.client import Registration
 from uplink.settings import IngressSettings, Secret
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,18 @@ class MetaEndpoint(PushEndpoint):
         codec: PushCodec,
         producer: DurableProducer,
         metrics: IngressMetrics,
+        statuses: StatusCodec,
+        events: MetaEventCodec,
+        *,
+        registrations: Sequence[Registration] = (),
     ) -> None:
         super().__init__(settings, codec, producer, metrics)
         self._signature = SignatureCheck(settings.meta.app_secrets)
-        self._statuses = StatusCodec()
-        self._events = MetaEventCodec()
-        self._webhook = MetaWebhook(codec, self._statuses)
+        self._statuses = statuses
+        self._events = events
+        self._webhook = MetaWebhook(codec, statuses)
+        # With a registry: the three schemas' ids, without which no record is written (503).
+        self._registrations = tuple(registrations)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
@@ -93,6 +101,9 @@ class MetaEndpoint(PushEndpoint):
         except NotAPush as exc:
             return await self._quarantine(send, headers, body, exc.reason, received_at, status=400)
 
+        for pending in (r for r in self._registrations if not r.done):
+            reason = f"schema not registered: {pending.subject}: {pending.problem}"
+            return await self._unavailable(send, NotRegistered(reason))
         topics = self._topics
         sends = [
             *(

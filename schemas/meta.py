@@ -33,6 +33,7 @@ from schemas.codec import (
 )
 from schemas.exceptions import NotAPush
 from schemas.framing import Framing
+from schemas.writers import released_schemas
 
 META_SOURCE: Final = "meta"  # push.avsc's `source` of the records mapped from Meta's webhook
 MEDIA_TYPES: Final = ("image", "video", "audio", "document", "sticker")
@@ -65,7 +66,7 @@ class StatusCodec(Framing):
 
     def __init__(self) -> None:
         source = load_status_schema()
-        super().__init__(source)
+        super().__init__(source, released_schemas("status"))
         self.convert = compile_converter(source, _SET_BY_INGRESS)
 
     @staticmethod
@@ -78,7 +79,7 @@ class MetaEventCodec(Framing):
     """Frames Meta event records (meta_event.avsc); build once, reuse."""
 
     def __init__(self) -> None:
-        super().__init__(load_meta_event_schema())
+        super().__init__(load_meta_event_schema(), released_schemas("meta_event"))
 
     @staticmethod
     def key(record: dict[str, Any]) -> bytes:

@@ -19,7 +19,14 @@ from schemas import PushCodec
 from schemas.meta import MetaEventCodec, StatusCodec
 from tests.conftest import EXAMPLES, Reader, Server, wait_ready
 from tests.consumers.conftest import ensure_worker_topics
-from uplink.settings import IngressSettings, MetaSettings, Secret, WorkerSettings
+from uplink.registry.client import SchemaRegistry, subject
+from uplink.settings import (
+    IngressSettings,
+    MetaSettings,
+    RegistrySettings,
+    Secret,
+    WorkerSettings,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -388,3 +395,31 @@ async def test_a_post_retried_after_a_503_is_processed_once(
     assert sorted(recorder.handled) == sorted(
         m["id"] for m in orjson.loads(body)["entry"][0]["changes"][0]["value"]["messages"]
     )
+
+
+async def test_with_a_registry_every_records_schema_is_registered_and_its_id_framed(
+    serve: Server, ingress_settings: IngressSettings, schema_registry: str, read_records: Reader
+) -> None:
+    settings = meta_settings(
+        dataclasses.replace(ingress_settings, registry=RegistrySettings(schema_registry))
+    )
+    url = await serve(create_app(settings))
+    body = (META_EXAMPLES / "several.json").read_bytes()
+    event = (META_EXAMPLES / "account_update.json").read_bytes()
+    async with httpx.AsyncClient() as client:
+        await wait_ready(client, url)  # every schema registered
+        for post in (body, event):
+            response = await client.post(f"{url}/v1/meta", content=post, headers=signed(post))
+            assert response.status_code == 200, response.text
+    topics = settings.topics
+    async with SchemaRegistry(RegistrySettings(schema_registry)) as registry:
+        for topic, codec, count in (
+            (topics.messages, PushCodec(), 3),
+            (topics.statuses, StatusCodec(), 1),
+            (topics.meta_events, MetaEventCodec(), 1),
+        ):
+            schema_id = await registry.register(subject(topic), codec.text)
+            values = [r.value or b"" for r in await read_records(topic, count)]
+            assert {v[:5] for v in values} == {b"\x00" + schema_id.to_bytes(4, "big")}, topic
+            codec.frame_with(schema_id)  # a reader that knows the id
+            assert all(codec.decode(v)["raw"] in (body, event) for v in values)
