@@ -3,6 +3,11 @@
     .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
         [--against TREE] [--peer camel]
     .venv/bin/python bench/ingress_load.py --registry    # Confluent framing against without
+    .venv/bin/python bench/ingress_load.py --meta [--duration 15] [--connections 64]
+
+With --meta, one ingress (Meta's webhook configured) instead: POST /v1/uplink against
+POST /v1/meta with one message a POST and with ten, alternating in each round; its own row and
+section ("Meta webhook load").
 
 Both servers run under uvicorn (uvloop, httptools, one worker) on loopback; wrk posts the spec's
 example pushes (unique messageIds) to each in turn; the broker runs on this machine too. Writes its
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -87,6 +94,58 @@ async def ready(request: Request) -> Response:
 
 app = Starlette(routes=[Route("/v1/uplink", push, methods=["POST"]), Route("/readyz", ready)])
 """
+
+
+# wrk script for /v1/meta: Lua cannot sign, so a pool of pre-signed POSTs, in rotation.
+META_LUA = r"""
+local bodies = {}
+local signatures = {}
+%(bodies)s
+local n = 0
+request = function()
+  n = n + 1
+  local i = (n %% #bodies) + 1
+  return wrk.format("POST", "/v1/meta", {["Content-Type"] = "application/json",
+    ["X-Hub-Signature-256"] = signatures[i]}, bodies[i])
+end
+""" + LUA[LUA.index("done = function") :]  # the same report
+META_SECRET = "bench-app-secret"
+META_KINDS = ("text", "image", "interactive_button_reply", "location", "reaction", "contacts")
+
+
+def lua_bytes(data: bytes) -> str:
+    """A Lua string literal of exactly these bytes (the signature covers them)."""
+    safe = {c for c in range(32, 127)} - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in data) + '"'
+
+
+def meta_script(directory: Path, per_post: int, pool: int) -> Path:
+    """``pool`` signed webhook POSTs of ``per_post`` messages each (Meta's examples in rotation,
+    unique wamids, many senders)."""
+    examples = [
+        json.loads((EXAMPLES / "meta" / f"{kind}.json").read_bytes()) for kind in META_KINDS
+    ]
+    lines = []
+    n = 0
+    for index in range(pool):
+        body = examples[0]
+        value = {**body["entry"][0]["changes"][0]["value"], "contacts": [], "messages": []}
+        for _ in range(per_post):
+            example = examples[n % len(examples)]["entry"][0]["changes"][0]["value"]
+            sender = str(910000000000 + n % 50000)
+            message = {**example["messages"][0], "id": f"wamid.bench{n}", "from": sender}
+            value["messages"].append(message)
+            value["contacts"].append({"profile": {"name": f"Sender {n}"}, "wa_id": sender})
+            n += 1
+        post = {"object": body["object"], "entry": [{"id": body["entry"][0]["id"],
+                "changes": [{"field": "messages", "value": value}]}]}  # fmt: skip
+        raw = json.dumps(post, ensure_ascii=False).encode()
+        signature = hmac.new(META_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        lines.append(f"bodies[{index + 1}] = {lua_bytes(raw)}")
+        lines.append(f'signatures[{index + 1}] = "sha256={signature}"')
+    script = directory / f"meta{per_post}.lua"
+    script.write_text(META_LUA % {"bodies": "\n".join(lines)})
+    return script
 
 
 def lua_script(directory: Path) -> Path:
@@ -337,6 +396,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
+        "--meta", action="store_true", help="/v1/uplink against /v1/meta (1 and 10 a POST)"
+    )
+    parser.add_argument(
         "--against",
         type=Path,
         metavar="TREE",
@@ -386,7 +448,18 @@ def main() -> None:
             "UPLINK_TOPIC_MESSAGES": "bench.messages",
             "UPLINK_TOPIC_QUARANTINE": "bench.quarantine",
             "UPLINK_TOPIC_MEDIA": "bench.media",
+            "UPLINK_TOPIC_STATUSES": "bench.statuses",
+            "UPLINK_TOPIC_META_EVENTS": "bench.meta-events",
         }
+        if args.meta:
+            env.update(UPLINK_META_VERIFY_TOKEN="bench", UPLINK_META_APP_SECRET=META_SECRET)
+            scripts = {
+                "uplink": script,
+                "meta1": meta_script(Path(tmp), 1, 4000),
+                "meta10": meta_script(Path(tmp), 10, 400),
+            }
+            write_meta_results(run_meta(env, tmp, scripts, args), args)
+            return
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
@@ -565,6 +638,94 @@ def medians(rounds: list[dict[str, dict[str, float]]], name: str) -> dict[str, f
         figure: statistics.median(r[name][figure] for r in rounds)
         for figure in ("rps", "p50_ms", "p99_ms", "rss_mib", "cpu_us")
     }
+
+
+def run_meta(
+    env: dict[str, str], tmp: str, scripts: dict[str, Path], args: argparse.Namespace
+) -> list[dict[str, dict[str, float]]]:
+    """One ingress; each round runs every script against it in turn."""
+    from uplink.broker import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        uvicorn_cmd("ingress.app:app_from_env", port, True, args.workers), env=env, cwd=tmp
+    )
+    base = f"http://127.0.0.1:{port}"
+    rounds: list[dict[str, dict[str, float]]] = []
+    try:
+        wait_http(f"{base}/readyz")
+        for script in scripts.values():
+            wrk(base, script, 3, args.connections)  # warm-up, and the topics' metadata
+        for number in range(args.rounds):
+            measured = {}
+            # Each round in another order: a drift of the machine favours none of them.
+            names = list(scripts)[number % len(scripts) :] + list(scripts)[: number % len(scripts)]
+            for name in names:
+                measured[name] = wrk(base, scripts[name], args.duration, args.connections)
+                print(name, json.dumps(measured[name]), flush=True)
+            rounds.append(measured)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    return rounds
+
+
+def write_meta_results(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    per_post = {"uplink": 1, "meta1": 1, "meta10": 10}
+    labels = {
+        "uplink": "POST /v1/uplink (a provider push)",
+        "meta1": "POST /v1/meta, 1 message",
+        "meta10": "POST /v1/meta, 10 messages",
+    }
+    ratios = {
+        name: [r[name]["rps"] * per_post[name] / r["uplink"]["rps"] for r in rounds]
+        for name in ("meta1", "meta10")
+    }
+    lines = [
+        run_line("; broker, ingress and wrk all on this machine"),
+        f"Load: wrk -t1 -c{args.connections} -d{args.duration}s per run, {args.rounds} rounds, "
+        "each running the three in turn (in a rotated order) against one ingress process "
+        "(uvicorn, uvloop, httptools, no access log). /v1/uplink: the spec's 13 example pushes "
+        "in rotation, unique messageIds; /v1/meta: pre-signed POSTs of Meta's examples (text, "
+        "image, button reply, location, reaction, contacts), unique wamids, 4,000 POSTs of 1 and "
+        "400 of 10 in rotation. Every message is one record, acknowledged (acks=all) before the "
+        "200.",
+        "",
+        "| round | endpoint | POSTs/s | messages/s | p50 ms | p99 ms | max ms | non-2xx | "
+        "socket errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for number, measured in enumerate(rounds, 1):
+        for name, r in measured.items():
+            errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
+            lines.append(
+                f"| {number} | {labels[name]} | {r['rps']:.0f} | {r['rps'] * per_post[name]:.0f} "
+                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
+                f"{int(r['non2xx'])} | {errors} |"
+            )
+
+    def summary(name: str) -> str:
+        values = ratios[name]
+        return (
+            f"{statistics.median(values):.1%} (median of {len(values)}, range "
+            f"{min(values):.1%} to {max(values):.1%})"
+        )
+
+    lines += [
+        "",
+        f"**Messages/s of /v1/meta against /v1/uplink's pushes/s: 1 a POST {summary('meta1')}; "
+        f"10 a POST {summary('meta10')}.**",
+        "",
+    ]
+    section = "\n".join(lines)
+    write_run(
+        "Meta webhook load",
+        figure=f"/v1/meta at {summary('meta1')} of /v1/uplink's messages/s with 1 message a "
+        f"POST, {summary('meta10')} with 10, at {args.connections} connections",
+        command=command(),
+        section=section,
+    )
+    print(section)
 
 
 def write_results(

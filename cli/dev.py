@@ -391,6 +391,8 @@ class Pipeline:
         return unclean
 
     def _banner(self, bootstrap: str) -> None:
+        from uplink.settings import IngressSettings
+
         settings = self._settings
         var = settings.var_dir.resolve()
         url = local_url(settings.host, settings.port)
@@ -398,11 +400,14 @@ class Pipeline:
             kafka = "(KAFKA_BOOTSTRAP_SERVERS: not started or stopped here)"
         else:
             kafka = f"(data and {BROKER_LOG} in {var / 'kafka'})"
+        meta = ""
+        if IngressSettings.from_env(self._environ).meta.webhook:
+            meta = f"\n  Meta       {url}/v1/meta   (Meta's webhook, signed with the app secret)"
         print(
             f"""
 uplink dev: the whole pipeline on this machine is up (Ctrl-C stops it, the broker last)
   Kafka      {bootstrap}  {kafka}
-  ingress    {url}/v1/uplink   ({url}/healthz  /readyz  /metrics)
+  ingress    {url}/v1/uplink   ({url}/healthz  /readyz  /metrics){meta}
   archive    {var / "archive"}   (uplink archive cat FILE...)
   media      {var / "media"}
   router     rules in {settings.rules}

@@ -274,6 +274,7 @@ def _router_check(args: argparse.Namespace) -> int:
 
     from consumers.router.rules import VIEW, load_rules
     from schemas import PushCodec, SchemaError
+    from schemas.meta import MetaWebhook, StatusCodec
 
     if not args.file:
         raise ConfigError("router check", "name the rules file: uplink router check FILE")
@@ -281,19 +282,28 @@ def _router_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: {len(rules.rules)} rules, default {rules.default}, OK")
     codec = PushCodec()
     view = codec.viewer(VIEW)
+    webhook = MetaWebhook(codec, StatusCodec())
     for sample in args.push or []:
         raw = sample.encode() if sample.lstrip().startswith("{") else Path(sample).read_bytes()
+        now = int(time.time() * 1000)
         try:
-            # Through the codec both ways: the rules see exactly what the worker reads.
-            push = view(codec.encode(codec.parse(raw, int(time.time() * 1000))))
+            records = [codec.parse(raw, now)]
         except SchemaError as exc:
-            print(f"{sample}: not a push: {exc}", file=sys.stderr)
-            return 1
-        routing = rules.route(push)
+            try:  # or Meta's webhook: each of its messages is a push
+                records = webhook.parse(raw, now).messages
+            except SchemaError:
+                records = []
+            if not records:
+                print(f"{sample}: not a push: {exc}", file=sys.stderr)
+                return 1
         label = sample if len(sample) < 60 else sample[:57] + "..."
-        print(f"{label}: matched {', '.join(routing.matched) or 'no rule'}")
-        for rule, action in routing.pairs:
-            print(f"  {rule} -> {action}")
+        for record in records:
+            # Through the codec both ways: the rules see exactly what the worker reads.
+            routing = rules.route(view(codec.encode(record)))
+            named = label if len(records) == 1 else f"{label} {record['messageId']}"
+            print(f"{named}: matched {', '.join(routing.matched) or 'no rule'}")
+            for rule, action in routing.pairs:
+                print(f"  {rule} -> {action}")
     return 0
 
 

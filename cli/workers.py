@@ -13,6 +13,7 @@ from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import ArchiveStore, BucketStore, DirectoryStore
 from consumers.media.fetch import Fetcher
+from consumers.media.graph import GraphMedia
 from consumers.media.guard import AddressGuard
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaSettings
@@ -143,7 +144,10 @@ def media(
         if isinstance(media.root, Path)
         else MediaBucket(Bucket(media.root, "UPLINK_MEDIA_DIR"), media.work_dir)
     )
-    fetcher = Fetcher(media, AddressGuard(media.allow_hosts), clients=http)
+    guard = AddressGuard(media.allow_hosts)
+    fetcher = Fetcher(media, guard, clients=http)
+    token = media.meta.access_token
+    graph = GraphMedia(media.meta, token, media, fetcher, guard, clients=http) if token else None
     events = MediaCodec()
     registered: list[Resource] = []
     if process.registry is not None:
@@ -165,13 +169,11 @@ def media(
         settings.topics.media,
         process.dead_letters,
         codec=events,
+        graph=graph,
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    return process.assembly(
-        [process.worker(handler, process.codec())],
-        [*registered, store, fetcher, handler],
-        writes(settings),
-    )
+    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else []), handler]
+    return process.assembly([process.worker(handler, process.codec())], resources, writes(settings))
 
 
 def router(

@@ -13,10 +13,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ingress.meta import META_PATH, Handshake, MetaEndpoint
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
 from schemas import PushCodec
+from schemas.framing import Framing
+from schemas.meta import MetaEventCodec, StatusCodec
 from uplink.kafka import KafkaClients
 from uplink.process import tune_gc
 from uplink.registry.client import Registration, SchemaRegistry, subject
@@ -38,18 +41,22 @@ class IngressApp(Starlette):
     uvicorn.
     """
 
-    def __init__(self, push: ASGIApp, **kwargs: Any) -> None:
+    def __init__(self, push: ASGIApp, meta: ASGIApp | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._push = push
+        self._meta = meta  # POST /v1/meta, when Meta's webhook is configured: the same shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and scope["path"] == PUSH_PATH
             and scope["method"] == "POST"
             and not scope.get("root_path")  # mounted elsewhere: Starlette's routing decides
         ):
-            return await self._push(scope, receive, send)
+            path = scope["path"]
+            if path == PUSH_PATH:
+                return await self._push(scope, receive, send)
+            if path == META_PATH and self._meta is not None:
+                return await self._meta(scope, receive, send)
         await super().__call__(scope, receive, send)
 
 
@@ -69,22 +76,31 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
     )
     metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
     codec = PushCodec()
-    schema: list[Resource] = []  # the registry's client and the registration, when set
-    registration = None
+    meta = settings.meta
+    webhook_on = meta.webhook and meta.verify_token is not None  # else /v1/meta is not served
+    statuses, events = StatusCodec(), MetaEventCodec()
+    registry: SchemaRegistry | None = None
+    registrations: list[Registration] = []  # the push schema's first, then Meta's two
     if settings.registry is not None:
         registry = SchemaRegistry(settings.registry)
-        registration = Registration(
-            registry, subject(settings.topics.messages), codec.text, on_registered=codec.frame_with
-        )
-        schema = [registry, registration]
+        topics = settings.topics
+        framings: list[tuple[str, Framing]] = [(topics.messages, codec)]
+        if webhook_on:
+            framings += [(topics.statuses, statuses), (topics.meta_events, events)]
+        registrations = [
+            Registration(registry, subject(topic), framing.text, on_registered=framing.frame_with)
+            for topic, framing in framings
+        ]
+    registration = registrations[0] if registrations else None
+    schema: list[Resource] = [*([registry] if registry else []), *registrations]
     push = PushEndpoint(settings, codec, producer, metrics, registration)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        if registration is not None and not registration.done:
-            reason = f"schema not registered: {registration.problem}"
+        for pending in (r for r in registrations if not r.done):
+            reason = f"schema not registered: {pending.subject}: {pending.problem}"
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
         if await producer.check():
             return JSONResponse({"status": "ready"})
@@ -101,16 +117,22 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
             yield
         # Leaving the block flushed the producer: every push still in flight got its answer.
 
-    return IngressApp(
-        push,
-        routes=[
-            Route(PUSH_PATH, push, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route(PUSH_PATH, push, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    webhook = None
+    if webhook_on and meta.verify_token is not None:
+        webhook = MetaEndpoint(
+            settings, codec, producer, metrics, statuses, events, registrations=registrations
+        )
+        routes += [
+            Route(META_PATH, webhook, methods=["POST"]),
+            Route(META_PATH, Handshake(meta.verify_token).answer, methods=["GET"]),
+        ]
+    return IngressApp(push, webhook, routes=routes, lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:

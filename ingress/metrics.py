@@ -27,6 +27,7 @@ class IngressMetrics:
         self.pushes: Counter[int] = Counter()  # by HTTP status code
         self.quarantined: Counter[str] = Counter()  # by reason: not_a_push, too_large
         self.shed: Counter[str] = Counter()  # by cause: kafka, overloaded, schema
+        self.meta_records: Counter[str] = Counter()  # of Meta webhooks, by kind: message, ...
         self.produce_seconds = LatencyHistogram()
         self._topic = produce_topic
         self._in_flight = in_flight
@@ -63,6 +64,13 @@ class IngressMetrics:
             "cause",
             self.shed,
             ("kafka", "overloaded", "schema"),
+        )
+        yield _by_label(
+            "uplink_ingress_meta_records",
+            "Records made durable from Meta webhook POSTs, by kind",
+            "kind",
+            self.meta_records,
+            ("message", "status", "event"),
         )
 
     def render(self) -> bytes:

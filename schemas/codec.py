@@ -25,7 +25,8 @@ from schemas.writers import MARKER, SchemaLookup, released_schemas, schema_id_of
 from uplink.exceptions import UplinkError
 
 # Set by the ingress, never read from the JSON body (a body key "raw" must not override them).
-INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt"})
+INGRESS_FIELDS: Final = frozenset({"raw", "receivedAt", "source", "meta"})
+UPLINK_SOURCE: Final = "uplink"  # push.avsc's `source` of the provider's pushes
 
 Converter = Callable[[Any], Any]
 Node = tuple[Any, ...]  # a converter as schemas/_converter.c walks it
@@ -56,6 +57,9 @@ def _to_str(value: object) -> str | None:
     if type(value) is float:
         return _float_text(value)
     return None
+
+
+to_str = _to_str  # for formats mapped onto the push (schemas/meta.py)
 
 
 def _float_text(value: float) -> str:
@@ -160,6 +164,12 @@ def _record_converter(fields: dict[str, Converter], all_names: list[str]) -> Con
     return convert
 
 
+def compile_converter(schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> Converter:
+    """The JSON → record converter of a record schema; ``skip``: top-level fields no JSON key
+    sets (the caller sets them)."""
+    return _Compiler().record(schema, skip)
+
+
 class _Compiler:
     """Walks an Avro schema once and builds the JSON → record converter for each node.
 
@@ -174,7 +184,10 @@ class _Compiler:
 
     def push(self, schema: dict[str, Any]) -> Converter:
         """The converter of the top-level record, whose ingress fields no body key can set."""
-        top = self._record(schema, "", skip=INGRESS_FIELDS)
+        return self.record(schema, INGRESS_FIELDS)
+
+    def record(self, schema: dict[str, Any], skip: frozenset[str]) -> Converter:
+        top = self._record(schema, "", skip=skip)
         return functools.partial(convert, self._nodes[top])
 
     def node(self, schema: Any, namespace: str, coerce: str | None = None) -> Converter:
@@ -234,7 +247,7 @@ class _Compiler:
 # --- JSON loading -----------------------------------------------------------------------------
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_KINDS: Final[dict[type, str]] = {
+JSON_KINDS: Final[dict[type, str]] = {
     dict: "object",
     list: "array",
     str: "string",
@@ -245,7 +258,7 @@ _JSON_KINDS: Final[dict[type, str]] = {
 }
 
 
-def _load_json(raw: bytes) -> Any:
+def load_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -311,7 +324,7 @@ def _message_id_problem(body: dict[str, Any]) -> str:
         return "messageId is null"
     if type(value) is str:
         return "messageId is empty"
-    return f"messageId is a JSON {_JSON_KINDS.get(type(value))}, not a string or number"
+    return f"messageId is a JSON {JSON_KINDS.get(type(value))}, not a string or number"
 
 
 # --- the codec --------------------------------------------------------------------------------
@@ -335,6 +348,8 @@ class PushCodec(Framing):
         self._push = _Compiler().push(source)
         self._reader = HeadReader(self.writers) if HeadReader.fits(source) else None
         self._lookup = lookup
+        # push.avsc has it since v2; a custom schema may not.
+        self._sourced = any(f["name"] == "source" for f in source["fields"])
         # An all-null Message, for pushes that carry only a top-level `type`.
         self._empty_message: dict[str, Any] | None = self._push({"message": {}}).get("message")
 
@@ -342,9 +357,9 @@ class PushCodec(Framing):
         """A push body → record; raises NotAPush when the body is not a push at all."""
         if not raw:
             raise NotAPush("body is empty")
-        body = _load_json(raw)
+        body = load_json(raw)
         if type(body) is not dict:
-            raise NotAPush(f"body is a JSON {_JSON_KINDS.get(type(body))}, not an object")
+            raise NotAPush(f"body is a JSON {JSON_KINDS.get(type(body))}, not an object")
         record: dict[str, Any] = self._push(body)
         message_id = record["messageId"]
         if message_id is None or not message_id.strip():
@@ -353,6 +368,14 @@ class PushCodec(Framing):
             self._lift_top_level_type(body, record)
         record["raw"] = raw
         record["receivedAt"] = received_at_ms
+        if self._sourced:
+            record["source"] = UPLINK_SOURCE
+        return record
+
+    def convert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The typed view of a push-shaped JSON object (no ingress fields set): for other
+        formats mapped onto the push, such as Meta's webhook (schemas/meta.py)."""
+        record: dict[str, Any] = self._push(body)
         return record
 
     def _lift_top_level_type(self, body: dict[str, Any], record: dict[str, Any]) -> None:
@@ -360,7 +383,7 @@ class PushCodec(Framing):
         message = record["message"]
         if message is not None and message["type"] is not None:
             return
-        top_type = _to_str(body.get("type"))
+        top_type = to_str(body.get("type"))
         if top_type is None:
             return
         if message is None:

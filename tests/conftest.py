@@ -121,6 +121,8 @@ def topics() -> Topics:
         messages=f"test.messages.{suffix}",
         quarantine=f"test.quarantine.{suffix}",
         media=f"test.media.{suffix}",
+        statuses=f"test.statuses.{suffix}",
+        meta_events=f"test.meta-events.{suffix}",
         messages_partitions=3,
         partitions=1,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
 
@@ -45,7 +46,9 @@ class Topics:
     messages: str = "uplink.messages.v1"
     quarantine: str = "uplink.quarantine.v1"
     media: str = "uplink.media.v1"
-    messages_partitions: int = 12
+    statuses: str = "uplink.statuses.v1"  # Meta's webhook: statuses of the messages sent
+    meta_events: str = "uplink.meta.events.v1"  # Meta's webhook: every other field
+    messages_partitions: int = 12  # and the statuses' (keyed by conversation too)
     partitions: int = 3  # every other uplink topic
     replication_factor: int = 1
     dlq_pattern: str = "uplink.{worker}.dlq.v1"
@@ -109,6 +112,73 @@ class KafkaSettings:
         return options
 
 
+GRAPH_URL = "https://graph.facebook.com"
+GRAPH_VERSION = "v23.0"
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """Meta's WhatsApp Cloud API: the webhook's secrets (the ingress) and the Graph API (the
+    media worker). The webhook is on when an app secret is set; see the README's table."""
+
+    verify_token: Secret | None = None  # the handshake's hub.verify_token
+    app_secrets: tuple[Secret, ...] = ()  # X-Hub-Signature-256 keys; several while rotating
+    access_token: Secret | None = None  # Graph API bearer: media by id
+    graph_url: str = GRAPH_URL
+    graph_version: str = GRAPH_VERSION
+    media_url_ttl: float = 300.0  # seconds a media URL from the Graph API is used for
+
+    def __post_init__(self) -> None:
+        positive("UPLINK_META_MEDIA_URL_TTL", self.media_url_ttl)
+        parts = urlsplit(self.graph_url)
+        if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+            raise ConfigError("UPLINK_META_GRAPH_URL", f"{self.graph_url!r} is not http(s)://")
+        if not self.graph_version.strip() or "/" in self.graph_version:
+            raise ConfigError(
+                "UPLINK_META_GRAPH_VERSION", f"{self.graph_version!r} is not a version like v23.0"
+            )
+
+    @property
+    def webhook(self) -> bool:
+        """Whether ``/v1/meta`` is served."""
+        return bool(self.app_secrets)
+
+    def check_webhook(self) -> None:
+        """Half a webhook configuration is a mistake: say which half is missing."""
+        if self.verify_token is not None and not self.app_secrets:
+            raise ConfigError(
+                "UPLINK_META_APP_SECRET",
+                "UPLINK_META_VERIFY_TOKEN is set, but without the app secret no POST to /v1/meta "
+                "can be verified",
+            )
+        if self.app_secrets and self.verify_token is None:
+            raise ConfigError(
+                "UPLINK_META_VERIFY_TOKEN",
+                "UPLINK_META_APP_SECRET is set, but Meta's subscription handshake needs the token",
+            )
+
+
+def meta_from_env(environ: Mapping[str, str]) -> MetaSettings:
+    env = Env(environ)
+    values: dict[str, Any] = {
+        "verify_token": env.get("UPLINK_META_VERIFY_TOKEN", Secret),
+        "app_secrets": env.get("UPLINK_META_APP_SECRET", _secrets),
+        "access_token": env.get("UPLINK_META_ACCESS_TOKEN", Secret),
+        "graph_url": env.get("UPLINK_META_GRAPH_URL", str),
+        "graph_version": env.get("UPLINK_META_GRAPH_VERSION", str),
+        "media_url_ttl": env.get("UPLINK_META_MEDIA_URL_TTL", float),
+    }
+    return build(MetaSettings, values, {})
+
+
+def _secrets(text: str) -> tuple[Secret, ...]:
+    """Comma-separated secrets, e.g. the new app secret and the old one while rotating."""
+    secrets = tuple(Secret(part.strip()) for part in text.split(",") if part.strip())
+    if not secrets:
+        raise ValueError("no secret in it")
+    return secrets
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
     """A Confluent-compatible schema registry (UPLINK_SCHEMA_REGISTRY_*): where it is, how to
@@ -158,6 +228,7 @@ class IngressSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: Topics = field(default_factory=Topics)
     token: Secret | None = None
+    meta: MetaSettings = field(default_factory=MetaSettings)  # /v1/meta, when configured
     max_body_bytes: int = 1 * MiB
     produce_timeout: float = 5.0  # seconds until a push that is not acked gets 503
     max_in_flight: int = 4096  # pushes awaiting the broker; beyond this → 503 (shed)
@@ -172,6 +243,7 @@ class IngressSettings:
     registry: RegistrySettings | None = None
 
     def __post_init__(self) -> None:
+        self.meta.check_webhook()
         positive("UPLINK_MAX_BODY_BYTES", self.max_body_bytes)
         positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
         positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
@@ -194,6 +266,7 @@ class IngressSettings:
             "kafka": kafka_from_env(environ),
             "topics": topics_from_env(environ),
             "token": env.get("UPLINK_TOKEN", Secret),
+            "meta": meta_from_env(environ),
             "max_body_bytes": env.get("UPLINK_MAX_BODY_BYTES", int),
             "produce_timeout": env.get("UPLINK_PRODUCE_TIMEOUT", float),
             "max_in_flight": env.get("UPLINK_MAX_IN_FLIGHT", int),
@@ -227,6 +300,8 @@ def topics_from_env(environ: Mapping[str, str]) -> Topics:
         "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
         "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
         "media": env.get("UPLINK_TOPIC_MEDIA", str),
+        "statuses": env.get("UPLINK_TOPIC_STATUSES", str),
+        "meta_events": env.get("UPLINK_TOPIC_META_EVENTS", str),
         "dlq_pattern": env.get("UPLINK_TOPIC_DLQ", str),
         "messages_partitions": env.get("UPLINK_MESSAGES_PARTITIONS", int),
         "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),

@@ -37,6 +37,8 @@ def topic_specs(topics: Topics, max_message_bytes: int) -> list[TopicSpec]:
         TopicSpec(topics.messages, topics.messages_partitions, configs),
         TopicSpec(topics.quarantine, topics.partitions, configs),
         TopicSpec(topics.media, topics.partitions, configs),
+        TopicSpec(topics.statuses, topics.messages_partitions, configs),
+        TopicSpec(topics.meta_events, topics.partitions, configs),
     ]
 
 

@@ -21,3 +21,8 @@ class FetchRetriable(TransientError):
 
 class RefusedURL(FetchFailed):
     """A media URL this worker will not fetch: not http(s), or an address not on the internet."""
+
+
+class URLExpired(FetchFailed):
+    """A short-lived media URL (Meta's, from the Graph API) was refused (401, 403, 404) or
+    outlived its validity: resolve the media id again and retry with the new URL."""

@@ -21,18 +21,20 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from consumers.media.exceptions import FetchFailed, FetchRetriable
+from consumers.media.exceptions import FetchFailed, FetchRetriable, URLExpired
 from consumers.media.guard import AddressGuard
 from consumers.media.metrics import MediaMetrics
 from consumers.media.settings import MediaSettings
 from uplink.http import HttpClients
 from uplink.resources import Resource
+from uplink.settings import Secret
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +133,29 @@ class Fetcher(Resource):
             for shard in origin.shards:
                 await shard.client.aclose()
 
-    async def download(self, url: str, sink: Path, expected: bytes) -> Downloaded:
-        """Fetch ``url`` into ``sink`` (overwritten) until its SHA-256 is ``expected``."""
+    async def download(
+        self,
+        url: str,
+        sink: Path,
+        expected: bytes,
+        *,
+        bearer: Secret | None = None,
+        expires: float | None = None,
+    ) -> Downloaded:
+        """Fetch ``url`` into ``sink`` (overwritten) until its SHA-256 is ``expected``.
+
+        A short-lived URL (Meta's) comes with its ``bearer`` token, sent to the URL's own host
+        only, and ``expires`` (time.monotonic()): an attempt that would start after it, or a
+        401, 403 or 404, raises URLExpired, for the caller to resolve the URL again."""
         retries = self._settings.retries
         parsed = httpx.URL(url)
         attempt = mismatches = 0
         while True:
             attempt += 1
+            if expires is not None and time.monotonic() >= expires:
+                raise URLExpired(f"the URL expired before attempt {attempt}")
             try:
-                got = await self._attempt(parsed, sink)
+                got = await self._attempt(parsed, sink, bearer)
             except FetchRetriable as exc:
                 if attempt >= retries.attempts:
                     raise FetchFailed(f"gave up after {attempt} attempts: {exc}") from exc
@@ -170,21 +186,23 @@ class Fetcher(Resource):
         """Origins whose clients are open."""
         return len(self._origins)
 
-    async def _attempt(self, url: httpx.URL, sink: Path) -> Downloaded:
+    async def _attempt(self, url: httpx.URL, sink: Path, bearer: Secret | None) -> Downloaded:
         origin = await self._use(f"{url.scheme}://{url.netloc.decode('ascii').lower()}")
         try:
-            return await self._attempt_at(origin, url, sink)
+            return await self._attempt_at(origin, url, sink, bearer)
         finally:
             origin.users -= 1
 
-    async def _attempt_at(self, origin: _Origin, url: httpx.URL, sink: Path) -> Downloaded:
+    async def _attempt_at(
+        self, origin: _Origin, url: httpx.URL, sink: Path, bearer: Secret | None
+    ) -> Downloaded:
         async with origin.limit, self._downloads:
             # The least busy client: under the origin's limit, it always has a free connection.
             shard = min(origin.shards, key=lambda candidate: candidate.active)
             shard.active += 1
             try:
                 async with asyncio.timeout(self._settings.timeouts.attempt):
-                    return await self._follow(shard.client, url, sink)
+                    return await self._follow(shard.client, url, sink, bearer)
             except TimeoutError as exc:
                 raise FetchRetriable(f"timed out: {exc or type(exc).__name__}") from exc
             except httpx.TimeoutException as exc:
@@ -228,13 +246,19 @@ class Fetcher(Resource):
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
-    async def _follow(self, client: httpx.AsyncClient, url: httpx.URL, sink: Path) -> Downloaded:
+    async def _follow(
+        self, client: httpx.AsyncClient, url: httpx.URL, sink: Path, bearer: Secret | None
+    ) -> Downloaded:
         first = url
         for _ in range(self._settings.max_redirects + 1):
             target = await self._guard.check(url)
             headers = {"host": url.netloc.decode("ascii")}
             auth = self._settings.auth_header
-            if auth is not None and sends_auth(self._settings, first, url):
+            if bearer is not None:
+                # Only to the host the Graph API named, never downgraded to plain http.
+                if url.host == first.host and (url.scheme == "https" or first.scheme != "https"):
+                    headers["authorization"] = f"Bearer {bearer.reveal()}"
+            elif auth is not None and sends_auth(self._settings, first, url):
                 headers[auth[0]] = auth[1].reveal()
             request = client.build_request("GET", target.connect, headers=headers)
             response = await client.send(request, stream=True)
@@ -246,6 +270,8 @@ class Fetcher(Resource):
                     except httpx.InvalidURL as exc:
                         raise FetchFailed(f"redirect to an invalid URL: {exc}") from exc
                     continue
+                if bearer is not None and response.status_code in (401, 403, 404):
+                    raise URLExpired(f"HTTP {response.status_code}")
                 self._raise_for_status(response)
                 return await self._save(response, sink)
             finally:

@@ -16,8 +16,6 @@ goes to ``uplink.media.v1`` keyed like the source record. Permanent failures go 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Callable
@@ -27,8 +25,10 @@ from typing import Any
 import httpx
 from aiokafka import ConsumerRecord
 
+from consumers.media.digest import sha256_bytes
 from consumers.media.exceptions import FetchFailed
 from consumers.media.fetch import Fetcher
+from consumers.media.graph import GraphMedia
 from consumers.media.settings import MediaSettings
 from consumers.media.storage import MediaStore, Stored
 from consumers.runtime.deadletters import DeadLetters
@@ -36,6 +36,7 @@ from consumers.runtime.exceptions import RecordError
 from consumers.runtime.handler import Inbound
 from consumers.runtime.tracker import Concurrent, InOrderCommits
 from schemas import MediaCodec
+from schemas.meta import META_SOURCE
 from uplink.kafka import Producer
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class MediaRef:
     """What a push says about its media."""
 
     type: str
-    url: str
+    url: str | None  # None: Meta's media, fetched by media_id through the Graph API
     digest: bytes
     media_id: str | None
     mime_type: str | None
@@ -57,7 +58,10 @@ class MediaRef:
 
 
 def media_of(push: dict[str, Any], base_url: str | None) -> MediaRef | None:
-    """The push's media, None if it is not a media push; RecordError if it cannot be fetched."""
+    """The push's media, None if it is not a media push; RecordError if it cannot be fetched.
+
+    The provider's pushes say where the media is (``filePath``) and its base64 sha256; Meta's
+    (``source`` meta) carry a media id to resolve through the Graph API and a hex sha256."""
     message = push.get("message") or {}
     kind = message.get("type")
     if kind not in MEDIA_TYPES:
@@ -66,18 +70,18 @@ def media_of(push: dict[str, Any], base_url: str | None) -> MediaRef | None:
     if not media:
         raise RecordError(f"a {kind} push without its {kind} object")
     path = media.get("filePath")
-    if not path:
+    by_id = not path and push.get("source") == META_SOURCE
+    if by_id and not media.get("id"):
+        raise RecordError(f"{kind} from Meta without a media id")
+    if not path and not by_id:
         raise RecordError(f"{kind} without filePath")
     digest_text = media.get("sha256")
-    try:
-        digest = base64.b64decode(digest_text or "", validate=True)
-    except (binascii.Error, ValueError):
-        digest = b""
-    if len(digest) != 32:
-        raise RecordError(f"{kind} sha256 {digest_text!r} is not base64 of 32 bytes")
+    digest = sha256_bytes(digest_text)
+    if digest is None:
+        raise RecordError(f"{kind} sha256 {digest_text!r} is not hex or base64 of 32 bytes")
     return MediaRef(
         type=kind,
-        url=resolve_url(path, base_url),
+        url=None if by_id else resolve_url(path, base_url),
         digest=digest,
         media_id=media.get("id"),
         mime_type=media.get("mimeType"),
@@ -142,9 +146,11 @@ class MediaHandler(Concurrent):
         *,
         codec: MediaCodec | None = None,
         clock: Callable[[], float] = time.time,
+        graph: GraphMedia | None = None,
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
+        self._graph = graph  # Meta's media by id; None without UPLINK_META_ACCESS_TOKEN
         self._store = store
         self._events = events  # of media events, to ``topic``
         self._topic = topic
@@ -164,6 +170,11 @@ class MediaHandler(Concurrent):
         ref = media_of(inbound.push, self._settings.base_url)
         if ref is None:
             return None  # not a media push: nothing to do
+        if ref.url is None and self._graph is None:
+            raise RecordError(
+                f"{ref.type} {ref.media_id} from Meta, but UPLINK_META_ACCESS_TOKEN is not set: "
+                "no Graph API to fetch it by id"
+            )
         tp, offset = inbound.tp, inbound.record.offset
         await self._tracker.start(
             tp,
@@ -189,7 +200,8 @@ class MediaHandler(Concurrent):
                 try:
                     stored = await self._fetch(digest, message_id, ref)
                 except FetchFailed as exc:
-                    await self._dead_letters.send(record, f"{ref.type} {ref.url}: {exc}")
+                    where = ref.url or f"Meta media {ref.media_id}"
+                    await self._dead_letters.send(record, f"{ref.type} {where}: {exc}")
                     self.metrics.outcomes["dead_lettered"] += 1
                     return
                 self.metrics.download_seconds.observe(time.perf_counter() - started)
@@ -213,7 +225,12 @@ class MediaHandler(Concurrent):
     async def _fetch(self, digest: str, message_id: str, ref: MediaRef) -> Stored:
         spooled = self._store.spool()
         try:
-            await self._fetcher.download(ref.url, spooled, ref.digest)
+            if ref.url is not None:
+                await self._fetcher.download(ref.url, spooled, ref.digest)
+            elif self._graph is not None and ref.media_id is not None:  # handle() checked both
+                await self._graph.download(ref.media_id, spooled, ref.digest)
+            else:
+                raise FetchFailed("Meta media without an id or a Graph API to resolve it")
             sidecar = {
                 "sha256": digest,
                 "mimeType": ref.mime_type,

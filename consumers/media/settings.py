@@ -10,7 +10,16 @@ from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
 from uplink.s3.settings import Location, location
-from uplink.settings import CommitPolicy, Env, MiB, Secret, build, positive
+from uplink.settings import (
+    CommitPolicy,
+    Env,
+    MetaSettings,
+    MiB,
+    Secret,
+    build,
+    meta_from_env,
+    positive,
+)
 
 # Downloads finish out of order and commit in order: by count and time, as the runtime's default.
 COMMITS = CommitPolicy(every=1000, interval=5.0)
@@ -57,6 +66,8 @@ class MediaSettings:
     timeouts: MediaTimeouts = field(default_factory=MediaTimeouts)
     retries: MediaRetries = field(default_factory=MediaRetries)
     drain_timeout: float = 30.0  # at stop, seconds in-flight downloads get to finish
+    # Meta's media by id: the Graph API and its access token (UPLINK_META_*).
+    meta: MetaSettings = field(default_factory=MetaSettings)
 
     def __post_init__(self) -> None:
         positive("UPLINK_MEDIA_CONCURRENCY", self.concurrency)
@@ -122,6 +133,7 @@ class MediaSettings:
             "auth_header": env.get("UPLINK_MEDIA_AUTH_HEADER", _header),
             "auth_hosts": env.get("UPLINK_MEDIA_AUTH_HOSTS", _hosts),
             "drain_timeout": env.get("UPLINK_MEDIA_DRAIN_TIMEOUT", float),
+            "meta": meta_from_env(environ),
             "work_dir": env.get("UPLINK_MEDIA_WORK_DIR", Path),
             "timeouts": MediaTimeouts(**{k: v for k, v in timeouts.items() if v is not None}),
             "retries": MediaRetries(**{k: v for k, v in retries.items() if v is not None}),

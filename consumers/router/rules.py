@@ -50,6 +50,7 @@ MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 # Every field a condition reads: the router reads only these of a record (schemas/view.py).
 # tests/consumers/router/test_rules.py checks each condition judges this view as the decoded push.
 VIEW: Shape = {
+    "source": True,
     "appId": True,
     "eventType": True,
     "businessPhone": True,
@@ -374,6 +375,17 @@ def _field_in(*path: str) -> Callable[[Any, str], Predicate]:
     return compile_one
 
 
+SOURCES = ("uplink", "meta")  # push.avsc's `source`; null (records before v2) is uplink
+
+
+def _source(value: Any, where: str) -> Predicate:
+    wanted = _strings(value, where)
+    unknown = sorted(wanted - set(SOURCES))
+    if unknown:
+        raise RulesError(where, f"unknown source {unknown[0]!r} (sources: {', '.join(SOURCES)})")
+    return lambda push: (push.get("source") or "uplink") in wanted
+
+
 def _message_type(value: Any, where: str) -> Predicate:
     wanted = _strings(value, where)
 
@@ -466,6 +478,7 @@ def _negated(value: Any, where: str) -> Predicate:
 
 
 _CONDITIONS: dict[str, Callable[[Any, str], Predicate]] = {
+    "source": _source,
     "appId": _field_in("appId"),
     "businessPhone": _field_in("businessPhone"),
     "eventType": _field_in("eventType"),

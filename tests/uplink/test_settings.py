@@ -104,3 +104,44 @@ def test_router_settings_from_env_and_errors_naming_the_variable() -> None:
         with pytest.raises(ConfigError) as caught:
             RouterSettings.from_env(environ)
         assert caught.value.setting == variable
+
+
+def test_meta_is_off_by_default_and_read_with_its_rotating_secrets() -> None:
+    assert IngressSettings.from_env({}).meta.webhook is False
+    settings = IngressSettings.from_env(
+        {
+            "UPLINK_META_VERIFY_TOKEN": "hub-token",
+            "UPLINK_META_APP_SECRET": "new-secret, old-secret",
+            "UPLINK_META_ACCESS_TOKEN": "EAAG-graph-token",
+            "UPLINK_META_GRAPH_URL": "http://127.0.0.1:9999",
+            "UPLINK_META_GRAPH_VERSION": "v21.0",
+        }
+    )
+    meta = settings.meta
+    assert meta.webhook is True
+    assert meta.app_secrets == (Secret("new-secret"), Secret("old-secret"))
+    assert (meta.graph_url, meta.graph_version) == ("http://127.0.0.1:9999", "v21.0")
+    shown = repr(settings) + str(settings)
+    for secret in ("hub-token", "new-secret", "old-secret", "EAAG-graph-token"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"UPLINK_META_VERIFY_TOKEN": "t"}, "UPLINK_META_APP_SECRET"),
+        ({"UPLINK_META_APP_SECRET": "s"}, "UPLINK_META_VERIFY_TOKEN"),
+        (
+            {"UPLINK_META_APP_SECRET": " , ", "UPLINK_META_VERIFY_TOKEN": "t"},
+            "UPLINK_META_APP_SECRET",
+        ),
+        ({"UPLINK_META_GRAPH_URL": "graph.facebook.com"}, "UPLINK_META_GRAPH_URL"),
+        ({"UPLINK_META_GRAPH_VERSION": "v1/x"}, "UPLINK_META_GRAPH_VERSION"),
+    ],
+)
+def test_a_half_configured_meta_stops_start_up_naming_the_setting(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        IngressSettings.from_env(env)
+    assert raised.value.setting == named

@@ -221,7 +221,7 @@ async def test_permanent_failures_go_to_the_dlq_with_the_reason_and_the_rest_goe
     assert "refused localhost" in reasons["private"]
     assert "refused 10.0.0.1" in reasons["redirect-private"]
     assert "UPLINK_MEDIA_BASE_URL" in reasons["relative"]
-    assert "not base64 of 32 bytes" in reasons["no-sha"]
+    assert "not hex or base64 of 32 bytes" in reasons["no-sha"]
     assert all(dict(r.headers)["uplink-dlq-worker"] == b"media" for r in dead)
     records = await read_records(worker_settings.topics.media)
     assert [EVENTS.decode(r.value)["messageId"] for r in records] == ["fine"]
