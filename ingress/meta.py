@@ -31,7 +31,8 @@ from ingress.body import read_body
 from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
-from ingress.push import _JSON_HEADERS, PushEndpoint, _respond
+from ingress.push import PushEndpoint
+from ingress.responses import JSON_HEADERS, respond
 from ingress.signature import SignatureCheck
 from schemas import NotAPush, PushCodec
 from schemas.meta import MetaEventCodec, MetaWebhook, StatusCodec
@@ -154,4 +155,4 @@ class MetaEndpoint(PushEndpoint):
             "events": len(webhook.events),
         }
         self._answered[200] += 1
-        await _respond(send, 200, _JSON_HEADERS, orjson.dumps(answer))
+        await respond(send, 200, JSON_HEADERS, orjson.dumps(answer))

@@ -19,13 +19,12 @@ from ingress.body import read_body
 from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
+from ingress.responses import JSON_HEADERS, respond
 from schemas import NotAPush, PushCodec
 from uplink.registry.client import Registration
 from uplink.settings import IngressSettings
 
 log = logging.getLogger(__name__)
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class PushEndpoint:
@@ -48,7 +47,7 @@ class PushEndpoint:
         self._metrics = metrics
         self._auth = TokenAuth(settings.token) if settings.token is not None else None
         self._unavailable_headers = [
-            *_JSON_HEADERS,
+            *JSON_HEADERS,
             (b"retry-after", str(settings.retry_after).encode()),
         ]
         self._produce_seconds = metrics.produce_seconds
@@ -87,8 +86,8 @@ class PushEndpoint:
             return await self._unavailable(send, exc)
         self._produce_seconds.observe(time.perf_counter() - started)
         self._answered[200] += 1
-        await _respond(
-            send, 200, _JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
+        await respond(
+            send, 200, JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
         )
 
     async def _quarantine(
@@ -132,21 +131,8 @@ class PushEndpoint:
         self._metrics.shed[cause] += 1
         self._answered[503] += 1
         payload = orjson.dumps({"error": "not durable, retry later", "reason": str(exc)})
-        await _respond(send, 503, self._unavailable_headers, payload)
+        await respond(send, 503, self._unavailable_headers, payload)
 
     async def _answer(self, send: Send, status: int, payload: dict[str, str]) -> None:
         self._answered[status] += 1
-        await _respond(send, status, _JSON_HEADERS, orjson.dumps(payload))
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        await respond(send, status, JSON_HEADERS, orjson.dumps(payload))
