@@ -192,16 +192,10 @@ class LocalCluster(BlockingResource):
         for node in self._nodes.values():
             node.kill()
 
-    def terminate(self) -> None:
-        """Ask every node to shut down, without waiting (safe inside a signal handler)."""
-        for node in self._nodes.values():
-            node.terminate()
-
-    def wait(self) -> None:
-        """Block until every node has exited."""
-        for node in self._nodes.values():
-            if node.running:
-                node.wait()
+    @property
+    def running(self) -> bool:
+        """Whether any node is running (a paused one too)."""
+        return any(node.running for node in self._nodes.values())
 
     # --- one node ----------------------------------------------------------------------------
 
