@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +186,9 @@ class LocalCluster(BlockingResource):
         one after the other, the last ones would wait for a controller quorum already gone."""
         for node in self._nodes.values():
             node.terminate()
+        deadline = time.monotonic() + timeout  # one for all: they shut down side by side
         for node in self._nodes.values():
-            node.stop(timeout)
+            node.stop(max(deadline - time.monotonic(), 0.1))
 
     def kill_all(self) -> None:
         for node in self._nodes.values():
