@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import io
 import logging
 import re
@@ -96,13 +97,19 @@ async def archive_files(
                 yield str(path), ArchiveReadError(str(path), f"cannot be read ({exc})")
 
 
+@functools.cache
+def _current_schema() -> Any:
+    """push.avsc, read and parsed once: every archive file is read into it."""
+    return fastavro.parse_schema(load_push_schema())
+
+
 def records_of(
     name: str, data: bytes, reader: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """The records of one archive file, all or none, as records of ``reader`` (push.avsc by
     default): a file holds its writer's schema, and Avro's resolution reads an older or newer
     one's records as this version's. ArchiveReadError names a corrupt one."""
-    schema = load_push_schema() if reader is None else reader
+    schema = _current_schema() if reader is None else reader
     try:
         return [
             _plain(record)  # type: ignore[arg-type]
