@@ -11,7 +11,6 @@ COPY uplink uplink
 COPY ingress ingress
 COPY consumers consumers
 COPY schemas schemas
-COPY cli cli
 # Installed into a virtualenv that the runtime stage copies whole: none of the source tree, the
 # build's caches or its compiler (for the C extensions, setup.py) ends up in the image (and no
 # BuildKit-only syntax is needed).

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from consumers.archive.settings import COMMITS  # noqa: E402
 from schemas import PushCodec  # noqa: E402
+from tests.servers.s3 import LocalS3, S3ServerSettings  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
-from uplink.s3.server import LocalS3, S3ServerSettings  # noqa: E402
 from uplink.s3.settings import Location, S3Location, S3Settings  # noqa: E402
 from uplink.settings import KafkaSettings, Secret, Topics, WorkerSettings  # noqa: E402
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from cli import launcher, workers  # noqa: E402
 from consumers.archive.settings import COMMITS, ArchiveSettings  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
+from uplink.cli import launcher, workers  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
 from uplink.s3.settings import Location  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402

@@ -469,7 +469,7 @@ def check_archive(archive_dir: Path, ok_ids: set[str]) -> Checks:
 
 
 def uplink(*verb: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "--log-level", "WARNING", *verb]
+    return [sys.executable, "-m", "uplink.cli.main", "--log-level", "WARNING", *verb]
 
 
 def worker_env(name: str, args: argparse.Namespace) -> dict[str, str]:

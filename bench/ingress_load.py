@@ -429,8 +429,8 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
 
     sys.path.insert(0, str(ROOT))
+    from tests.servers.registry import LocalRegistry, RegistryServerSettings
     from uplink.broker import free_port, kafka_broker
-    from uplink.registry.local import LocalRegistry, RegistryServerSettings
 
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())

@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from cli import launcher, workers  # noqa: E402
 from consumers.router.handler import Router, router_topics  # noqa: E402
 from consumers.router.rules import Rules, compile_rules  # noqa: E402
 from consumers.router.settings import RouterSettings  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
+from uplink.cli import launcher, workers  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
 from uplink.topics import TopicSpec, ensure_topics  # noqa: E402

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from aiobotocore.session import get_session  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
+from tests.servers.s3 import LocalS3, S3ServerSettings  # noqa: E402
 from uplink.s3.bucket import Bucket  # noqa: E402
-from uplink.s3.server import LocalS3, S3ServerSettings  # noqa: E402
 from uplink.s3.settings import S3Location, S3Settings  # noqa: E402
 from uplink.settings import Secret  # noqa: E402
 

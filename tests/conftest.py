@@ -15,9 +15,10 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from uplink.broker import free_port, kafka_broker
-from uplink.registry.local import LocalRegistry, RegistryServerSettings
-from uplink.s3.server import LocalS3, S3ServerSettings
+from tests.servers.kafka import session_broker
+from tests.servers.registry import LocalRegistry, RegistryServerSettings
+from tests.servers.s3 import LocalS3, S3ServerSettings
+from uplink.broker import free_port
 from uplink.s3.settings import S3Location, S3Settings
 from uplink.settings import IngressSettings, KafkaSettings, Secret, Topics
 
@@ -45,9 +46,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """KAFKA_BOOTSTRAP_SERVERS if set → testcontainers when an engine answers (UPLINK_TEST_KAFKA)
     → local broker from jars."""
-    with kafka_broker(
-        os.environ, data_dir=tmp_path_factory.mktemp("kafka"), disposable=True
-    ) as bootstrap:
+    with session_broker(os.environ, data_dir=tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
 
 

@@ -21,16 +21,16 @@ import httpx
 import pytest
 import yaml
 
-from cli.main import build_parser
 from consumers.router.rules import example_rules
 from consumers.runtime.metrics import WorkerMetrics
 from ingress.app import create_app
 from tests.conftest import Server, wait_ready
+from tests.servers.kafka import DEFAULT_IMAGE
+from tests.servers.registry import APICURIO_VERSION
 from uplink.broker import free_port
-from uplink.broker.container import DEFAULT_IMAGE
 from uplink.broker.local import KAFKA_VERSION
+from uplink.cli.main import build_parser
 from uplink.metrics import MetricsServer
-from uplink.registry.local import APICURIO_VERSION
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ WORKERS = {
     "media": ["media", "--media-dir"],
     "router": ["router", "--rules"],
 }
-PACKAGES = ["uplink", "ingress", "consumers", "schemas", "cli"]
+PACKAGES = ["uplink", "ingress", "consumers", "schemas"]
 
 
 def compose_config(*files: str, **environ: str) -> dict[str, Any]:
@@ -417,7 +417,7 @@ def test_the_files_the_dockerfile_copies_build_the_whole_package(tmp_path: Path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         [entry_points] = [name for name in names if name.endswith("entry_points.txt")]
-        assert "uplink = cli.main:main" in archive.read(entry_points).decode()
+        assert "uplink = uplink.cli.main:main" in archive.read(entry_points).decode()
     assert "consumers/router/example_rules.toml" in names  # `uplink dev` runs it by default
     for package in PACKAGES:
         assert f"{package}/__init__.py" in names

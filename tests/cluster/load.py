@@ -215,7 +215,7 @@ class Ingress:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "cli.main",
+            "uplink.cli.main",
             "ingress",
             "--host",
             "127.0.0.1",

@@ -37,7 +37,7 @@ class Workers:
         self._logs: list[IO[bytes]] = []
 
     def _command(self, kind: str) -> list[str]:
-        base = [sys.executable, "-m", "cli.main", kind]
+        base = [sys.executable, "-m", "uplink.cli.main", kind]
         if kind == "archive":
             return [*base, "--archive-dir", str(self.archive_dir), "--flush-interval", "1"]
         if kind == "media":

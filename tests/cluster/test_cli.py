@@ -47,7 +47,7 @@ async def test_uplink_broker_nodes_3_serves_a_replicated_cluster_and_stops_on_si
     port = free_run(6)
     stderr = (tmp_path / "stderr").open("w")  # a file: a pipe nobody reads would stall Kafka
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "broker", "--nodes", "3", "--port", str(port),
+        sys.executable, "-m", "uplink.cli.main", "broker", "--nodes", "3", "--port", str(port),
         "--data-dir", str(tmp_path / "kafka"),
         stdout=subprocess.PIPE, stderr=stderr,
     )  # fmt: skip

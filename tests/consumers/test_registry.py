@@ -14,8 +14,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cli import workers
-from cli.launcher import started
 from consumers.archive.replay import archived_records
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings
@@ -25,6 +23,8 @@ from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory, ensure_worker_topics
 from tests.consumers.media.server import MediaServer
 from tests.consumers.media.test_handler import media_push
+from uplink.cli import workers
+from uplink.cli.launcher import started
 from uplink.registry.client import SchemaRegistry, subject
 from uplink.settings import RegistrySettings
 

@@ -17,9 +17,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from ingress.app import create_app
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from tests.servers.registry import LocalRegistry
 from uplink.broker import free_port
 from uplink.registry.client import SchemaRegistry, SubjectSchemas, subject
-from uplink.registry.local import LocalRegistry
 from uplink.settings import IngressSettings, RegistrySettings
 
 pytestmark = pytest.mark.anyio

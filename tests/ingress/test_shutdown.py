@@ -39,7 +39,7 @@ async def test_sigterm_answers_in_flight_pushes_and_loses_none(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.main",
+        "uplink.cli.main",
         "ingress",
         "--host",
         "127.0.0.1",

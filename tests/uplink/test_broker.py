@@ -28,7 +28,7 @@ async def test_uplink_broker_serves_and_stops_on_sigterm(tmp_path: Path) -> None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.main",
+        "uplink.cli.main",
         "broker",
         "--port",
         str(port),

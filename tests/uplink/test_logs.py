@@ -8,8 +8,8 @@ import logging.config
 import orjson
 import pytest
 
-from cli.main import main
 from uplink import logs
+from uplink.cli.main import main
 
 
 def test_json_lines_carry_the_message_level_and_extra_fields(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import main
 from consumers.router.settings import RouterSettings
+from uplink.cli.main import main
 from uplink.exceptions import ConfigError
 from uplink.settings import IngressSettings, Secret, WorkerSettings
 

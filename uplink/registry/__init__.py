@@ -1,1 +1,1 @@
-"""The schema registry: its client (client.py) and a local Apicurio Registry (local.py)."""
+"""The schema registry's client (client.py). The tests' Apicurio Registry is in tests/servers."""

@@ -1,2 +1,2 @@
 """S3-compatible object storage: where a storage URL points (settings), the bucket client, and
-a local S3 server (versitygw) for tests and development."""
+the create-only puts the archive and the media store rely on."""

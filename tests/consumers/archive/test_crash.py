@@ -38,7 +38,7 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     env = worker_env(kafka_bootstrap, topics, group)
     root = tmp_path / "archive"
     command = [
-        sys.executable, "-m", "cli.main", "--log-level", "INFO", "archive",
+        sys.executable, "-m", "uplink.cli.main", "--log-level", "INFO", "archive",
         "--archive-dir", str(root), "--max-records", "200", "--flush-interval", "0.3",
     ]  # fmt: skip
     log = (tmp_path / "worker.log").open("wb")

@@ -348,7 +348,7 @@ async def test_a_zombie_never_overwrites_and_the_loser_resumes_after_the_winner(
     zombie_end, owner_end = (8, 5) if first == "zombie" else (5, 8)
 
     async def writer(name: str) -> ArchiveFiles:
-        from cli.workers import archive_store
+        from uplink.cli.workers import archive_store
 
         settings = ArchiveSettings(root=root, work_dir=tmp_path / name)
         files = ArchiveFiles(settings, archive_store(settings))

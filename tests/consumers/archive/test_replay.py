@@ -16,13 +16,13 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from cli.main import main
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import BucketStore
 from consumers.runtime.worker import Inbound
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
+from uplink.cli.main import main
 from uplink.registry.client import SchemaRegistry, SubjectSchemas, subject
 from uplink.s3.bucket import Bucket
 from uplink.s3.settings import S3Location

@@ -17,8 +17,6 @@ import fastavro
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cli.main import main
-from cli.workers import archive_store
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.runtime.worker import Worker
@@ -38,9 +36,11 @@ from tests.consumers.crashes import (
     kill_at_random_moments,
     run_to_the_end,
 )
+from tests.servers.s3 import LocalS3, S3ServerSettings
 from uplink.broker import free_port
+from uplink.cli.main import main
+from uplink.cli.workers import archive_store
 from uplink.s3.bucket import Bucket
-from uplink.s3.server import LocalS3, S3ServerSettings
 from uplink.s3.settings import S3Location
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
@@ -87,7 +87,7 @@ async def until_members(admin: AIOKafkaAdminClient, group: str, count: int) -> N
 
 def archive_command(location: S3Location, work_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "cli.main", "--log-level", "INFO", "archive",
+        sys.executable, "-m", "uplink.cli.main", "--log-level", "INFO", "archive",
         "--archive-dir", str(location), "--work-dir", str(work_dir),
         "--max-records", "200", "--flush-interval", "0.3",
     ]  # fmt: skip

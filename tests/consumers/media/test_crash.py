@@ -21,7 +21,7 @@ from tests.consumers.archive.traffic import RECORD_TIME
 from tests.consumers.crashes import kill_at_random_moments, run_to_the_end
 from tests.consumers.media.server import MediaServer
 from tests.consumers.media.test_handler import media_push
-from uplink.s3.server import LocalS3
+from tests.servers.s3 import LocalS3
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 
@@ -117,7 +117,7 @@ async def test_sigkill_at_random_moments_fetches_nothing_twice_and_loses_nothing
         **store_env,
     }
     command = [
-        sys.executable, "-m", "cli.main", "--log-level", "INFO", "media",
+        sys.executable, "-m", "uplink.cli.main", "--log-level", "INFO", "media",
         "--media-dir", media_dir,
     ]  # fmt: skip
     log = (tmp_path / "worker.log").open("wb")

@@ -18,8 +18,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from cli import workers
-from cli.launcher import started
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
 from consumers.runtime import HandlerFailed, Worker
@@ -28,6 +26,8 @@ from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.crashes import committed
 from tests.consumers.media.server import MediaServer, b64sha256
+from uplink.cli import workers
+from uplink.cli.launcher import started
 from uplink.s3.bucket import Bucket
 from uplink.s3.settings import S3Location
 from uplink.settings import WorkerSettings

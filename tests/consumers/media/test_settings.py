@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
 from consumers.media.settings import MediaSettings
+from uplink.cli.main import main
 from uplink.exceptions import ConfigError
 from uplink.settings import Secret
 

@@ -107,7 +107,7 @@ async def test_sigkill_mid_transaction_leaves_no_duplicate_and_no_gap(
         "UPLINK_COMMIT_EVERY": "300",  # transactions of a few hundred records
         "UPLINK_COMMIT_INTERVAL": "0.2",
     }
-    command = [sys.executable, "-m", "cli.main", "router", "--rules", str(rules)]
+    command = [sys.executable, "-m", "uplink.cli.main", "router", "--rules", str(rules)]
     log = (tmp_path / "router.log").open("wb")
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()

@@ -26,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cli import launcher, workers
 from consumers.router.exceptions import RouterError
 from consumers.router.handler import KeyHashes, Router, TransactionalOutputs
 from consumers.router.metrics import RouterMetrics
@@ -36,6 +35,7 @@ from consumers.runtime.worker import Worker
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.conftest import SettingsFactory
+from uplink.cli import launcher, workers
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
 from uplink.topics import ensure_topics

@@ -261,7 +261,7 @@ def test_router_refuses_to_start_with_an_invalid_file(tmp_path: Path) -> None:
     path.write_text(RULE.format(name="bad-re", match='{ text = "[a-" }', actions="[]"))
     for argv in (["router", "--rules", str(path)], ["router", "check", str(path)]):
         done = subprocess.run(
-            [sys.executable, "-m", "cli.main", *argv],
+            [sys.executable, "-m", "uplink.cli.main", *argv],
             capture_output=True,
             text=True,
             timeout=60,
@@ -274,7 +274,7 @@ def test_router_refuses_to_start_with_an_invalid_file(tmp_path: Path) -> None:
 def test_check_shows_which_rules_a_sample_push_hits() -> None:
     done = subprocess.run(
         [
-            sys.executable, "-m", "cli.main", "router", "check",
+            sys.executable, "-m", "uplink.cli.main", "router", "check",
             str(example_rules()),
             "--push", str(EXAMPLES / "image.json"),
             "--push", '{"messageId": "m", "message": {"type": "text", "text": {"body": "help!"}}}',
@@ -292,7 +292,7 @@ def test_check_shows_which_rules_a_sample_push_hits() -> None:
 def test_check_takes_a_meta_webhook_too() -> None:
     done = subprocess.run(
         [
-            sys.executable, "-m", "cli.main", "router", "check", str(example_rules()),
+            sys.executable, "-m", "uplink.cli.main", "router", "check", str(example_rules()),
             "--push", str(EXAMPLES / "meta" / "order.json"),
             "--push", str(EXAMPLES / "meta" / "several.json"),
         ],

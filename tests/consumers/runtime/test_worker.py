@@ -12,13 +12,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cli.launcher import Assembly, run
 from consumers.runtime import Handler, Inbound, Positions, Worker
 from consumers.runtime.exceptions import RecordError, TransientError
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from tests.consumers.conftest import SettingsFactory
 from uplink.broker import free_port
+from uplink.cli.launcher import Assembly, run
 from uplink.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio

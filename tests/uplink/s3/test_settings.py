@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings
+from uplink.cli.main import main
 from uplink.exceptions import ConfigError
 from uplink.s3.bucket import Bucket
 from uplink.s3.settings import S3Location, S3Settings, location

@@ -1,7 +1,7 @@
 """Meta's webhook through the whole pipeline: ingress, router, media (by id), archive.
 
-The parts are wired as ``uplink dev`` wires them (cli/workers.py) and run in this process on the
-session's broker: every example POST of Meta's reference is signed and posted to /v1/meta (one
+The parts are wired as ``uplink dev`` wires them (uplink/cli/workers.py) and run in this process on
+the session's broker: every example POST of Meta's reference is signed and posted to /v1/meta (one
 of them twice, as Meta retries), then each worker reads the messages topic. The router sends
 each message once to the topics the example rules choose, the media worker fetches each media
 id once through a stand-in Graph API, the archive keeps each message once.
@@ -24,8 +24,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cli import workers
-from cli.launcher import started
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings, MediaTimeouts
 from consumers.router.rules import ToTopic, compile_rules, example_rules
@@ -36,6 +34,8 @@ from schemas.meta import MetaWebhook, StatusCodec
 from tests.conftest import EXAMPLES, Reader, Server, wait_ready
 from tests.consumers.media.graph_server import VERSION, GraphServer
 from tests.ingress.test_meta import meta_settings, signed
+from uplink.cli import workers
+from uplink.cli.launcher import started
 from uplink.settings import IngressSettings, MetaSettings, Secret, WorkerSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from uplink.registry.local import MIN_JAVA, RegistryServerError, java_21, java_major
+from tests.servers.registry import MIN_JAVA, RegistryServerError, java_21, java_major
 
 pytestmark = pytest.mark.anyio
 

@@ -31,7 +31,7 @@ async def uplink_topics(env: dict[str, str], *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.main",
+        "uplink.cli.main",
         "topics",
         *args,
         env={**base, **env},

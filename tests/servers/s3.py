@@ -179,7 +179,7 @@ def _listening(port: int) -> bool:
 
 
 def main() -> int:
-    """``python -m uplink.s3.server``: build versitygw into the cache if it is missing."""
+    """``python -m tests.servers.s3``: build versitygw into the cache if it is missing."""
     print(install_versitygw())
     return 0
 

@@ -258,10 +258,10 @@ class LocalRegistry(BlockingResource):
 
 
 def main() -> None:
-    """``python -m uplink.registry.local --fetch-only``: what scripts/test runs."""
+    """``python -m tests.servers.registry --fetch-only``: what scripts/test runs."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m uplink.registry.local")
+    parser = argparse.ArgumentParser(prog="python -m tests.servers.registry")
     parser.add_argument("--fetch-only", action="store_true", help="fetch it, find Java, exit")
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()

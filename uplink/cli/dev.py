@@ -108,7 +108,7 @@ def parts(settings: DevSettings) -> list[Part]:
     base = settings.metrics_port
     metrics = [free_port() for _ in range(3)] if base == 0 else [base, base + 1, base + 2]
     uplink = [
-        sys.executable, "-m", "cli.main",
+        sys.executable, "-m", "uplink.cli.main",
         "--log-level", settings.log_level, "--log-format", settings.log_format,
     ]  # fmt: skip
     return [
@@ -223,9 +223,9 @@ class Pipeline:
         writes exists (what `uplink topics` does, with every worker's DLQ and the router's
         outputs and delay topics), each partition served by its leader (a consumer asking for
         the offsets of one that is not yet logs NotLeaderForPartitionError)."""
-        from cli.workers import router_writes, writes
         from consumers.router.rules import load_rules
         from consumers.router.settings import RouterSettings
+        from uplink.cli.workers import router_writes, writes
         from uplink.kafka import KafkaClients
         from uplink.settings import WorkerSettings, kafka_from_env, topics_from_env
         from uplink.topics import ensure_topics, topic_specs
@@ -233,7 +233,7 @@ class Pipeline:
         kafka, topics = kafka_from_env(env), topics_from_env(env)
         workers = [WorkerSettings.from_env(name, env) for name in ("archive", "media", "router")]
         router = RouterSettings.from_env(env)
-        # What each part's launcher would ensure, as the wiring says (cli/workers.py).
+        # What each part's launcher would ensure, as the wiring says (uplink/cli/workers.py).
         archive, media, routing = workers
         rules = load_rules(self._settings.rules, env)
         extra = [*writes(archive), *writes(media), *router_writes(routing, router, rules)]

@@ -1,5 +1,5 @@
 """The wiring: each worker process built from its settings, every collaborator made here and
-passed in (Kafka and HTTP clients through their factories). ``cli/launcher.py`` runs the
+passed in (Kafka and HTTP clients through their factories). ``uplink/cli/launcher.py`` runs the
 result; tests and benchmarks build the same assemblies."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from cli.launcher import Assembly
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import ArchiveStore, BucketStore, DirectoryStore
@@ -27,6 +26,7 @@ from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
 from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
 from schemas import MediaCodec, PushCodec
+from uplink.cli.launcher import Assembly
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
 from uplink.registry.client import (

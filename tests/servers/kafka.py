@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from uplink.broker import kafka_broker
 from uplink.broker.local import KAFKA_VERSION, free_port, new_cluster_id
 from uplink.exceptions import BrokerError, ConfigError
 from uplink.resources import BlockingResource
@@ -224,3 +228,75 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
             yield line.decode(errors="replace") + "\n"
     if pending:
         yield pending.decode(errors="replace") + "\n"
+
+
+_CHOICES = ("auto", "container", "local")
+_DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def docker_engine_answers(environ: Mapping[str, str]) -> bool:
+    """Does the engine at ``DOCKER_HOST`` (else /var/run/docker.sock) answer the API's ping?"""
+    host = environ.get("DOCKER_HOST", "").strip() or f"unix://{_DEFAULT_SOCKET}"
+    if host.startswith("unix://"):
+        return _unix_ping(host.removeprefix("unix://"))
+    try:
+        import docker  # comes with testcontainers (test extra)
+    except ImportError:
+        return False
+    try:
+        # A fixed API version (one Docker and podman 4 both serve): with "auto" the client asks
+        # the engine while it is made, and leaks that socket when no engine answers.
+        client = docker.from_env(timeout=3, version="1.41", environment=dict(environ))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception as exc:  # the client raises many kinds; all mean "no engine here"
+        log.debug("no Docker engine: %s", exc)
+        return False
+
+
+def _unix_ping(path: str, timeout: float = 3.0) -> bool:
+    """GET /_ping on a local engine's socket. Not through the Docker SDK: its connection leaks
+    its socket when nothing listens (a stale socket file, an engine gone)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+            status = sock.recv(32).split(b"\r\n", 1)[0].split()
+    except OSError as exc:
+        log.debug("no container engine at %s: %s", path, exc)
+        return False
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
+
+
+def kafka_choice(environ: Mapping[str, str]) -> str:
+    """``UPLINK_TEST_KAFKA``: auto, container or local."""
+    choice = environ.get("UPLINK_TEST_KAFKA", "").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ConfigError("UPLINK_TEST_KAFKA", f"must be one of {', '.join(_CHOICES)}: {choice!r}")
+    return choice
+
+
+@contextmanager
+def session_broker(environ: Mapping[str, str], data_dir: Path) -> Iterator[str]:
+    """The test session's broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set → a testcontainers Kafka
+    when an engine answers (``UPLINK_TEST_KAFKA``: auto, container or local; ``container`` means
+    an engine must answer, so a run meant to test through one never quietly falls back) → the
+    local broker from jars, as `uplink dev` runs it."""
+    configured = environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    choice = kafka_choice(environ)
+    if not configured and choice != "local":
+        answers = docker_engine_answers(environ)
+        if choice == "container" and not answers:
+            raise BrokerError(
+                "UPLINK_TEST_KAFKA=container, but no container engine answers "
+                f"(DOCKER_HOST={environ.get('DOCKER_HOST', '')!r})"
+            )
+        if answers:
+            with ContainerBroker(ContainerSettings.from_env(environ), environ) as container:
+                yield container.bootstrap_servers
+            return
+    with kafka_broker(environ, data_dir=data_dir) as bootstrap:
+        yield bootstrap

@@ -1,6 +1,6 @@
 """One place runs any worker: topics, start/stop order, metrics, signals, drain, GC tuning.
 
-The wiring (``cli/workers.py``) builds a worker process as an ``Assembly``; ``launch`` runs it
+The wiring (``workers.py``) builds a worker process as an ``Assembly``; ``launch`` runs it
 as ``uplink archive|media|router`` do, and ``run`` is the same without the process-wide parts
 (signals, GC), for tests and benchmarks that drive a worker with ``count=``/``timeout=``.
 

@@ -102,8 +102,8 @@ def _ingress(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from cli import dev
     from consumers.router.rules import example_rules
+    from uplink.cli import dev
 
     settings = dev.DevSettings(
         var_dir=Path(args.var_dir),
@@ -123,9 +123,9 @@ def _archive(args: argparse.Namespace) -> int:
         return _archive_cat(args)
     if args.action == "replay":
         return _archive_replay(args)
-    from cli import workers
-    from cli.launcher import launch
     from consumers.archive.settings import COMMITS, ArchiveSettings
+    from uplink.cli import workers
+    from uplink.cli.launcher import launch
 
     archive = ArchiveSettings.from_env(
         args.environ,
@@ -146,9 +146,9 @@ def _archive(args: argparse.Namespace) -> int:
 
 
 def _media(args: argparse.Namespace) -> int:
-    from cli import workers
-    from cli.launcher import launch
     from consumers.media.settings import COMMITS, MediaSettings
+    from uplink.cli import workers
+    from uplink.cli.launcher import launch
 
     media = MediaSettings.from_env(
         args.environ,
@@ -259,10 +259,10 @@ def _router(args: argparse.Namespace) -> int:
         raise ConfigError("router", f"unknown action {args.action!r} (check)")
     if not args.rules:
         raise ConfigError("--rules", "the router needs a rules file")
-    from cli import workers
-    from cli.launcher import launch
     from consumers.router.rules import load_rules
     from consumers.router.settings import COMMITS, RouterSettings
+    from uplink.cli import workers
+    from uplink.cli.launcher import launch
 
     rules = load_rules(Path(args.rules), args.environ)  # an invalid file stops start-up here
     settings = WorkerSettings.from_env(

@@ -39,12 +39,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cli.dev import DevError, DevSettings, Pipeline
 from consumers.router.rules import PostTo, ToTopic, compile_rules, example_rules
 from schemas import MediaCodec, PushCodec
 from tests.conftest import EXAMPLES, Reader, Server
 from tests.consumers.crashes import committed_past
 from uplink.broker import free_port
+from uplink.cli.dev import DevError, DevSettings, Pipeline
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -252,7 +252,7 @@ def archived(root: Path) -> Counter[str]:
 
 def test_dev_help_lists_its_options() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "dev", "--help"], capture_output=True, check=True
+        [sys.executable, "-m", "uplink.cli.main", "dev", "--help"], capture_output=True, check=True
     )
     text = done.stdout.decode()
     for option in ("--host", "--port", "--kafka-port", "--var-dir", "--rules", "--metrics-port"):
@@ -265,7 +265,7 @@ def test_dev_refuses_a_bad_setting_of_any_part_before_starting_anything(tmp_path
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     var = tmp_path / "var"
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "dev", "--var-dir", str(var), "--port", "0"],
+        [sys.executable, "-m", "uplink.cli.main", "dev", "--var-dir", str(var), "--port", "0"],
         env=env,
         capture_output=True,
         timeout=60,
@@ -321,7 +321,7 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
     bootstrap = f"127.0.0.1:{kafka_port}"
     var = tmp_path / "var"
     argv = [
-        sys.executable, "-m", "cli.main", "dev", "--port", str(port), "--var-dir", str(var),
+        sys.executable, "-m", "uplink.cli.main", "dev", "--port", str(port), "--var-dir", str(var),
         "--metrics-port", "0", "--rules", str(tmp_path / "rules.toml"),
         "--kafka-port", str(kafka_port),
     ]  # fmt: skip
@@ -394,7 +394,7 @@ async def test_dev_comes_up_in_an_empty_directory_with_the_rules_it_ships(
     here.mkdir()
     (tmp_path / "elsewhere").mkdir()  # where the banner's curl is run
     installed = Path(sys.executable).parent / "uplink"
-    command = [str(installed)] if installed.exists() else [sys.executable, "-m", "cli.main"]
+    command = [str(installed)] if installed.exists() else [sys.executable, "-m", "uplink.cli.main"]
     env = dict(os.environ)
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "UPLINK_TOKEN"):
         env.pop(name, None)

@@ -19,14 +19,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from uplink.broker import free_port, kafka_broker
-from uplink.broker.container import (
+from tests.servers.kafka import (
     DEFAULT_IMAGE,
     LABEL,
     ContainerBroker,
     ContainerSettings,
+    docker_engine_answers,
+    kafka_choice,
+    session_broker,
 )
-from uplink.broker.resolve import docker_engine_answers, kafka_choice
+from uplink.broker import free_port, kafka_broker
 from uplink.exceptions import BrokerError, ConfigError
 
 pytestmark = pytest.mark.anyio
@@ -135,7 +137,7 @@ def test_insisting_on_a_container_without_an_engine_fails(tmp_path: Path) -> Non
         "DOCKER_HOST": f"unix://{tmp_path / 'no-engine.sock'}",
     }
     with pytest.raises(BrokerError, match="no container engine answers"):
-        with kafka_broker(environ, data_dir=tmp_path / "kafka", disposable=True):
+        with session_broker(environ, data_dir=tmp_path / "kafka"):
             pass
     assert not (tmp_path / "kafka").exists()  # nor did it fall back to the local broker
 
@@ -150,7 +152,7 @@ def test_a_socket_file_nothing_listens_on_is_no_engine(tmp_path: Path) -> None:
 
 def test_the_configured_broker_wins_over_both() -> None:
     environ = {"KAFKA_BOOTSTRAP_SERVERS": "kafka.example:9092", "UPLINK_TEST_KAFKA": "container"}
-    with kafka_broker(environ, data_dir=Path("unused"), disposable=True) as bootstrap:
+    with session_broker(environ, data_dir=Path("unused")) as bootstrap:
         assert bootstrap == "kafka.example:9092"
 
 

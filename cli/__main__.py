@@ -1,7 +1,0 @@
-"""``python -m cli``: the ``uplink`` command."""
-
-import sys
-
-from cli.main import main
-
-sys.exit(main())
