@@ -52,9 +52,14 @@ class Topics:
     partitions: int = 3  # every other uplink topic
     replication_factor: int = 1
     dlq_pattern: str = "uplink.{worker}.dlq.v1"
+    # Dead letters copied back by `uplink dlq redrive`, read by each worker in a group of its own.
+    redrive_pattern: str = "uplink.{worker}.redrive.v1"
 
     def dlq(self, worker: str) -> str:
         return self.dlq_pattern.format(worker=worker)
+
+    def redrive(self, worker: str) -> str:
+        return self.redrive_pattern.format(worker=worker)
 
 
 @dataclass(frozen=True)
@@ -303,6 +308,7 @@ def topics_from_env(environ: Mapping[str, str]) -> Topics:
         "statuses": env.get("UPLINK_TOPIC_STATUSES", str),
         "meta_events": env.get("UPLINK_TOPIC_META_EVENTS", str),
         "dlq_pattern": env.get("UPLINK_TOPIC_DLQ", str),
+        "redrive_pattern": env.get("UPLINK_TOPIC_REDRIVE", str),
         "messages_partitions": env.get("UPLINK_MESSAGES_PARTITIONS", int),
         "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),
         "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),

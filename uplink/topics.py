@@ -49,6 +49,16 @@ def dlq_spec(topics: Topics, worker: str, max_message_bytes: int) -> TopicSpec:
     )
 
 
+def redrive_spec(topics: Topics, worker: str, max_message_bytes: int) -> TopicSpec:
+    """A worker's re-drive topic: the messages topic's partitions, so a conversation's dead
+    letters land in one partition, as its pushes did."""
+    return TopicSpec(
+        topics.redrive(worker),
+        topics.messages_partitions,
+        topic_configs(topics, max_message_bytes),
+    )
+
+
 async def ensure_topics(
     kafka: KafkaSettings, topics: Topics, extra: list[TopicSpec] | None = None
 ) -> list[str]:

@@ -39,7 +39,7 @@ from uplink.registry.client import (
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, dlq_spec
+from uplink.topics import TopicSpec, dlq_spec, redrive_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +91,14 @@ class _Process:
             dedupe=dedupe,
         )
 
+    def redrive(self, handler: Handler, codec: PushCodec) -> Worker:
+        """The worker's reader of its re-drive topic (``uplink dlq redrive``): its own group,
+        ``<group>-redrive``, and no dedupe, as the command copies each dead letter once and a
+        record re-driven again after a second fix must not count as a duplicate."""
+        settings = dataclasses.replace(self.settings, group_id=redrive_group(self.settings.group))
+        topic = self.settings.topics.redrive(self.settings.name)
+        return self.worker(handler, codec, settings=settings, subscribe=[topic], dedupe=False)
+
     def assembly(
         self, workers: list[Worker], resources: list[Resource], writes: list[TopicSpec]
     ) -> Assembly:
@@ -108,9 +116,16 @@ class _Process:
         )
 
 
+def redrive_group(group: str) -> str:
+    """The group that reads a worker's re-drive topic: ``uplink-<worker>-redrive``."""
+    return f"{group}-redrive"
+
+
 def writes(settings: WorkerSettings) -> list[TopicSpec]:
-    """What a worker process writes besides uplink's own topics: its DLQ."""
-    return [dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)]
+    """What a worker process writes besides uplink's own topics: its DLQ (and reads: its
+    re-drive topic)."""
+    topics, name, size = settings.topics, settings.name, settings.kafka.max_request_size
+    return [dlq_spec(topics, name, size), redrive_spec(topics, name, size)]
 
 
 def router_writes(
@@ -131,8 +146,14 @@ def archive_store(archive: ArchiveSettings) -> ArchiveStore:
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
     codec = process.codec()
-    files = ArchiveFiles(archive, archive_store(archive), codec)
-    return process.assembly([process.worker(files, codec)], [files], writes(settings))
+    store = archive_store(archive)
+    files = ArchiveFiles(archive, store, codec)
+    redriven = ArchiveFiles(archive, store, codec)
+    return process.assembly(
+        [process.worker(files, codec), process.redrive(redriven, codec)],
+        [files, redriven],
+        writes(settings),
+    )
 
 
 def media(
@@ -161,19 +182,27 @@ def media(
                 wait=START_TIMEOUT,  # then exit 75: its supervisor restarts it
             )
         ]
-    handler = MediaHandler(
-        media,
-        fetcher,
-        store,
-        process.producer,
-        settings.topics.media,
-        process.dead_letters,
-        codec=events,
-        graph=graph,
+    handler, redriven = (
+        MediaHandler(
+            media,
+            fetcher,
+            store,
+            process.producer,
+            settings.topics.media,
+            process.dead_letters,
+            codec=events,
+            graph=graph,
+        )
+        for _ in range(2)
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else []), handler]
-    return process.assembly([process.worker(handler, process.codec())], resources, writes(settings))
+    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else [])]
+    codec = process.codec()
+    return process.assembly(
+        [process.worker(handler, codec), process.redrive(redriven, codec)],
+        [*resources, handler, redriven],
+        writes(settings),
+    )
 
 
 def router(
@@ -184,7 +213,8 @@ def router(
 ) -> Assembly:
     """The router and, in the same process, its re-deliveries: a second worker on the delay
     topics (its own group, no dedupe), sharing the router's HTTP clients, producer, DLQ and
-    metrics (its figures are apart: their partitions are the delay topics')."""
+    metrics (its figures are apart: their partitions are the delay topics'); and a third, a
+    router on its re-drive topic."""
     process = _Process.of(settings)
     codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
@@ -193,6 +223,17 @@ def router(
         rules, settings, router, deliverer, process.dead_letters, metrics, codec, process.clients
     )
     redeliveries = Redeliveries(router, deliverer, process.producer, process.dead_letters, metrics)
+    redriven = Router(
+        rules,
+        dataclasses.replace(settings, group_id=redrive_group(settings.group)),
+        router,
+        deliverer,
+        process.dead_letters,
+        metrics,
+        codec,
+        process.clients,
+        redrive=True,
+    )
     retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
     return process.assembly(
         [
@@ -204,7 +245,8 @@ def router(
                 subscribe=router.delay_topics,
                 dedupe=False,
             ),
+            process.redrive(redriven, codec),
         ],
-        [deliverer, handler, redeliveries],
+        [deliverer, handler, redeliveries, redriven],
         router_writes(settings, router, rules),
     )
