@@ -87,15 +87,19 @@ class Scan:
         return text
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    """The topic's partitions; a topic the cluster does not have is an error naming it."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer.topics()  # a metadata request: the topic may be new to this client
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
+async def partitions_of(clients: KafkaClients, topic: str) -> list[int]:
+    """The topic's partitions, asked of the cluster; a topic it does not have is an error
+    naming it."""
+    admin = clients.admin()
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in described.get("partitions") or ())
+    if described.get("error_code") or not partitions:
         raise KafkaUnavailable(f"topic {topic} does not exist (or is not visible to this client)")
-    return sorted(partitions)
+    return partitions
 
 
 class TopicReader:
@@ -103,6 +107,8 @@ class TopicReader:
 
     def __init__(self, clients: KafkaClients, scan: Scan | None = None) -> None:
         self.scan = scan if scan is not None else Scan()
+        self._clients = clients
+        self._partitions: dict[str, list[int]] = {}
         self._consumer = clients.consumer(
             group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -119,7 +125,10 @@ class TopicReader:
         return self._consumer
 
     async def partitions(self, topic: str) -> list[int]:
-        return await partitions_of(self._consumer, topic)
+        known = self._partitions.get(topic)
+        if known is None:
+            known = self._partitions[topic] = await partitions_of(self._clients, topic)
+        return known
 
     async def read(
         self,

@@ -10,9 +10,11 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.consumers.conftest import SettingsFactory
+from tests.consumers.conftest import SettingsFactory, make_worker_settings
 from uplink.cli.main import main
 from uplink.settings import IngressSettings, WorkerSettings
+
+__all__ = ["make_worker_settings"]  # the workers' fixture, for these tests too
 
 
 class Ran(NamedTuple):

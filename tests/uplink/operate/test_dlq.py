@@ -96,7 +96,7 @@ async def test_router_dead_letters_are_listed_shown_and_redriven_once(
     shown = await uplink(settings, "dlq", "show", ref, "--json")
     detail = lines(shown.out)[0]
     assert detail["push"]["messageId"] == letters[0]["messageId"]  # type: ignore[index]
-    assert detail["key"] == "639518159038:91856321412"
+    assert detail["key"] == "6395110022481:91856321412"  # the text example's conversation
     assert ["uplink-dlq-worker", "router"] in detail["headers"]
 
     dry = await uplink(settings, "dlq", "redrive", "--worker", "router", "--dry-run")
