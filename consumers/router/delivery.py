@@ -90,6 +90,8 @@ class Deliverer(Resource):
         # posted recently: a delivery parked while its first attempt was still in flight is
         # settled by that attempt's answer, not sent again.
         self._answers: OrderedDict[tuple[str, str], Attempt] = OrderedDict()
+        # Posts under way (waiting for a slot, or for the answer), set when they end.
+        self._posting: dict[tuple[str, str], asyncio.Event] = {}
         self._remember = remember
 
     async def start(self) -> None:
@@ -116,6 +118,12 @@ class Deliverer(Resource):
         answer = self._answers.get((endpoint, message_id))
         return answer is not None and answer.outcome is Outcome.DELIVERED
 
+    async def posted(self, endpoint: str, message_id: str) -> None:
+        """Returns once no post of this delivery is under way (one parked while in flight)."""
+        posting = self._posting.get((endpoint, message_id))
+        if posting is not None:
+            await posting.wait()
+
     def answer(self, endpoint: str, message_id: str) -> Attempt | None:
         """The last final answer (delivered or refused) to a recent post, if any."""
         return self._answers.get((endpoint, message_id))
@@ -131,6 +139,18 @@ class Deliverer(Resource):
             self._answers.popitem(last=False)
 
     async def post(self, endpoint: str, body: bytes, message_id: str, rule: str) -> Attempt:
+        key = (endpoint, message_id)
+        posting = self._posting.get(key)
+        if posting is not None:
+            return await self._post(endpoint, body, message_id, rule)
+        posting = self._posting[key] = asyncio.Event()
+        try:
+            return await self._post(endpoint, body, message_id, rule)
+        finally:
+            del self._posting[key]
+            posting.set()
+
+    async def _post(self, endpoint: str, body: bytes, message_id: str, rule: str) -> Attempt:
         spec = self._endpoints[endpoint]
         client = self._clients.get(endpoint)
         if client is None:
