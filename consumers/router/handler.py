@@ -441,7 +441,10 @@ class Router(Handler):
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         """Fence the partitions' previous owners now, and start their producers together."""
         self._owned.update(partitions)
-        self._outputs.prepare(partitions)
+        if not self._redrive:
+            # The re-drive topic is mostly empty: its producers start when first needed (the
+            # first commit of a partition fences its previous owner then).
+            self._outputs.prepare(partitions)
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
         """After their flush, before the next owner starts: the partitions' deferred
