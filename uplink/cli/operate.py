@@ -86,8 +86,9 @@ async def _codec(environ: dict[str, str]) -> AsyncIterator[PushCodec]:
         yield PushCodec(lookup=SubjectSchemas(client, subject(topics.messages)))
 
 
-def _since(text: str | None, option: str = "--since") -> int | None:
-    return None if text is None else parse_time(text, option)
+def _since(text: str, option: str = "--since") -> int | None:
+    """``all``: from the topics' beginning (only when asked); else a time."""
+    return None if text == "all" else parse_time(text, option)
 
 
 def _groups(pairs: list[str] | None) -> dict[str, str] | None:
@@ -322,7 +323,7 @@ def add_verbs(verbs: Any) -> None:
     dlq.add_argument("ref", nargs="?", help="show: the dead letter")
     dlq.add_argument("--worker", help=f"one of {', '.join(WORKERS)} (list: default all)")
     dlq.add_argument("--reason", help="only dead letters whose reason contains TEXT")
-    dlq.add_argument("--since", help=since_help + " (default: the whole DLQ)")
+    dlq.add_argument("--since", default="24h", help=since_help + "; `all`: the whole DLQ (24h)")
     dlq.add_argument("--limit", type=int, default=None, help="at most N dead letters")
     dlq.add_argument("--dry-run", action="store_true", help="redrive: count and show, copy none")
     dlq.add_argument("--rate", type=float, default=None, help="redrive: at most N a second")
@@ -336,7 +337,7 @@ def add_verbs(verbs: Any) -> None:
     quarantine.add_argument("action", choices=["list", "show", "repost"])
     quarantine.add_argument("refs", nargs="*", help="quarantine:<partition>:<offset>")
     quarantine.add_argument("--reason", help="only bodies whose reason contains TEXT")
-    quarantine.add_argument("--since", help=since_help)
+    quarantine.add_argument("--since", default="24h", help=since_help + "; or `all` (24h)")
     quarantine.add_argument("--limit", type=int, default=None)
     quarantine.add_argument("--to", default=DEFAULT_INGRESS, help="repost: the ingress's URL")
     quarantine.add_argument("--token", help="repost: the ingress's token (default UPLINK_TOKEN)")

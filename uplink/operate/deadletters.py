@@ -12,6 +12,7 @@ not copied again: running the same re-drive twice processes each record once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -142,17 +143,17 @@ class DeadLetterQueues:
                 if not await self._existing(reader, topic):
                     continue
                 done = await self.redriven(reader, worker, match.since_ms)
-                async for record in reader.read(topic, match.since_ms):
-                    ref = Ref(worker, record.partition, record.offset)
-                    letter = DeadLetter(
-                        ref, record, message_id_of(self._codec, record.value), ref in done
-                    )
-                    if not match.matches(letter):
-                        continue
-                    yield letter
-                    shown += 1
-                    if limit is not None and shown >= limit:
-                        return
+                async with contextlib.aclosing(reader.read(topic, match.since_ms)) as records:
+                    async for record in records:
+                        ref = Ref(worker, record.partition, record.offset)
+                        message_id = message_id_of(self._codec, record.value)
+                        letter = DeadLetter(ref, record, message_id, ref in done)
+                        if not match.matches(letter):
+                            continue
+                        yield letter
+                        shown += 1
+                        if limit is not None and shown >= limit:
+                            return
 
     async def show(self, ref: Ref) -> DeadLetter | None:
         async with TopicReader(self._clients, self.scan) as reader:

@@ -5,6 +5,7 @@ show one, and POST them again to an ingress once the cause is fixed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,14 +101,15 @@ class Quarantine:
     ) -> AsyncIterator[Quarantined]:
         async with TopicReader(self._clients, self.scan) as reader:
             shown = 0
-            async for record in reader.read(self._topic, since_ms):
-                body = Quarantined(QuarantineRef(record.partition, record.offset), record)
-                if reason is not None and reason.lower() not in body.reason.lower():
-                    continue
-                yield body
-                shown += 1
-                if limit is not None and shown >= limit:
-                    return
+            async with contextlib.aclosing(reader.read(self._topic, since_ms)) as records:
+                async for record in records:
+                    body = Quarantined(QuarantineRef(record.partition, record.offset), record)
+                    if reason is not None and reason.lower() not in body.reason.lower():
+                        continue
+                    yield body
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
 
     async def show(self, ref: QuarantineRef) -> Quarantined | None:
         async with TopicReader(self._clients, self.scan) as reader:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -136,7 +136,7 @@ class TopicReader:
         since_ms: int | None,
         until_ms: int | None = None,
         partitions: Iterable[int] | None = None,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncGenerator[Record, None]:
         """The records of ``topic`` from ``since_ms`` (None: from the beginning) to the end of
         each partition as of now, stopping a partition at its first record after ``until_ms``;
         partition by partition interleaved as fetched (in order within each)."""

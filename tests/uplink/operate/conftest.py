@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -29,16 +28,8 @@ OperateSettings = Callable[..., WorkerSettings]
 
 @pytest.fixture
 def operate_settings(make_worker_settings: SettingsFactory) -> OperateSettings:
-    """A worker's settings whose re-drive topic is the test's own too."""
-
-    def make(name: str, **overrides: object) -> WorkerSettings:
-        settings = make_worker_settings(name, **overrides)
-        topics = dataclasses.replace(
-            settings.topics, redrive_pattern=f"{settings.topics.messages}.{{worker}}.redrive"
-        )
-        return dataclasses.replace(settings, topics=topics)
-
-    return make
+    """A worker's settings on the test's own topics (its DLQ and re-drive topic too)."""
+    return make_worker_settings
 
 
 def environ(settings: WorkerSettings | IngressSettings) -> dict[str, str]:
