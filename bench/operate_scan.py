@@ -82,7 +82,9 @@ async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCode
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str, str]:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode not in (0, 1):  # 1: found nothing, which the caller checks
+        raise SystemExit(f"bench: {' '.join(argv)} exited {done.returncode}: {done.stderr}")
     return time.perf_counter() - started, done.stdout, done.stderr
 
 

@@ -10,11 +10,15 @@ output topics, where the router sent it (outputs carry ``uplink-source``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
+from aiokafka.structs import OffsetAndMetadata
 
 from schemas import MediaCodec, PushCodec, SchemaError
 from uplink.kafka import KafkaClients, java_partitioner
@@ -103,7 +107,7 @@ class Tracer:
         try:
             positions: dict[str, int | None] = {}
             for worker, group in self._groups.items():
-                offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+                offsets = await _group_offsets(admin, group, tp)
                 found = offsets.get(tp)
                 positions[worker] = (
                     found.offset if found is not None and found.offset >= 0 else None
@@ -222,6 +226,24 @@ class Tracer:
                         }
                     )
         return outputs
+
+
+async def _group_offsets(
+    admin: AIOKafkaAdminClient, group: str, tp: TopicPartition, attempts: int = 20
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets; a cluster where no group ever committed has no offsets
+    topic yet, and its coordinator answers "not available" while it creates one."""
+    for attempt in range(attempts):
+        try:
+            offsets: dict[
+                TopicPartition, OffsetAndMetadata
+            ] = await admin.list_consumer_group_offsets(group, partitions=[tp])
+            return offsets
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    return {}
 
 
 def _state(
