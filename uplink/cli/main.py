@@ -479,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit codes (README, "Exit codes"): 0 done or stopped by a signal, 1 failed, 2 a configuration
-# or usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
+# Exit codes (docs/commands.md): 0 done or stopped by a signal, 1 failed, 2 a configuration or
+# usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
 # transaction that did not commit, a handler's background work that failed).
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
