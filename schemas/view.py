@@ -1,11 +1,11 @@
 """A view of chosen fields of an Avro datum, read without decoding the rest.
 
 The router's rules read a dozen fields of a push (type, sender, text, a few flags); fastavro
-decodes all of its ~150 fields into dicts for them, ~14 µs a record and the router's largest
-cost. A push is mostly nulls, so walking the datum and stepping over what is not wanted is
-several times cheaper — if the walk is straight-line code: a reader built of one closure per
-field still spent ~5 µs on calls. So the reader is generated once per shape as Python source
-(the way fastavro and attrs compile theirs), and a run of null fields is one byte comparison.
+decodes all of its fields into dicts for them, the router's largest cost. A push is mostly nulls,
+so walking the datum and stepping over what is not wanted is several times cheaper — if the walk
+is straight-line code, since calls would cost more than the walk: so the reader is generated once
+per shape as Python source (the way fastavro and attrs compile theirs), and a run of null fields
+is one byte comparison. Figures: bench/RESULTS.md, "Codec paths".
 
 A *shape* says what to read: a record's shape is a dict of field name → ``True`` (the field's
 whole value, decoded) or a nested shape (a record field read as a view; ``{}`` reads only whether
