@@ -116,7 +116,9 @@ class _Source:
         return name
 
 
-class _Compiler:
+class _ViewCode:
+    """Writes a view's reading code, walking the schema's type tree (schemas/compiler.py)."""
+
     def __init__(self) -> None:
         self.out = _Source()
 
@@ -280,15 +282,15 @@ def compile_view(schema: dict[str, Any], shape: Shape) -> Callable[[bytes, int],
     (unparsed) JSON record schema; raises CorruptRecord for a datum it cannot walk."""
     if not shape:
         raise ValueError("an empty shape: nothing to read")
-    compiler = _Compiler()
-    compiler.read(resolve(schema), shape, "result", whole=False)
-    source = "\n".join(["def read(data, pos):", *compiler.out.lines, "    return result, pos"])
+    code = _ViewCode()
+    code.read(resolve(schema), shape, "result", whole=False)
+    source = "\n".join(["def read(data, pos):", *code.out.lines, "    return result, pos"])
     namespace: dict[str, Any] = {
         "_long_at": _long_at,
         "_size": _size,
         "_count": _count,
         "_no_branch": _no_branch,
-        **compiler.out.constants,
+        **code.out.constants,
     }
     exec(compile(source, f"<view of {schema.get('name', 'record')}>", "exec"), namespace)
     read: Callable[[bytes, int], tuple[dict[str, Any], int]] = namespace["read"]
