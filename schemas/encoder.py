@@ -2,7 +2,7 @@
 
 The ingress encodes every push on its hot path. fastavro resolves each ``["null", record]`` union by
 validating the whole subtree against every branch, which made encoding the dominant cost of a
-request (bench/RESULTS.md, "Codec costs"). The records handed to this encoder come from the
+request (bench/RESULTS.md, "Codec paths"). The records handed to this encoder come from the
 converter, which already gave every field its schema type, so a union is resolved by ``is None``
 alone, and one C call walks the whole program. The output is byte-identical to fastavro's
 (tests/schemas/test_properties.py checks that).

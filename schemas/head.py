@@ -2,7 +2,7 @@
 
 Every worker needs a record's ``messageId`` (dedupe) and most need its event time; decoding the
 whole datum for those costs many times what reading its first fields does (bench/RESULTS.md,
-"Codec costs"). push.avsc keeps them first on purpose (and the evolution policy keeps them there,
+"Codec paths"). push.avsc keeps them first on purpose (and the evolution policy keeps them there,
 schemas/EVOLUTION.md), and ``schemas/_records.c`` reads them for a whole fetched batch in one
 call, after any header of a known writer schema that has this layout (schemas/writers.py's
 ``HEAD_LAYOUT``), single-object or Confluent. ``HeadReader.fits`` checks that layout; a record
