@@ -138,6 +138,20 @@ def run_tree(tree: Path, seconds: float) -> dict[str, float]:
     return figures
 
 
+def _described(tree: Path) -> str:
+    """A tree as its commit, when it is a git checkout; its path either way."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return str(tree)
+    return f"{tree}, commit {commit}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", type=Path, help="another checkout of uplink, built")
@@ -187,10 +201,10 @@ def main() -> None:
             " on the codec's paths"
         )
     where = (
-        f" {args.rounds} alternating rounds of a process per tree, {args.seconds} s of CPU per"
-        f" path per round; medians. The other tree: {args.against}"
+        f". {args.rounds} alternating rounds of a process per tree, {args.seconds} s of CPU per"
+        f" path per round; medians. The other tree: {_described(args.against)}"
         if args.against is not None
-        else f" {args.rounds} rounds, {args.seconds} s of CPU per path per round; medians"
+        else f". {args.rounds} rounds, {args.seconds} s of CPU per path per round; medians"
     )
     write_run(
         "Codec paths",
