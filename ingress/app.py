@@ -84,7 +84,7 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
     if settings.registry is not None:
         registry = SchemaRegistry(settings.registry)
         topics = settings.topics
-        framings: list[tuple[str, Framing]] = [(topics.messages, codec)]
+        framings: list[tuple[str, PushCodec | Framing]] = [(topics.messages, codec)]
         if webhook_on:
             framings += [(topics.statuses, statuses), (topics.meta_events, events)]
         registrations = [
