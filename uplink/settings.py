@@ -128,7 +128,7 @@ class Topics:
         "UPLINK_REPLICATION_FACTOR",
         INTEGER,
         _TOPIC_READERS,
-        "replication of created topics; with 3 or more, min.insync.replicas=2 is set",
+        "replication of created topics; with 3 or more, `min.insync.replicas=2` is set",
         default=1,
         check=positive,
     )
@@ -172,7 +172,7 @@ class KafkaSettings:
         "KAFKA_BOOTSTRAP_SERVERS",
         TEXT,
         ALL,
-        "comma-separated host:port list; `uplink dev` starts a local broker when it is unset",
+        "comma-separated `host:port` list; `uplink dev` starts a local broker when it is unset",
         default="127.0.0.1:9092",
         check=_servers,
     )
@@ -263,17 +263,17 @@ class MetaSettings:
         "UPLINK_META_VERIFY_TOKEN",
         SECRET,
         INGRESS,
-        "the token of Meta's subscription handshake (hub.verify_token)",
+        "the token of Meta's subscription handshake (`hub.verify_token`)",
         default=None,
     )
     app_secrets: tuple[Secret, ...] = variable(
         "UPLINK_META_APP_SECRET",
         SECRETS,
         INGRESS,
-        "the app secrets X-Hub-Signature-256 is checked with, comma-separated while rotating; "
-        "set: /v1/meta is served (set the verify token too)",
+        "the app secrets `X-Hub-Signature-256` is checked with, comma-separated while rotating; "
+        "set: `/v1/meta` is served (set the verify token too)",
         default=(),
-        shown="unset (no /v1/meta)",
+        shown="unset (no `/v1/meta`)",
     )
     access_token: Secret | None = variable(
         "UPLINK_META_ACCESS_TOKEN",
@@ -287,7 +287,7 @@ class MetaSettings:
         "UPLINK_META_GRAPH_URL",
         URL,
         ("media",),
-        "where media ids are resolved: GET {url}/{version}/{media-id}",
+        "where media ids are resolved: `GET {url}/{version}/{media-id}`",
         default=GRAPH_URL,
         check=http_url,
     )
@@ -422,7 +422,7 @@ class IngressSettings:
         "UPLINK_TOKEN",
         SECRET,
         INGRESS,
-        "the shared token the provider must send on /v1/uplink",
+        "the shared token the provider must send on `/v1/uplink`",
         default=None,
         shown="unset (no auth)",
     )
@@ -455,7 +455,7 @@ class IngressSettings:
         "UPLINK_RETRY_AFTER",
         INTEGER,
         INGRESS,
-        "seconds, sent in Retry-After with every 503",
+        "seconds, sent in `Retry-After` with every 503",
         default=5,
         check=positive,
     )
@@ -542,7 +542,7 @@ class WorkerSettings:
         WORKERS,
         "the consumer group",
         default=None,
-        shown="uplink-<worker>",
+        shown="`uplink-<worker>`",
     )
     commit_every: int | None = variable(
         "UPLINK_COMMIT_EVERY",
@@ -557,10 +557,10 @@ class WorkerSettings:
         "UPLINK_COMMIT_INTERVAL",
         SECONDS,
         WORKERS,
-        "commit this long after the last commit (or the count, whichever comes first)",
+        "commit this long after the last commit (or the count, whichever comes first); "
+        "the archive's `--flush-interval` wins",
         default=5.0,
         check=positive,
-        flag="--flush-interval (archive)",
         shown="the worker's commit policy: media 5, router 0.5, archive 60",
     )
     dedupe_window_ms: int = variable(

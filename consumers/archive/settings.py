@@ -25,7 +25,7 @@ class ArchiveSettings:
         "UPLINK_ARCHIVE_DIR",
         LOCATION,
         ("archive", "replay"),
-        "where files go: a directory (or file://), or s3://bucket/prefix; "
+        "where files go: a directory (or `file://`), or `s3://bucket/prefix`; "
         "`archive cat` and `replay` read files under it",
         shown="required",
         flag="--archive-dir",

@@ -98,7 +98,7 @@ class MediaRetries:
         "UPLINK_MEDIA_RETRY_AFTER_MAX",
         SECONDS,
         MEDIA,
-        "a server's longer Retry-After waits this long",
+        "a server's longer `Retry-After` waits this long",
         default=300.0,
     )
     hash_attempts: int = variable(
@@ -122,7 +122,7 @@ class MediaSettings:
         "UPLINK_MEDIA_DIR",
         LOCATION,
         MEDIA,
-        "where objects are kept: a directory, or s3://bucket/prefix",
+        "where objects are kept: a directory, or `s3://bucket/prefix`",
         shown="required",
         flag="--media-dir",
     )
@@ -138,7 +138,7 @@ class MediaSettings:
         "UPLINK_MEDIA_BASE_URL",
         URL,
         MEDIA,
-        "a relative filePath is resolved against it",
+        "a relative `filePath` is resolved against it",
         default=None,
         check=http_url,
     )

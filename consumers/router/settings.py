@@ -43,7 +43,7 @@ class RouterSettings:
         "UPLINK_TOPIC_ROUTER_DELAY",
         TEXT,
         ROUTER,
-        "the delay topics' pattern ({step} = 1, 2, ...), read by the retry loop",
+        "the delay topics' pattern (`{step}` = 1, 2, ...), read by the retry loop",
         default="uplink.router.delay.{step}.v1",
         check=_step_pattern,
     )
@@ -52,7 +52,7 @@ class RouterSettings:
         "UPLINK_ROUTER_TRANSACTIONAL_ID",
         TEXT,
         ROUTER,
-        "prefix of the per-partition transactional ids (<prefix>.<topic>.<partition>)",
+        "prefix of the per-partition transactional ids (`<prefix>.<topic>.<partition>`)",
         default=None,
         shown="the group id",
     )
