@@ -32,6 +32,7 @@ from uplink.variables import (
     Secret,
     at_least_zero,
     boolean,
+    declaration,
     http_url,
     positive,
     read,
@@ -405,8 +406,6 @@ class RegistrySettings:
 
 def registry_from_env(environ: Mapping[str, str]) -> RegistrySettings | None:
     """The registry settings, or None without a registry URL (single-object framing)."""
-    from uplink.variables import declaration
-
     if declaration(RegistrySettings, "url").read(environ) is None:
         return None
     return read(RegistrySettings, environ)

@@ -214,7 +214,7 @@ def declaration(cls: type, name: str) -> Variable:
 
 
 def read(
-    cls: Callable[..., T],
+    cls: type[T],
     environ: Mapping[str, str],
     *,
     defaults: Mapping[str, Any] | None = None,
@@ -226,7 +226,7 @@ def read(
     the caller built, such as nested settings; None: none) and then ``explicit`` (command-line
     flags and keyword arguments; None: not given) win over the environment."""
     values: dict[str, Any] = dict(defaults or {})
-    for each, declared_by in declared(cls):  # type: ignore[arg-type]
+    for each, declared_by in declared(cls):
         value = declared_by.read(environ)
         if value is not None:
             values[each.name] = value
