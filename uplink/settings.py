@@ -1,8 +1,8 @@
 """Frozen settings, built once at the edge from the environment and CLI flags.
 
 Each field an environment variable fills declares it (``uplink.variables``): name, kind, default,
-readers, meaning and valid values, once. Everything that reads ``os.environ`` reads it through
-those declarations, here; the rest of the code receives a settings object. Explicit values (CLI
+readers, meaning and valid values, once. The environment is read through those declarations,
+by the settings classes; the rest of the code receives a settings object. Explicit values (CLI
 flags, keyword arguments) win over the environment, which wins over defaults.
 """
 
@@ -31,7 +31,6 @@ from uplink.variables import (
     WORKERS,
     Secret,
     at_least_zero,
-    boolean,
     declaration,
     http_url,
     positive,
@@ -53,10 +52,8 @@ __all__ = [
     "Secret",
     "Topics",
     "WorkerSettings",
-    "boolean",
     "kafka_from_env",
     "meta_from_env",
-    "positive",
     "registry_from_env",
     "topics_from_env",
 ]
