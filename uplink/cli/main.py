@@ -168,8 +168,11 @@ def _archive_sources(args: argparse.Namespace) -> tuple[list[str], Any]:
     """What ``archive cat`` / ``replay`` read: the paths or s3:// prefixes named, else the
     archive's own (--archive-dir / UPLINK_ARCHIVE_DIR), and the dt/hour range."""
     from consumers.archive.replay import Hours, hour
+    from consumers.archive.settings import ArchiveSettings
+    from uplink.variables import declaration
 
-    targets = list(args.paths) or [args.archive_dir or args.environ.get("UPLINK_ARCHIVE_DIR", "")]
+    configured = declaration(ArchiveSettings, "root").read(args.environ)
+    targets = list(args.paths) or [args.archive_dir or configured or ""]
     if not any(targets):
         raise ConfigError("--archive-dir", "name archive files, a directory or s3://bucket/prefix")
     hours = Hours(
@@ -400,14 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir",
         help="local directory for files on their way to a bucket (or UPLINK_ARCHIVE_WORK_DIR)",
     )
-    archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
+    archive.add_argument("--max-records", type=int, help="records per file")
     archive.add_argument(
         "--flush-interval",
         type=float,
         default=None,
         help="seconds between commits of a quiet stream (default 60, or UPLINK_COMMIT_INTERVAL)",
     )
-    archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument(
+        "--codec", choices=["deflate", "zstandard", "null"], help="the files' compression"
+    )
     archive.add_argument(
         "--verify",
         action="store_true",
