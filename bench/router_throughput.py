@@ -42,15 +42,16 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from consumers.router.handler import Router, router_topics  # noqa: E402
+from consumers.router.handler import Router  # noqa: E402
 from consumers.router.rules import Rules, compile_rules  # noqa: E402
 from consumers.router.settings import RouterSettings  # noqa: E402
 from schemas import PushCodec  # noqa: E402
+from uplink import topology  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.cli import launcher, workers  # noqa: E402
 from uplink.process import tune_gc  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
-from uplink.topics import TopicSpec, ensure_topics  # noqa: E402
+from uplink.topics import ensure_topics  # noqa: E402
 
 BARE_OUT = "bench.router.bare"
 
@@ -271,9 +272,10 @@ async def main(count: int, sizes: list[int]) -> None:
         topics = Topics(messages="bench.router.in", quarantine="bench.q", media="bench.m")
         router_settings = RouterSettings(delay_pattern="bench.router.delay.{step}")
         probe = WorkerSettings(name="router", kafka=kafka, topics=topics)
-        outputs = router_topics(rules, probe, router_settings)
-        bare_spec = TopicSpec(BARE_OUT, topics.partitions, outputs[0].configs)
-        await ensure_topics(kafka, topics, extra=[*outputs, bare_spec])
+        delays = router_settings.delay_topics
+        flow = topology.router(probe, rules.topics, delays) | topology.redeliveries(probe, delays)
+        bare = topology.side(topics, [BARE_OUT], kafka.max_request_size)
+        await ensure_topics(kafka, topics, [*flow.creates, *bare])
         await fill(kafka, topics, count, codec)
         # The broker's first transactions create __transaction_state (50 partitions): warm it
         # up first, or the first measured run pays for it.

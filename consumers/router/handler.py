@@ -50,20 +50,10 @@ from consumers.runtime.handler import Handler, Inbound, Positions
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "uplink-source"
-
-
-def router_topics(
-    rules: Rules, worker: WorkerSettings, settings: RouterSettings
-) -> list[TopicSpec]:
-    """The topics the router writes besides the DLQ: rule outputs and delay topics."""
-    configs = topic_configs(worker.topics, worker.kafka.max_request_size)
-    names = sorted(rules.topics | set(settings.delay_topics))
-    return [TopicSpec(name, worker.topics.partitions, configs) for name in names]
 
 
 class KeyHashes:
