@@ -10,14 +10,13 @@ from pathlib import Path
 
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
-from consumers.archive.stores import ArchiveStore, BucketStore, DirectoryStore
+from consumers.archive.stores import ArchiveBucket, ArchiveStore, DirectoryStore
 from consumers.media.fetch import Fetcher
 from consumers.media.graph import GraphMedia
 from consumers.media.guard import AddressGuard
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaSettings
-from consumers.media.storage import BucketStore as MediaBucket
-from consumers.media.storage import FileStore
+from consumers.media.storage import FileStore, MediaBucket
 from consumers.router.delivery import Deliverer
 from consumers.router.handler import Router
 from consumers.router.metrics import RouterMetrics
@@ -113,7 +112,7 @@ def archive_store(archive: ArchiveSettings) -> ArchiveStore:
     """Where the archive publishes its files: its directory, or its bucket."""
     if isinstance(archive.root, Path):
         return DirectoryStore(archive.root)
-    return BucketStore(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
+    return ArchiveBucket(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
 
 
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
