@@ -246,7 +246,7 @@ class Checks:
 
 
 @dataclass
-class Pipeline:
+class ChildProcesses:
     """The child processes; stopped together (SIGTERM, then kill) whatever happens."""
 
     directory: Path
@@ -564,7 +564,7 @@ def main() -> None:
         subprocess.run(uplink("topics"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         dlqs = {name: topics_from_env(env).dlq(name) for name in workers}
         dlq_before = asyncio.run(record_counts(bootstrap, dlqs))
-        pipeline = Pipeline(directory)
+        pipeline = ChildProcesses(directory)
         groups = {name: f"bench-{name}-{run}" for name in workers}
         try:
             ingress_port, bare_port = free_port(), free_port()
