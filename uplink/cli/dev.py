@@ -119,34 +119,21 @@ def parts(settings: DevSettings) -> list[Part]:
             ready_url=f"{local_url(settings.host, settings.port)}/readyz",
             ready_status=200,
         ),
-        Part(
-            "archive",
-            [
-                *uplink,
-                "archive",
-                "--archive-dir",
-                str(var / "archive"),
-                "--metrics-port",
-                str(metrics[0]),
-            ],
-            ready_url=f"{local_url('', metrics[0])}/metrics",
-        ),
-        Part(
-            "media",
-            [
-                *uplink,
-                "media",
-                "--media-dir",
-                str(var / "media"),
-                "--metrics-port",
-                str(metrics[1]),
-            ],
-            ready_url=f"{local_url('', metrics[1])}/metrics",
-        ),
-        Part(
-            "router",
-            [*uplink, "router", "--rules", str(settings.rules), "--metrics-port", str(metrics[2])],
-            ready_url=f"{local_url('', metrics[2])}/metrics",
+        *(
+            Part(
+                worker,
+                [*uplink, worker, *where, "--metrics-port", str(port)],
+                ready_url=f"{local_url('', port)}/metrics",
+            )
+            for (worker, where), port in zip(
+                [
+                    ("archive", ["--archive-dir", str(var / "archive")]),
+                    ("media", ["--media-dir", str(var / "media")]),
+                    ("router", ["--rules", str(settings.rules)]),
+                ],
+                metrics,
+                strict=True,
+            )
         ),
     ]
 
