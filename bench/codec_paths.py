@@ -1,6 +1,6 @@
 """The push codec's paths, in µs of CPU, against fastavro and against another tree, in one run.
 
-    .venv/bin/python bench/codec_paths.py [--against TREE] [--rounds 5] [--seconds 0.4]
+    .venv/bin/python -m bench.codec_paths [--against TREE] [--rounds 5] [--seconds 0.4]
 
 Each round runs one fresh process per tree (this checkout, then ``--against``'s, a checkout of
 another commit of uplink with its C extensions built), alternating; each process measures, on
@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
@@ -162,6 +160,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.seconds)))
         return
+    # Here, not at the top: a child runs this file as a script with another tree on its path.
+    from bench.results import command, run_line, write_run
+
     trees = {"this tree": ROOT}
     if args.against is not None:
         trees["against"] = args.against.resolve()

@@ -25,9 +25,9 @@ from uplink.broker.local import (
     BrokerSettings,
     ConsoleFilter,
     LocalBroker,
-    default_cache_dir,
     new_cluster_id,
 )
+from uplink.cache import default_cache_dir
 from uplink.exceptions import BrokerError
 from uplink.resources import BlockingResource
 

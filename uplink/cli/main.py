@@ -321,18 +321,19 @@ def _topics(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
+    from uplink import topology
     from uplink.settings import kafka_from_env, topics_from_env
-    from uplink.topics import dlq_spec, ensure_topics, topic_specs
+    from uplink.topics import ensure_topics
 
     kafka, topics = kafka_from_env(args.environ), topics_from_env(args.environ)
-    dlqs = [dlq_spec(topics, worker, kafka.max_request_size) for worker in args.dlq]
+    setup = topology.setup(topics, kafka.max_request_size, args.dlq)
     try:
-        created = asyncio.run(ensure_topics(kafka, topics, extra=dlqs))
+        created = asyncio.run(ensure_topics(kafka, topics, setup.creates))
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot create topics on {kafka.bootstrap_servers}: {exc}") from exc
     for name in created:
         print(f"created {name}")
-    names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + dlqs]
+    names = setup.names
     print(f"{len(names)} topics present ({len(created)} created): {' '.join(names)}")
     return 0
 
