@@ -1,6 +1,6 @@
 """The operator verbs on a topic of a million records, against a kcat scan of the same topic.
 
-    .venv/bin/python bench/operate_scan.py [--records 1000000]
+    .venv/bin/python -m bench.operate_scan [--records 1000000]
 
 Fills a router DLQ of 3 partitions with ``--records`` dead letters (the spec's examples in
 rotation, unique messageIds, the dead-letter headers a worker writes, record time spread over
@@ -23,18 +23,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.results import command, run_line, write_run
+from schemas import PushCodec
+from uplink.broker import kafka_broker
+from uplink.settings import KafkaSettings, Topics
+from uplink.topics import ensure_topics
+from uplink.topology import setup
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
-
-from schemas import PushCodec  # noqa: E402
-from uplink.broker import kafka_broker  # noqa: E402
-from uplink.settings import KafkaSettings, Topics  # noqa: E402
-from uplink.topics import dlq_spec, ensure_topics  # noqa: E402
 
 SPAN_MS = 10 * 3_600_000
 DLQ_PARTITIONS = 3
@@ -110,7 +109,7 @@ async def main(count: int) -> None:
             media="bench.scan.m",
             partitions=DLQ_PARTITIONS,
         )
-        await ensure_topics(kafka, topics, extra=[dlq_spec(topics, "router", 1 << 20)])
+        await ensure_topics(kafka, topics, setup(topics, 1 << 20, ["router"]).creates)
         filled = time.perf_counter()
         last = await fill(kafka, topics, count, codec)
         print(f"filled 2 x {count:,} records in {time.perf_counter() - filled:.0f}s", flush=True)

@@ -57,7 +57,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + digest.hexdigest()
 
 
-class Outcome(enum.Enum):
+class Verdict(enum.Enum):
+    """What one delivery attempt came to."""
+
     DELIVERED = "delivered"
     RETRY = "retry"  # a timeout, a connection error, 408, 429, 5xx
     REFUSED = "refused"  # any other status: retrying would not help → DLQ
@@ -65,7 +67,7 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Attempt:
-    outcome: Outcome
+    verdict: Verdict
     reason: str = ""
 
 
@@ -116,7 +118,7 @@ class Deliverer(Resource):
 
     def delivered_recently(self, endpoint: str, message_id: str) -> bool:
         answer = self._answers.get((endpoint, message_id))
-        return answer is not None and answer.outcome is Outcome.DELIVERED
+        return answer is not None and answer.verdict is Verdict.DELIVERED
 
     async def posted(self, endpoint: str, message_id: str) -> None:
         """Returns once no post of this delivery is under way (one parked while in flight)."""
@@ -130,7 +132,7 @@ class Deliverer(Resource):
 
     def _remember_answer(self, endpoint: str, message_id: str, attempt: Attempt) -> None:
         key = (endpoint, message_id)
-        if attempt.outcome is Outcome.RETRY:
+        if attempt.verdict is Verdict.RETRY:
             self._answers.pop(key, None)  # not settled: a parked copy must be tried again
             return
         self._answers[key] = attempt
@@ -168,7 +170,7 @@ class Deliverer(Resource):
             try:
                 response = await client.post(spec.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                attempt = Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
+                attempt = Attempt(Verdict.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
                 self._remember_answer(endpoint, message_id, attempt)
                 return attempt
             finally:
@@ -176,11 +178,11 @@ class Deliverer(Resource):
         status = response.status_code
         if 200 <= status < 300:
             self._metrics.delivered[endpoint] += 1
-            attempt = Attempt(Outcome.DELIVERED)
+            attempt = Attempt(Verdict.DELIVERED)
         elif status in (408, 429) or status >= 500:
-            attempt = Attempt(Outcome.RETRY, f"HTTP {status} from {spec.url}")
+            attempt = Attempt(Verdict.RETRY, f"HTTP {status} from {spec.url}")
         else:
-            attempt = Attempt(Outcome.REFUSED, f"HTTP {status} from {spec.url}")
+            attempt = Attempt(Verdict.REFUSED, f"HTTP {status} from {spec.url}")
         self._remember_answer(endpoint, message_id, attempt)
         return attempt
 
@@ -226,7 +228,7 @@ class FirstAttempts:
         self._by_partition.setdefault(tp, []).append(delivery)
         if self._pending.get(delivery.endpoint, 0) >= self._max_pending:
             # The endpoint is this far behind: park it rather than hold up the partition.
-            delivery.attempt = Attempt(Outcome.RETRY, "too many deliveries in flight")
+            delivery.attempt = Attempt(Verdict.RETRY, "too many deliveries in flight")
             return
         self._pending[delivery.endpoint] = self._pending.get(delivery.endpoint, 0) + 1
         task = asyncio.create_task(self._attempt(delivery))
@@ -239,7 +241,7 @@ class FirstAttempts:
             delivery.endpoint, delivery.body, delivery.message_id, delivery.rule
         )
         late = self._refused_late
-        if delivery.parked and delivery.attempt.outcome is Outcome.REFUSED and late is not None:
+        if delivery.parked and delivery.attempt.verdict is Verdict.REFUSED and late is not None:
             await late(delivery)
 
     def _finished(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
@@ -248,7 +250,7 @@ class FirstAttempts:
         if delivery.attempt is None:
             # Cancelled or crashed: the delivery is not done, so it must be parked, not lost.
             error = None if task.cancelled() else task.exception()
-            delivery.attempt = Attempt(Outcome.RETRY, f"attempt failed: {error!r}")
+            delivery.attempt = Attempt(Verdict.RETRY, f"attempt failed: {error!r}")
             if error is not None:
                 log.error("delivery to %s crashed", delivery.endpoint, exc_info=error)
 
@@ -264,7 +266,7 @@ class FirstAttempts:
             if delivery.attempt is None:
                 delivery.parked = True
                 unsettled.append(delivery)
-            elif delivery.attempt.outcome is not Outcome.DELIVERED:
+            elif delivery.attempt.verdict is not Verdict.DELIVERED:
                 unsettled.append(delivery)
         return unsettled
 

@@ -39,8 +39,8 @@ from consumers.router.delivery import (
     Delivery,
     FirstAttempts,
     Headers,
-    Outcome,
     Parked,
+    Verdict,
     parked,
 )
 from consumers.router.exceptions import RouterError
@@ -52,20 +52,10 @@ from consumers.runtime.handler import Handler, Inbound, Positions
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "uplink-source"
-
-
-def router_topics(
-    rules: Rules, worker: WorkerSettings, settings: RouterSettings
-) -> list[TopicSpec]:
-    """The topics the router writes besides the DLQ: rule outputs and delay topics."""
-    configs = topic_configs(worker.topics, worker.kafka.max_request_size)
-    names = sorted(rules.topics | set(settings.delay_topics))
-    return [TopicSpec(name, worker.topics.partitions, configs) for name in names]
 
 
 class KeyHashes:
@@ -88,7 +78,7 @@ class KeyHashes:
         return all_partitions[hashed % len(all_partitions)]
 
 
-class Output(NamedTuple):
+class OutputRecord(NamedTuple):
     """A record for an output topic, kept until its transaction is sent."""
 
     topic: str
@@ -124,7 +114,7 @@ class TransactionalOutputs:
         self._clients = clients
         self._prefix = settings.transactional_prefix or worker.group
         self._producers: dict[TopicPartition, asyncio.Task[AIOKafkaProducer]] = {}
-        self._buffered: dict[TopicPartition, list[Output | Parked]] = {}
+        self._buffered: dict[TopicPartition, list[OutputRecord | Parked]] = {}
         self._commits: dict[TopicPartition, asyncio.Task[None]] = {}
         self._failed = failed
         self._partitioner = KeyHashes()
@@ -164,7 +154,7 @@ class TransactionalOutputs:
         """The partition's producer, started (which fenced the partition's previous owner)."""
         return await self._starting(tp)
 
-    def add(self, tp: TopicPartition, output: Output | Parked) -> None:
+    def add(self, tp: TopicPartition, output: OutputRecord | Parked) -> None:
         """Buffer an output of input partition ``tp`` for its next transaction."""
         buffered = self._buffered.get(tp)
         if buffered is None:
@@ -189,7 +179,7 @@ class TransactionalOutputs:
             self._failed.add(tp)  # its next record stops the worker (Router.handle)
 
     async def _commit(
-        self, tp: TopicPartition, outputs: list[Output | Parked], position: int, group: str
+        self, tp: TopicPartition, outputs: list[OutputRecord | Parked], position: int, group: str
     ) -> None:
         try:
             producer = await self._starting(tp)
@@ -206,11 +196,11 @@ class TransactionalOutputs:
             raise RouterError(f"transaction of {tp} not committed: {exc!r}") from exc
 
     async def _send(
-        self, producer: AIOKafkaProducer, outputs: list[Output | Parked]
+        self, producer: AIOKafkaProducer, outputs: list[OutputRecord | Parked]
     ) -> list[asyncio.Future[Any]]:
         """The outputs as one record batch per output partition (a batch costs the producer
         what a single ``send`` does), partitioned by key as ``send`` would."""
-        by_topic: dict[str, list[Output | Parked]] = {}
+        by_topic: dict[str, list[OutputRecord | Parked]] = {}
         for output in outputs:
             by_topic.setdefault(output.topic, []).append(output)
         sent: list[asyncio.Future[Any]] = []
@@ -222,7 +212,7 @@ class TransactionalOutputs:
                 builder = builders.get(partition)
                 if builder is None:
                     builder = builders[partition] = producer.create_batch()
-                timestamp = record.timestamp if type(record) is Output else None
+                timestamp = record.timestamp if type(record) is OutputRecord else None
                 while builder.append(
                     key=record.key, value=record.value, timestamp=timestamp, headers=record.headers
                 ) is None:  # fmt: skip
@@ -368,7 +358,10 @@ class Router(Handler):
                     source = (SOURCE_HEADER, where.encode())
                 headers = [*(record.headers or ()), output.rule_header, source]
                 self._outputs.add(
-                    tp, Output(action.topic, inbound.value, record.key, record.timestamp, headers)
+                    tp,
+                    OutputRecord(
+                        action.topic, inbound.value, record.key, record.timestamp, headers
+                    ),
                 )
             elif type(action) is PostTo:
                 self._first.submit(
@@ -425,7 +418,7 @@ class Router(Handler):
         tp = TopicPartition(record.topic, record.partition)
         # In flight when settled (its answer may have come since): parked as it was then.
         attempt = None if delivery.parked else delivery.attempt
-        if attempt is not None and attempt.outcome is Outcome.REFUSED:
+        if attempt is not None and attempt.verdict is Verdict.REFUSED:
             await self._dead_letter(delivery)
             return
         reason = attempt.reason if attempt is not None else "still in flight at commit"

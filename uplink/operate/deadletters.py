@@ -24,7 +24,8 @@ from uplink.kafka import KafkaClients, Producer
 from uplink.operate.records import Headers, header_texts, last_header, message_id_of
 from uplink.operate.window import Record, Scan, TopicReader, iso
 from uplink.settings import KafkaSettings, Topics
-from uplink.topics import ensure_topics, redrive_spec
+from uplink.topics import ensure_topics
+from uplink.topology import redrive_spec
 
 WORKERS = ("archive", "media", "router")
 REDRIVE_OF = "uplink-redrive-of"
@@ -185,7 +186,7 @@ class DeadLetterQueues:
         if dry_run or not pending:
             return report
         spec = redrive_spec(self._topics, match.worker, self._kafka.max_request_size)
-        await ensure_topics(self._kafka, self._topics, extra=[spec])
+        await ensure_topics(self._kafka, self._topics, [spec])
         interval = 1 / rate if rate else 0.0
         async with Producer(self._clients) as producer:
             for letter in pending:
