@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from consumers.runtime.worker import rebuild_window  # noqa: E402
+from consumers.runtime import rebuild_window  # noqa: E402
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import kafka_broker  # noqa: E402
 from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
