@@ -1,6 +1,6 @@
 """The archive to S3 against the bare aiokafka loop and against the archive to disk, same run.
 
-    .venv/bin/python bench/archive_s3.py [--records 100000] [--rounds 3]
+    .venv/bin/python -m bench.archive_s3 [--records 100000] [--rounds 3]
 
 Fills a 12-partition topic as bench/archive_throughput.py does, starts a local S3 server
 (versitygw, on this machine's disk), then alternates: the bare loop, the archive worker to a
@@ -15,23 +15,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-from archive_throughput import archive_worker, bare_loop, fill  # bench/ is on sys.path
-from results import command, run_line, write_run
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from consumers.archive.settings import COMMITS  # noqa: E402
-from schemas import PushCodec  # noqa: E402
-from tests.servers.s3 import LocalS3, S3ServerSettings  # noqa: E402
-from uplink.broker import kafka_broker  # noqa: E402
-from uplink.s3.settings import Location, S3Location, S3Settings  # noqa: E402
-from uplink.settings import KafkaSettings, Secret, Topics, WorkerSettings  # noqa: E402
+from bench.archive_throughput import archive_worker, bare_loop
+from bench.pushes import campaign, fill
+from bench.results import command, run_line, write_run
+from consumers.archive.settings import COMMITS
+from schemas import PushCodec
+from tests.servers.s3 import LocalS3, S3ServerSettings
+from uplink.broker import kafka_broker
+from uplink.s3.settings import Location, S3Location, S3Settings
+from uplink.settings import KafkaSettings, Secret, Topics, WorkerSettings
 
 
 def ratios(archives: list[float], befores: list[float], afters: list[float]) -> list[float]:
@@ -48,7 +44,7 @@ async def main(count: int, rounds: int) -> None:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         topics = Topics(messages="bench.archive", quarantine="bench.q", media="bench.m")
         await ensure(kafka, topics)
-        await fill(kafka, topics, count, codec)
+        await fill(kafka, topics.messages, campaign(count), codec)
         settings = server.settings
         bucket = S3Location(
             server.bucket("bench"),

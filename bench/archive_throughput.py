@@ -1,6 +1,6 @@
 """Archive worker throughput against a bare aiokafka consumer loop, same topic, same run.
 
-    .venv/bin/python bench/archive_throughput.py [--records 100000] [--rounds 3]
+    .venv/bin/python -m bench.archive_throughput [--records 100000] [--rounds 3]
 
 Fills a 12-partition topic with the spec's example pushes (unique messageIds), then reads all of
 it with a bare loop (getmany, discard) and ``--rounds`` times with the archive worker (heads,
@@ -15,51 +15,23 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from aiokafka import AIOKafkaConsumer
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-
-from consumers.archive.settings import COMMITS, ArchiveSettings  # noqa: E402
-from schemas import PushCodec  # noqa: E402
-from uplink.broker import kafka_broker  # noqa: E402
-from uplink.cli import launcher, workers  # noqa: E402
-from uplink.process import tune_gc  # noqa: E402
-from uplink.s3.settings import Location  # noqa: E402
-from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
-from uplink.topics import ensure_topics  # noqa: E402
-
-
-async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCodec) -> None:
-    bodies = [
-        orjson.loads(p.read_bytes()) for p in sorted((ROOT / "tests/examples").glob("*.json"))
-    ]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=20)
-    await producer.start()
-    now = time.time_ns() // 1_000_000
-    try:
-        pending = []
-        for n in range(count):
-            # Event time as live traffic has it (now): the spec examples' own timestamps are
-            # months apart and would rotate the hour partition at every record.
-            body = {**bodies[n % len(bodies)], "messageId": f"bench-{n}", "timestamp": now // 1000}
-            body["from"] = {**body.get("from", {}), "phone": str(910000000 + n % 5000)}
-            record = codec.parse(orjson.dumps(body), now)
-            pending.append(
-                await producer.send(topics.messages, codec.encode(record), key=codec.key(record))
-            )
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+from bench.pushes import campaign, fill
+from bench.results import command, run_line, write_run
+from consumers.archive.settings import COMMITS, ArchiveSettings
+from schemas import PushCodec
+from uplink.broker import kafka_broker
+from uplink.cli import launcher, workers
+from uplink.process import tune_gc
+from uplink.s3.settings import Location
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
 
 
 async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
@@ -105,7 +77,7 @@ async def main(count: int, rounds: int) -> None:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         topics = Topics(messages="bench.archive", quarantine="bench.q", media="bench.m")
         await ensure_topics(kafka, topics)
-        await fill(kafka, topics, count, codec)
+        await fill(kafka, topics.messages, campaign(count), codec)
         # Bare and archive alternate, so each archive run has a baseline measured just before
         # and just after it: on a shared machine the speed drifts within a run.
         bares = [await bare_loop(kafka, topics.messages, count)]

@@ -1,6 +1,6 @@
 """End-to-end burst: 100,000 pushes at the ingress with the broker and the workers on this machine.
 
-    .venv/bin/python bench/burst.py [--requests 100000] [--connections 256] [--threads 2]
+    .venv/bin/python -m bench.burst [--requests 100000] [--connections 256] [--threads 2]
                                     [--workers archive,media,router] [--profile]
 
 Starts its own pipeline in a temporary directory, each part as the deployment runs it: the broker
@@ -45,20 +45,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ingress_load import BARE_APP, profile, uvicorn_cmd, wait_http
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.ingress_load import BARE_APP, profile, uvicorn_cmd, wait_http
+from bench.load import REPORT, cpu_seconds, lua_list, report
+from bench.pushes import EXAMPLES
+from bench.results import ROOT, command, run_line, write_run
+from consumers.archive.replay import archived_records
+from uplink.broker import free_port, kafka_broker
+from uplink.settings import topics_from_env
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-
-from consumers.archive.replay import archived_records  # noqa: E402
-from uplink.broker import free_port, kafka_broker  # noqa: E402
-from uplink.settings import topics_from_env  # noqa: E402
-
-EXAMPLES = ROOT / "tests" / "examples"
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 WORKERS = ("archive", "media", "router")
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
@@ -151,15 +148,6 @@ response = function(status, response_headers, body)
   end
 end
 
-done = function(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    '@@{"requests": %%d, "seconds": %%f, "non2xx": %%d, "connect": %%d, "read": %%d, ' ..
-    '"write": %%d, "timeout": %%d, "p50_ms": %%f, "p99_ms": %%f, "max_ms": %%f}\n',
-    summary.requests, summary.duration / 1e6, errors.status, errors.connect, errors.read,
-    errors.write, errors.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000))
-end
 """
 
 # Media files for the media worker, and a sink for the router's HTTP endpoints.
@@ -246,7 +234,7 @@ class Checks:
 
 
 @dataclass
-class Pipeline:
+class ChildProcesses:
     """The child processes; stopped together (SIGTERM, then kill) whatever happens."""
 
     directory: Path
@@ -321,21 +309,16 @@ def lua_script(directory: Path, objects: list[tuple[str, str]], retry_percent: f
     script.write_text(
         LUA
         % {
-            "bodies": "\n".join(f"bodies[{i + 1}] = {json.dumps(b)}" for i, b in enumerate(bodies)),
+            "bodies": lua_list("bodies", bodies),
             "media": "\n".join(
                 f"media[{i + 1}] = {{{json.dumps(u)}, {json.dumps(d)}}}"
                 for i, (u, d) in enumerate(objects)
             ),
             "retry_every": round(100 / retry_percent),
         }
+        + REPORT
     )
     return script
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def burst(
@@ -374,7 +357,7 @@ def burst(
     # wrk's main thread sleeps for -d; SIGINT ends it, and it prints its summary.
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=60)
-    stats: dict[str, float] = json.loads(stdout.split("@@", 1)[1])
+    stats = report(stdout)
     codes: collections.Counter[int] = collections.Counter()
     sent = retries = 0
     for path in done:
@@ -564,7 +547,7 @@ def main() -> None:
         subprocess.run(uplink("topics"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         dlqs = {name: topics_from_env(env).dlq(name) for name in workers}
         dlq_before = asyncio.run(record_counts(bootstrap, dlqs))
-        pipeline = Pipeline(directory)
+        pipeline = ChildProcesses(directory)
         groups = {name: f"bench-{name}-{run}" for name in workers}
         try:
             ingress_port, bare_port = free_port(), free_port()

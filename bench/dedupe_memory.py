@@ -1,6 +1,6 @@
 """Dedupe window: bytes per remembered id and time per call, written into bench/RESULTS.md.
 
-Run: .venv/bin/python bench/dedupe_memory.py [--no-write]
+Run: .venv/bin/python -m bench.dedupe_memory [--no-write]
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
-
+from bench.results import command, run_line, write_run
 from consumers.runtime.dedupe import DedupeWindow
 
 BUDGET = 100  # bytes per remembered id

@@ -1,9 +1,9 @@
 """Load benchmark: the ingress against a bare Starlette endpoint, same server settings, same run.
 
-    .venv/bin/python bench/ingress_load.py [--duration 15] [--connections 64] [--profile]
+    .venv/bin/python -m bench.ingress_load [--duration 15] [--connections 64] [--profile]
         [--against TREE] [--peer camel]
-    .venv/bin/python bench/ingress_load.py --registry    # Confluent framing against without
-    .venv/bin/python bench/ingress_load.py --meta [--duration 15] [--connections 64]
+    .venv/bin/python -m bench.ingress_load --registry    # Confluent framing against without
+    .venv/bin/python -m bench.ingress_load --meta [--duration 15] [--connections 64]
 
 With --meta, one ingress (Meta's webhook configured) instead: POST /v1/uplink against
 POST /v1/meta with one message a POST and with ten, alternating in each round; its own row and
@@ -42,10 +42,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from bench.load import REPORT, cpu_seconds, lua_list, report, server_stats
+from bench.pushes import EXAMPLES
+from bench.results import ROOT, command, run_line, write_run
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "tests" / "examples"
 BAR = 0.60  # of the bare endpoint, at 64 and at 256 connections (it was 40 %, then 55 %)
 CAMEL = ROOT / "bench" / "peers" / "camel"
 PARTITIONS = 12  # the messages topic's (uplink.settings.Topics), for the peer's topic too
@@ -55,7 +55,8 @@ LABELS = {
     "camel": "Apache Camel 4.22.0 peer",
 }
 
-# wrk script: rotate through the spec's examples, each with a unique messageId; report as JSON.
+# wrk script: rotate through the spec's examples, each with a unique messageId (bench.load
+# adds the report).
 LUA = r"""
 local bodies = {}
 %(bodies)s
@@ -67,15 +68,6 @@ request = function()
   -- a campaign is answered by many different people: one conversation (key) each
   body = string.gsub(body, "@PHONE@", tostring(910000000000 + (n %% 50000)), 1)
   return wrk.format("POST", "/v1/uplink", {["Content-Type"] = "application/json"}, body)
-end
-done = function(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    '@@{"requests": %%d, "seconds": %%f, "non2xx": %%d, "connect": %%d, "read": %%d, ' ..
-    '"write": %%d, "timeout": %%d, "p50_ms": %%f, "p99_ms": %%f, "max_ms": %%f}\n',
-    summary.requests, summary.duration / 1e6, errors.status, errors.connect, errors.read,
-    errors.write, errors.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000))
 end
 """
 
@@ -108,7 +100,7 @@ request = function()
   return wrk.format("POST", "/v1/meta", {["Content-Type"] = "application/json",
     ["X-Hub-Signature-256"] = signatures[i]}, bodies[i])
 end
-""" + LUA[LUA.index("done = function") :]  # the same report
+"""
 META_SECRET = "bench-app-secret"
 META_KINDS = ("text", "image", "interactive_button_reply", "location", "reaction", "contacts")
 
@@ -144,7 +136,7 @@ def meta_script(directory: Path, per_post: int, pool: int) -> Path:
         lines.append(f"bodies[{index + 1}] = {lua_bytes(raw)}")
         lines.append(f'signatures[{index + 1}] = "sha256={signature}"')
     script = directory / f"meta{per_post}.lua"
-    script.write_text(META_LUA % {"bodies": "\n".join(lines)})
+    script.write_text(META_LUA % {"bodies": "\n".join(lines)} + REPORT)
     return script
 
 
@@ -155,9 +147,8 @@ def lua_script(directory: Path) -> Path:
         push["messageId"] = "@ID@"
         push["from"]["phone"] = "@PHONE@"
         bodies.append(json.dumps(push, ensure_ascii=False))
-    lines = "\n".join(f"bodies[{i + 1}] = {json.dumps(b)}" for i, b in enumerate(bodies))
     script = directory / "push.lua"
-    script.write_text(LUA % {"bodies": lines})
+    script.write_text(LUA % {"bodies": lua_list("bodies", bodies)} + REPORT)
     return script
 
 
@@ -197,25 +188,6 @@ def wait_http(url: str, timeout: float = 90) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready")
-
-
-def server_stats(pid: int) -> list[tuple[Path, list[str]]]:
-    """/proc/<n>/stat of a server's process and its worker processes: (directory, fields)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent
-            found.append((stat.parent, fields))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a server: its process and its worker processes."""
-    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in server_stats(pid))
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -274,9 +246,7 @@ def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, fl
         text=True,
         check=True,
     ).stdout
-    stats: dict[str, float] = json.loads(out.split("@@", 1)[1])
-    stats["rps"] = stats["requests"] / stats["seconds"]
-    return stats
+    return report(out)
 
 
 def camel_classpath() -> str:
@@ -428,7 +398,6 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
-    sys.path.insert(0, str(ROOT))
     from tests.servers.registry import LocalRegistry, RegistryServerSettings
     from uplink.broker import free_port, kafka_broker
 

@@ -1,6 +1,6 @@
 """Media worker throughput against a bare httpx loop, same files, same concurrency, same run.
 
-    .venv/bin/python bench/media_throughput.py [--records 2000] [--concurrency 1,8,32,128]
+    .venv/bin/python -m bench.media_throughput [--records 2000] [--concurrency 1,8,32,128]
 
 A uvicorn server in a separate process serves ``--records`` distinct 100 KiB files from memory;
 the topic holds one image push per file (12 partitions). For each concurrency, one after the other:
@@ -25,28 +25,26 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+import httpx
+import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-import orjson  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
-
-from consumers.media.fetch import Fetcher  # noqa: E402
-from consumers.media.guard import AddressGuard  # noqa: E402
-from consumers.media.handler import MediaHandler  # noqa: E402
-from consumers.media.settings import MediaSettings  # noqa: E402
-from consumers.media.storage import FileStore  # noqa: E402
-from consumers.runtime import DeadLetters, Inbound, Worker, WorkerMetrics  # noqa: E402
-from schemas import PushCodec  # noqa: E402
-from uplink.broker import free_port, kafka_broker  # noqa: E402
-from uplink.kafka import KafkaClients, Producer  # noqa: E402
-from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
-from uplink.topics import ensure_topics  # noqa: E402
+from bench.pushes import EXAMPLES, fill
+from bench.results import command, run_line, write_run
+from consumers.media.fetch import Fetcher
+from consumers.media.guard import AddressGuard
+from consumers.media.handler import MediaHandler
+from consumers.media.settings import MediaSettings
+from consumers.media.storage import FileStore
+from consumers.runtime import DeadLetters, Inbound, Worker, WorkerMetrics
+from schemas import PushCodec
+from uplink.broker import free_port, kafka_broker
+from uplink.kafka import KafkaClients, Producer
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
 
 SIZE = 100 * 1024
 
@@ -87,30 +85,18 @@ async def wait_up(base: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def fill(kafka: KafkaSettings, topics: Topics, count: int, base: str) -> None:
-    codec = PushCodec()
-    template = orjson.loads((ROOT / "tests/examples/image.json").read_bytes())
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=20)
-    await producer.start()
-    now = time.time_ns() // 1_000_000
-    try:
-        pending = []
-        for n in range(count):
-            sha = base64.b64encode(hashlib.sha256(blob(n)).digest()).decode()
-            image = {**template["message"]["image"], "filePath": f"{base}/files/{n}.bin"}
-            body = {
-                **template,
-                "messageId": f"bench-{n}",
-                "from": {"phone": str(910000000 + n % 500)},
-                "message": {"type": "image", "image": {**image, "sha256": sha}},
-            }
-            record = codec.parse(orjson.dumps(body), now)
-            pending.append(
-                await producer.send(topics.messages, codec.encode(record), key=codec.key(record))
-            )
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+def pushes(count: int, base: str) -> Iterator[dict[str, Any]]:
+    """An image push for each file the server serves, from one of 500 senders."""
+    template = orjson.loads((EXAMPLES / "image.json").read_bytes())
+    for n in range(count):
+        sha = base64.b64encode(hashlib.sha256(blob(n)).digest()).decode()
+        image = {**template["message"]["image"], "filePath": f"{base}/files/{n}.bin"}
+        yield {
+            **template,
+            "messageId": f"bench-{n}",
+            "from": {"phone": str(910000000 + n % 500)},
+            "message": {"type": "image", "image": {**image, "sha256": sha}},
+        }
 
 
 async def bare_loop(base: str, count: int, concurrency: int) -> float:
@@ -185,7 +171,7 @@ async def measure(base: str, count: int, levels: list[int]) -> list[tuple[int, f
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         topics = Topics(messages="bench.media", quarantine="bench.q", media="bench.m")
         await ensure_topics(kafka, topics)
-        await fill(kafka, topics, count, base)
+        await fill(kafka, topics.messages, pushes(count, base), PushCodec())
         for level in levels:
             bare = await bare_loop(base, count, level)
             worker = await media_worker(kafka, topics, Path(tmp) / f"media-{level}", count, level)

@@ -1,6 +1,6 @@
 """The ingress's ways to produce a record and await its ack, side by side on one broker.
 
-.venv/bin/python bench/produce_paths.py [--seconds 6] [--rounds 2] [--concurrency 64]
+.venv/bin/python -m bench.produce_paths [--seconds 6] [--rounds 2] [--concurrency 64]
 
 Each path runs ``--concurrency`` tasks, each producing a 600-byte record keyed by one of 50,000
 conversations to a 12-partition topic and awaiting the broker's acks=all ack (idempotent), for
@@ -24,7 +24,6 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -32,9 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from bench.results import command, run_line, write_run
 
-ROOT = Path(__file__).resolve().parent.parent
 VALUE = os.urandom(600)
 KEYS = [b"8613800000000:%d" % (910000000000 + n) for n in range(50_000)]
 PARTITIONS = 12
@@ -255,7 +253,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     import uvloop
 
     from uplink.broker import kafka_broker

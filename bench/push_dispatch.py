@@ -1,6 +1,6 @@
 """What the ingress's push fast path saves: ASGI dispatch through Starlette against IngressApp.
 
-    .venv/bin/python bench/push_dispatch.py [--calls 50000] [--rounds 5]
+    .venv/bin/python -m bench.push_dispatch [--calls 50000] [--rounds 5]
 
 The same endpoint behind both: it reads the body, suspends once (as a push does while it
 awaits the broker's ack) and sends its answer. Starlette routes it through its middleware stack
@@ -14,23 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+import uvloop
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.pushes import EXAMPLES
+from bench.results import command, run_line, write_run
+from ingress.app import PUSH_PATH, IngressApp
 
-import uvloop  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
-
-from ingress.app import PUSH_PATH, IngressApp  # noqa: E402
-
-BODY = (ROOT / "tests" / "examples" / "text.json").read_bytes()
+BODY = (EXAMPLES / "text.json").read_bytes()
 
 
 class Endpoint:

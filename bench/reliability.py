@@ -3,7 +3,7 @@ ingress and the workers as their own processes), each recording its fault, load 
 their rows go into bench/RESULTS.md. Not a benchmark with a baseline: the bar is the promise,
 no push answered 200 lost, none twice.
 
-    .venv/bin/python bench/reliability.py [pytest arguments, e.g. -k killed]
+    .venv/bin/python -m bench.reliability [pytest arguments, e.g. -k killed]
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from bench.results import ROOT, command, run_line, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = "Reliability on a three-broker cluster"
 COLUMNS = (
     "fault",

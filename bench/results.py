@@ -3,7 +3,7 @@
 RESULTS.md opens with a summary table, one row per benchmark, then has one section per
 benchmark (``## <benchmark>``) holding its latest run. ``write_run`` replaces that benchmark's
 row and section, or adds them, and leaves every other benchmark's as they are: the runs before
-are in git history. Scripts run with bench/ on sys.path and import this as ``results``.
+are in git history.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def today() -> str:
 
 
 def command(argv: Sequence[str] | None = None) -> str:
-    """The command line that reproduces this run: the script and the arguments it was given."""
+    """The command line that reproduces this run: the benchmark's module (``python -m`` puts
+    its file in ``sys.argv[0]``) and the arguments it was given."""
     script, *arguments = sys.argv if argv is None else argv
-    return shlex.join([".venv/bin/python", f"bench/{Path(script).name}", *arguments])
+    return shlex.join([".venv/bin/python", "-m", f"bench.{Path(script).stem}", *arguments])
 
 
 def run_line(where: str = "") -> str:

@@ -1,6 +1,6 @@
 """Router throughput (20 rules, topic outputs, transactions) against bare aiokafka loops, same run.
 
-    .venv/bin/python bench/router_throughput.py [--records 100000] [--commit-every 2000 10000]
+    .venv/bin/python -m bench.router_throughput [--records 100000] [--commit-every 2000 10000]
 
 Fills a 12-partition topic with the spec's example pushes (unique messageIds), then reads all of it
 with, one after the other:
@@ -27,30 +27,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 import tomllib
 import uuid
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-
-from consumers.router.handler import Router, router_topics  # noqa: E402
-from consumers.router.rules import Rules, compile_rules  # noqa: E402
-from consumers.router.settings import RouterSettings  # noqa: E402
-from schemas import PushCodec  # noqa: E402
-from uplink.broker import kafka_broker  # noqa: E402
-from uplink.cli import launcher, workers  # noqa: E402
-from uplink.process import tune_gc  # noqa: E402
-from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
-from uplink.topics import TopicSpec, ensure_topics  # noqa: E402
+from bench.pushes import campaign, fill
+from bench.results import command, run_line, write_run
+from consumers.router.handler import Router
+from consumers.router.rules import Rules, compile_rules
+from consumers.router.settings import RouterSettings
+from schemas import PushCodec
+from uplink import topology
+from uplink.broker import kafka_broker
+from uplink.cli import launcher, workers
+from uplink.process import tune_gc
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
 
 BARE_OUT = "bench.router.bare"
 
@@ -161,27 +157,6 @@ actions = [{ topic = "bench.router.rest" }]
 """
 
 
-async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCodec) -> None:
-    bodies = [
-        orjson.loads(p.read_bytes()) for p in sorted((ROOT / "tests/examples").glob("*.json"))
-    ]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=20)
-    await producer.start()
-    now = time.time_ns() // 1_000_000
-    try:
-        pending = []
-        for n in range(count):
-            body = {**bodies[n % len(bodies)], "messageId": f"bench-{n}", "timestamp": now // 1000}
-            body["from"] = {**body.get("from", {}), "phone": str(910000000 + n % 5000)}
-            record = codec.parse(orjson.dumps(body), now)
-            pending.append(
-                await producer.send(topics.messages, codec.encode(record), key=codec.key(record))
-            )
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-
-
 async def bare_loop(
     kafka: KafkaSettings, topic: str, count: int, commit_every: int, transactional: bool
 ) -> float:
@@ -271,10 +246,11 @@ async def main(count: int, sizes: list[int]) -> None:
         topics = Topics(messages="bench.router.in", quarantine="bench.q", media="bench.m")
         router_settings = RouterSettings(delay_pattern="bench.router.delay.{step}")
         probe = WorkerSettings(name="router", kafka=kafka, topics=topics)
-        outputs = router_topics(rules, probe, router_settings)
-        bare_spec = TopicSpec(BARE_OUT, topics.partitions, outputs[0].configs)
-        await ensure_topics(kafka, topics, extra=[*outputs, bare_spec])
-        await fill(kafka, topics, count, codec)
+        delays = router_settings.delay_topics
+        flow = topology.router(probe, rules.topics, delays) | topology.redeliveries(probe, delays)
+        bare_out = topology.side(topics, [BARE_OUT], kafka.max_request_size)
+        await ensure_topics(kafka, topics, [*flow.creates, *bare_out])
+        await fill(kafka, topics.messages, campaign(count), codec)
         # The broker's first transactions create __transaction_state (50 partitions): warm it
         # up first, or the first measured run pays for it.
         await bare_loop(kafka, topics.messages, min(count, 5000), 1000, True)

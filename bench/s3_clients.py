@@ -2,7 +2,7 @@
 *``) of archive-sized objects, on a local versitygw, alternating rounds.
 
     .venv/bin/pip install -e '.[bench]'   # aiobotocore
-    .venv/bin/python bench/s3_clients.py [--objects 40] [--size-mib 2] [--rounds 3]
+    .venv/bin/python -m bench.s3_clients [--objects 40] [--size-mib 2] [--rounds 3]
 
 Each round puts ``--objects`` new objects of ``--size-mib`` with each client in turn (one at a
 time, as the archive's writer thread does), then checks that a second create-only put of a
@@ -15,24 +15,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from aiobotocore.session import get_session  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
-
-from tests.servers.s3 import LocalS3, S3ServerSettings  # noqa: E402
-from uplink.s3.bucket import Bucket  # noqa: E402
-from uplink.s3.settings import S3Location, S3Settings  # noqa: E402
-from uplink.settings import Secret  # noqa: E402
+from bench.results import command, run_line, write_run
+from tests.servers.s3 import LocalS3, S3ServerSettings
+from uplink.s3.bucket import Bucket
+from uplink.s3.settings import S3Location, S3Settings
+from uplink.settings import Secret
 
 
 async def with_obstore(bucket: Bucket, data: bytes, count: int) -> float:

@@ -1,6 +1,6 @@
 """Rebuilding a partition's dedupe window from the log, against a bare read of the same records.
 
-    .venv/bin/python bench/window_rebuild.py [--records 1000000]
+    .venv/bin/python -m bench.window_rebuild [--records 1000000]
 
 Fills a one-partition topic with ``--records`` push records (unique messageIds, record time
 spread over less than the 1 h window, so the whole partition is the window), then in this run:
@@ -14,51 +14,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from results import command, run_line, write_run  # bench/results.py: bench/ is on sys.path
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-
-from consumers.runtime import rebuild_window  # noqa: E402
-from schemas import PushCodec  # noqa: E402
-from uplink.broker import kafka_broker  # noqa: E402
-from uplink.settings import KafkaSettings, Topics, WorkerSettings  # noqa: E402
-from uplink.topics import ensure_topics  # noqa: E402
+from bench.pushes import examples, fill
+from bench.results import command, run_line, write_run
+from consumers.runtime import rebuild_window
+from schemas import PushCodec
+from uplink.broker import kafka_broker
+from uplink.settings import KafkaSettings, Topics, WorkerSettings
+from uplink.topics import ensure_topics
 
 
-async def fill(kafka: KafkaSettings, tp: TopicPartition, count: int, codec: PushCodec) -> None:
-    bodies = [
-        orjson.loads(p.read_bytes()) for p in sorted((ROOT / "tests/examples").glob("*.json"))
-    ]
-    now = time.time_ns() // 1_000_000
-    start = now - 1_800_000  # the last half hour: every record inside one 1 h window
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, linger_ms=50, max_batch_size=1 << 20
-    )
-    await producer.start()
-    try:
-        pending = []
-        for n in range(count):
-            body = {**bodies[n % len(bodies)], "messageId": f"rebuild-{n:09d}"}
-            value = codec.encode(codec.parse(orjson.dumps(body), now))
-            stamp = start + n * 1_800_000 // count
-            pending.append(
-                await producer.send(tp.topic, value, partition=tp.partition, timestamp_ms=stamp)
-            )
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+def pushes(count: int) -> Iterator[dict[str, Any]]:
+    bodies = examples()
+    for n in range(count):
+        yield {**bodies[n % len(bodies)], "messageId": f"rebuild-{n:09d}"}
 
 
 async def bare_loop(kafka: KafkaSettings, tp: TopicPartition, count: int) -> float:
@@ -100,7 +76,15 @@ async def main(count: int) -> None:
         await ensure_topics(kafka, topics)
         tp = TopicPartition(topics.messages, 0)
         filled = time.perf_counter()
-        await fill(kafka, tp, count, codec)
+        start = time.time_ns() // 1_000_000 - 1_800_000  # the last half hour: one 1 h window
+        await fill(
+            kafka,
+            tp.topic,
+            pushes(count),
+            codec,
+            partition=tp.partition,
+            timestamp=lambda n: start + n * 1_800_000 // count,
+        )
         print(f"filled {count:,} records in {time.perf_counter() - filled:.0f}s", flush=True)
         settings = WorkerSettings(name="archive", kafka=kafka, topics=topics)
         bare = await bare_loop(kafka, tp, count)

@@ -20,6 +20,7 @@ from ingress.push import PushEndpoint
 from schemas import PushCodec
 from schemas.framing import Framing
 from schemas.meta import MetaEventCodec, StatusCodec
+from uplink import topology
 from uplink.kafka import KafkaClients
 from uplink.process import tune_gc
 from uplink.registry.client import Registration, SchemaRegistry, subject
@@ -62,6 +63,7 @@ class IngressApp(Starlette):
 
 def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None) -> Starlette:
     """Build the ingress: every collaborator is made here and passed in."""
+    created = topology.ingress(settings.topics, settings.kafka.max_request_size).creates
     producer = DurableProducer(
         clients if clients is not None else KafkaClients(settings.kafka),
         timeout=settings.produce_timeout,
@@ -69,7 +71,7 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         linger_ms=settings.linger_ms,
         batch_bytes=settings.batch_bytes,
         prepare=(
-            (lambda: ensure_topics(settings.kafka, settings.topics))
+            (lambda: ensure_topics(settings.kafka, settings.topics, created))
             if settings.create_topics
             else None
         ),
@@ -84,7 +86,7 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
     if settings.registry is not None:
         registry = SchemaRegistry(settings.registry)
         topics = settings.topics
-        framings: list[tuple[str, Framing]] = [(topics.messages, codec)]
+        framings: list[tuple[str, PushCodec | Framing]] = [(topics.messages, codec)]
         if webhook_on:
             framings += [(topics.statuses, statuses), (topics.meta_events, events)]
         registrations = [

@@ -1,14 +1,13 @@
-/* The JSON body → typed record walk of schemas/codec.py, its common cases in C.
+/* The JSON body → typed record walk of schemas/converter.py, its common cases in C.
  *
- * codec.py compiles a converter per schema node; as Python closures a push cost about thirty
- * calls (a record converter per nested object, a scalar converter per field). Here one C call
- * walks the same nodes and takes the common case of each itself: a str where a string is
- * expected, an int in range where an int is, a bool, an object whose keys are all fields, a
- * list. Anything else (a number where a string is expected, a key with stray spaces, a value
+ * converter.py compiles a converter per schema node; as Python closures a push takes a call
+ * per nested object and per field. Here one C call walks the same nodes and takes the common
+ * case of each itself: a str where a string is expected, an int in range where an int is, a
+ * bool, an object whose keys are all fields, a list. Anything else (a number where a string is expected, a key with stray spaces, a value
  * for a coerced field, ...) goes to that node's Python converter, so the result is always the
- * Python converter's (tests/schemas/test_codec.py compares both on generated bodies).
+ * Python converter's (tests/schemas/test_properties.py compares both on generated bodies).
  *
- * Nodes are tuples built by codec.py, each ending with its Python converter:
+ * Nodes are tuples built by converter.py, each ending with its Python converter:
  *   (STRING, py) (INT, low, high, py) (BOOLEAN, py) (OTHER, py)
  *   (RECORD, fields: dict name -> node, template: dict, py)
  *   (ARRAY, item_node, py)
@@ -153,7 +152,7 @@ convert_node(PyObject *node, PyObject *value)
 PyDoc_STRVAR(convert_doc,
 "convert(node, value, /) -> typed value or None\n"
 "\n"
-"What the Python converter of `node` gives for `value` (see _converter.c, codec.py).");
+"What the Python converter of `node` gives for `value` (see _converter.c, converter.py).");
 
 static PyObject *
 convert(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -1,8 +1,8 @@
 /* Avro binary encoding of a datum by a program compiled from its schema (schemas/encoder.py).
  *
- * The ingress encodes every push on its hot path. As Python closures that was about a hundred
- * calls a push (a record, a union, a string writer per field), a tenth of a push's CPU
- * (bench/RESULTS.md, "Ingress load"). Here one C call walks the same program. The program is
+ * The ingress encodes every push on its hot path. As Python closures a push takes a call per
+ * record, union and field; here one C call walks the same program (bench/RESULTS.md, "Codec
+ * paths"). The program is
  * nested tuples, built and checked once by encoder.py:
  *
  *   (NULL,) (BOOLEAN,) (LONG,) (STRING,) (BYTES,)

@@ -1,8 +1,8 @@
 /* The per-record work of the workers' hot path, done in C for a whole fetched batch at once.
  *
  * heads(): a push record's leading fields (messageId, timestamp), for schemas/head.py. Every
- * worker reads the head of every record it judges; in Python that was ~1.4 us a record, about
- * half of what aiokafka spends fetching it.
+ * worker reads the head of every record it judges, so its cost adds to every record fetched
+ * (bench/RESULTS.md, "Codec paths").
  * join(): record values' datums concatenated, for the archive's container blocks
  * (schemas/container.py), without a copy per record on the event loop.
  *

@@ -7,11 +7,12 @@ library decodes such a record without a registry. The Confluent wire format: a z
 schema's 4-byte big-endian registry id, then the datum; what Kafka Connect, ksqlDB, Flink,
 Spark's ``from_avro`` and the Kafka UIs read, through the registry.
 
-Reading accepts both, from any writer schema the codec knows (schemas/writers.py).
+Reading accepts both, from any writer schema the reader knows (schemas/writers.py).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -34,11 +35,18 @@ from schemas.writers import (
 
 HEADER_SIZE: Final = SINGLE_OBJECT_SIZE  # the single-object header
 
-__all__ = ["HEADER_SIZE", "MARKER", "Framing", "without_logical_types"]
+__all__ = [
+    "HEADER_SIZE",
+    "MARKER",
+    "Framing",
+    "RecordReader",
+    "RecordWriter",
+    "without_logical_types",
+]
 
 
-class Framing:
-    """Encode and decode records of one schema; build once, reuse.
+class RecordWriter:
+    """Encodes records of one schema; build once, reuse.
 
     ``header`` is what ``encode`` writes: the single-object header, until ``frame_with(id)``
     (the schema's registry id, once it is registered) switches it to the Confluent one.
@@ -48,14 +56,11 @@ class Framing:
     fingerprint: bytes
     header: bytes
 
-    def __init__(self, source: dict[str, Any], known: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, source: dict[str, Any]) -> None:
         self.schema = cast(dict[str, Any], parse_schema(source))
         self.fingerprint = fingerprint_of(source)
         self.header = MARKER + self.fingerprint
         self._source = source
-        # A timestamp-millis field reads back as the int of epoch millis it was written from,
-        # not a datetime (the canonical form, so the wire, has no logicalType).
-        self.writers = WriterSchemas(source, known or ())
         self._encode = compile_encoder(source, prefix=self.header)
 
     @property
@@ -65,28 +70,36 @@ class Framing:
 
     def frame_with(self, schema_id: int) -> None:
         """Write the Confluent framing with ``schema_id`` from now on (set at start-up, once the
-        schema is registered; records already encoded keep theirs, and both stay readable)."""
+        schema is registered; records already encoded keep theirs)."""
         header = confluent_header(schema_id)
-        self.writers.add(schema_id, self.text)
         self._encode = compile_encoder(self._source, prefix=header)
         self.header = header
 
     @property
     def text(self) -> str:
         """The schema's JSON text, as it is registered."""
-        return self.writers.own.text
+        return json.dumps(self._source, separators=(",", ":"))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record (of this schema's types), framed with ``header``."""
         return self._encode(record)
 
+
+class RecordReader:
+    """Decodes records of any writer schema in ``writers`` into their reader schema."""
+
+    def __init__(self, writers: WriterSchemas) -> None:
+        # A timestamp-millis field reads back as the int of epoch millis it was written from,
+        # not a datetime (the canonical form, so the wire, has no logicalType).
+        self.writers = writers
+
     def viewer(self, shape: Shape) -> Callable[[bytes], dict[str, Any]]:
         """A reader of only ``shape``'s fields of a record (schemas/view.py), several times
         cheaper than ``decode`` for a few fields; it checks the framing, not the whole datum.
-        A record of another writer schema than this codec's is decoded whole (resolved into
-        this schema), which reads the same."""
-        read = compile_view(self._source, shape)
+        A record of another writer schema than the reader's is decoded whole (resolved into
+        the reader's schema), which reads the same."""
         writers = self.writers
+        read = compile_view(writers.reader, shape)
 
         def view(data: bytes) -> dict[str, Any]:
             writer = writers.get(data)
@@ -99,8 +112,8 @@ class Framing:
         return view
 
     def decode(self, data: bytes | memoryview) -> dict[str, Any]:
-        """Inverse of encode, for a record of any writer schema the codec knows; raises
-        UnknownSchema or CorruptRecord."""
+        """Inverse of encode, for a record of any writer schema known; raises UnknownSchema or
+        CorruptRecord."""
         writer = self.writers.get(data)
         if writer is None:
             raise _unknown(data)
@@ -108,6 +121,20 @@ class Framing:
         if not isinstance(record, dict):
             raise CorruptRecord("datum is not a record")
         return record
+
+
+class Framing(RecordWriter, RecordReader):
+    """The writer and the reader of one schema's records (the media, status and Meta event
+    records); ``known``: other writer schemas its records may carry."""
+
+    def __init__(self, source: dict[str, Any], known: list[dict[str, Any]] | None = None) -> None:
+        RecordWriter.__init__(self, source)
+        RecordReader.__init__(self, WriterSchemas(source, known or ()))
+
+    def frame_with(self, schema_id: int) -> None:
+        """As RecordWriter's, and records framed with ``schema_id`` read back from now on."""
+        self.writers.add(schema_id, self.text)
+        super().frame_with(schema_id)
 
 
 def _unknown(data: bytes | memoryview) -> UnknownSchema:

@@ -1,32 +1,22 @@
 """A push record's leading fields, read without decoding the rest of the datum.
 
 Every worker needs a record's ``messageId`` (dedupe) and most need its event time; decoding the
-whole datum for those costs ~16 µs a record. push.avsc keeps them first on purpose (and the
-evolution policy keeps them there, schemas/EVOLUTION.md), and ``schemas/_records.c`` reads
-them for a whole fetched batch in one call (~0.1 µs a record; the same walk in Python was ~1.4,
-as much as aiokafka's own work per record), after any header of a known writer schema that has
-this layout, single-object or Confluent. ``HeadReader.fits`` checks that layout; a record of a
-writer laid out otherwise is decoded whole instead of misread.
+whole datum for those costs many times what reading its first fields does (bench/RESULTS.md,
+"Codec paths"). push.avsc keeps them first on purpose (and the evolution policy keeps them there,
+schemas/EVOLUTION.md), and ``schemas/_records.c`` reads them for a whole fetched batch in one
+call, after any header of a known writer schema that has this layout (schemas/writers.py's
+``HEAD_LAYOUT``), single-object or Confluent. ``HeadReader.fits`` checks that layout; a record
+of a writer laid out otherwise is decoded whole instead of misread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from schemas._records import heads
 from schemas.exceptions import CorruptRecord, SchemaError, UnknownSchema
-
-if TYPE_CHECKING:
-    from schemas.writers import WriterSchemas
-
-# (name, type) of the fields the reader walks, in schema order.
-LAYOUT: Final = (
-    ("appId", ["null", "string"]),
-    ("channelType", ["null", "int"]),
-    ("messageId", "string"),
-    ("timestamp", ["null", "long"]),
-)
+from schemas.writers import HEAD_LAYOUT, WriterSchemas, has_head_layout
 
 Head = tuple[str, int | None]
 
@@ -44,13 +34,13 @@ class HeadReader:
 
     def __init__(self, writers: WriterSchemas) -> None:
         if not self.fits(writers.reader):
-            raise ValueError(f"the schema does not start with the fields {LAYOUT}")
+            raise ValueError(f"the schema does not start with the fields {HEAD_LAYOUT}")
         self._writers = writers
 
     @staticmethod
     def fits(schema: dict[str, Any]) -> bool:
-        found = tuple((field["name"], field["type"]) for field in schema["fields"][: len(LAYOUT)])
-        return found == LAYOUT
+        """Whether records of ``schema`` have heads this reader reads."""
+        return has_head_layout(schema)
 
     def read_many(self, values: Sequence[bytes | None]) -> Heads:
         """(messageId, timestamp or None) of each value, by column, in one call."""

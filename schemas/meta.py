@@ -24,13 +24,9 @@ from typing import Any, Final, cast
 
 import orjson
 
-from schemas.codec import (
-    JSON_KINDS,
-    PushCodec,
-    compile_converter,
-    load_json,
-    to_str,
-)
+from schemas.body import JSON_KINDS, load_json
+from schemas.codec import PushCodec
+from schemas.converter import compile_converter, to_str
 from schemas.exceptions import NotAPush
 from schemas.framing import Framing
 from schemas.writers import released_schemas

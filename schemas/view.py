@@ -1,11 +1,11 @@
 """A view of chosen fields of an Avro datum, read without decoding the rest.
 
 The router's rules read a dozen fields of a push (type, sender, text, a few flags); fastavro
-decodes all of its ~150 fields into dicts for them, ~14 µs a record and the router's largest
-cost. A push is mostly nulls, so walking the datum and stepping over what is not wanted is
-several times cheaper — if the walk is straight-line code: a reader built of one closure per
-field still spent ~5 µs on calls. So the reader is generated once per shape as Python source
-(the way fastavro and attrs compile theirs), and a run of null fields is one byte comparison.
+decodes all of its fields into dicts for them, the router's largest cost. A push is mostly nulls,
+so walking the datum and stepping over what is not wanted is several times cheaper — if the walk
+is straight-line code, since calls would cost more than the walk: so the reader is generated once
+per shape as Python source (the way fastavro and attrs compile theirs), and a run of null fields
+is one byte comparison. Figures: bench/RESULTS.md, "Codec paths".
 
 A *shape* says what to read: a record's shape is a dict of field name → ``True`` (the field's
 whole value, decoded) or a nested shape (a record field read as a view; ``{}`` reads only whether
@@ -24,11 +24,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Union
 
+from schemas.compiler import Array, Nullable, Primitive, Record, Type, resolve
 from schemas.exceptions import CorruptRecord
 
 Shape = Mapping[str, Union[bool, "Shape"]]
-
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "string", "bytes"})
 
 
 def _long_at(data: bytes, pos: int) -> tuple[int, int]:
@@ -73,6 +72,19 @@ def _no_branch(branch: int) -> CorruptRecord:
     return CorruptRecord(f"no union branch {branch}")
 
 
+def _branch_bytes(node: Nullable) -> tuple[int, int]:
+    """The bytes a union's branch index is written as (zig-zag): (null's, the other's)."""
+    return (0, 2) if node.null_index == 0 else (2, 0)
+
+
+def _null_first(node: Type) -> bool:
+    return isinstance(node, Nullable) and node.null_index == 0
+
+
+def _kind(node: Type) -> str:
+    return node.name if isinstance(node, Primitive) else type(node).__name__.lower()
+
+
 class _Source:
     """Python source being written, with fresh local names."""
 
@@ -104,79 +116,50 @@ class _Source:
         return name
 
 
-class _Compiler:
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self._records: dict[str, dict[str, Any]] = {}
-        self._collect(schema)
+class _ViewCode:
+    """Writes a view's reading code, walking the schema's type tree (schemas/compiler.py)."""
+
+    def __init__(self) -> None:
         self.out = _Source()
-
-    def _collect(self, schema: Any) -> None:
-        """Every record definition by name (each is written out once, where first used)."""
-        if isinstance(schema, list):
-            for branch in schema:
-                self._collect(branch)
-        elif isinstance(schema, dict):
-            if schema.get("type") == "record":
-                self._records.setdefault(schema["name"], schema)
-                for field in schema["fields"]:
-                    self._collect(field["type"])
-            elif schema.get("type") == "array":
-                self._collect(schema["items"])
-
-    def _resolve(self, schema: Any) -> tuple[str, Any]:
-        """(kind, definition): kind is a primitive's name, "union", "record" or "array"."""
-        if isinstance(schema, list):
-            if len(schema) != 2 or schema[0] != "null":
-                raise ValueError(f"only [null, T] unions are supported, got {schema!r}")
-            return "union", schema
-        if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return schema, schema
-            name = schema.rpartition(".")[2]
-            if name not in self._records:
-                raise ValueError(f"unknown named type {schema!r}")
-            return "record", self._records[name]
-        kind = schema["type"]
-        if kind in ("record", "array"):
-            return kind, schema
-        if isinstance(kind, str) and kind in _PRIMITIVES:  # a primitive with a logicalType
-            return kind, kind
-        raise ValueError(f"unsupported Avro type {kind!r}")
 
     # --- reading: code that leaves the value in `target` and moves `pos` past it -------------
 
-    def read(self, schema: Any, shape: Shape | bool, target: str, *, whole: bool = True) -> None:
+    def read(self, node: Type, shape: Shape | bool, target: str, *, whole: bool = True) -> None:
         out = self.out
-        kind, schema = self._resolve(schema)
-        if kind == "union":
+        if isinstance(node, Nullable):
+            null, other = _branch_bytes(node)
             out("b = data[pos]")
-            with out.block("if b == 0:"):
+            with out.block(f"if b == {null}:"):
                 out(f"{target} = None")
                 out("pos += 1")
-            with out.block("elif b == 2:"):
+            with out.block(f"elif b == {other}:"):
                 out("pos += 1")
-                self.read(schema[1], shape, target)
+                self.read(node.type, shape, target)
             with out.block("else:"):
                 out("raise _no_branch(b)")
             return
-        if shape is not True and (kind != "record" or not isinstance(shape, Mapping)):
-            raise ValueError(f"a shape {shape!r} for a {kind}")
-        if kind == "record":
+        if shape is not True and (not isinstance(node, Record) or not isinstance(shape, Mapping)):
+            raise ValueError(f"a shape {shape!r} for a {_kind(node)}")
+        if isinstance(node, Record):
             if shape is True:
-                shape = {field["name"]: True for field in schema["fields"]}
+                shape = {field.name: True for field in node.fields}
             assert isinstance(shape, Mapping)
-            self._record(schema, shape, target, whole=whole)
-        elif kind == "array":
+            self._record(node, shape, target, whole=whole)
+            return
+        if isinstance(node, Array):
             items, item = out.name("items"), out.name("item")
             out(f"{items} = []")
+            array = node
 
             def one() -> None:
-                self.read(schema["items"], True, item)
+                self.read(array.items, True, item)
                 out(f"{items}.append({item})")
 
             self._blocks(one)
             out(f"{target} = {items}")
-        elif kind in ("string", "bytes"):
+            return
+        kind = node.name
+        if kind in ("string", "bytes"):
             out("n = data[pos]")
             with out.block("if n < 0x80 and not n & 1:"):
                 out("pos += 1")
@@ -200,21 +183,21 @@ class _Compiler:
             out(f"{target} = None")
 
     def _record(
-        self, schema: dict[str, Any], shape: Mapping[str, Any], target: str, *, whole: bool
+        self, record: Record, shape: Mapping[str, Any], target: str, *, whole: bool
     ) -> None:
         out = self.out
-        fields = schema["fields"]
-        names = [field["name"] for field in fields]
+        fields = record.fields
+        names = [field.name for field in fields]
         missing = sorted(set(shape) - set(names))
         if missing:
-            raise ValueError(f"{schema['name']} has no field {missing}")
+            raise ValueError(f"{record.name} has no field {missing}")
         last = len(fields) if whole or not shape else max(map(names.index, shape)) + 1
         view = out.name("view")
         out(f"{view} = {{}}")
-        run: list[Any] = []  # nullable fields stepped over, together
+        run: list[Type] = []  # fields stepped over together: a zero byte each when null
         for field in fields[:last]:
-            name, kind = field["name"], field["type"]
-            if name not in shape and isinstance(kind, list):
+            name, kind = field.name, field.type
+            if name not in shape and _null_first(kind):
                 run.append(kind)
                 continue
             self._skip_run(run)
@@ -227,30 +210,35 @@ class _Compiler:
 
     # --- skipping: code that moves `pos` past a value ----------------------------------------
 
-    def skip(self, schema: Any) -> None:
+    def skip(self, node: Type) -> None:
         out = self.out
-        kind, schema = self._resolve(schema)
-        if kind == "union":
+        if isinstance(node, Nullable):
+            null, other = _branch_bytes(node)
             out("b = data[pos]")
-            with out.block("if b == 0:"):
+            with out.block(f"if b == {null}:"):
                 out("pos += 1")
-            with out.block("elif b == 2:"):
+            with out.block(f"elif b == {other}:"):
                 out("pos += 1")
-                self.skip(schema[1])
+                self.skip(node.type)
             with out.block("else:"):
                 out("raise _no_branch(b)")
-        elif kind == "record":
-            run: list[Any] = []
-            for field in schema["fields"]:
-                if isinstance(field["type"], list):
-                    run.append(field["type"])
+            return
+        if isinstance(node, Record):
+            run: list[Type] = []
+            for field in node.fields:
+                if _null_first(field.type):
+                    run.append(field.type)
                 else:
                     self._skip_run(run)
-                    self.skip(field["type"])
+                    self.skip(field.type)
             self._skip_run(run)
-        elif kind == "array":
-            self._blocks(lambda: self.skip(schema["items"]))
-        elif kind in ("string", "bytes"):
+            return
+        if isinstance(node, Array):
+            items = node.items
+            self._blocks(lambda: self.skip(items))
+            return
+        kind = node.name
+        if kind in ("string", "bytes"):
             out("n = data[pos]")
             with out.block("if n < 0x80 and not n & 1:"):
                 out("pos += 1 + (n >> 1)")
@@ -264,7 +252,7 @@ class _Compiler:
         elif kind == "boolean":
             out("pos += 1")
 
-    def _skip_run(self, run: list[Any]) -> None:
+    def _skip_run(self, run: list[Type]) -> None:
         """Step over nullable fields: when all are null, their bytes are zeros."""
         out = self.out
         if len(run) > 1:
@@ -294,15 +282,15 @@ def compile_view(schema: dict[str, Any], shape: Shape) -> Callable[[bytes, int],
     (unparsed) JSON record schema; raises CorruptRecord for a datum it cannot walk."""
     if not shape:
         raise ValueError("an empty shape: nothing to read")
-    compiler = _Compiler(schema)
-    compiler.read(schema, shape, "result", whole=False)
-    source = "\n".join(["def read(data, pos):", *compiler.out.lines, "    return result, pos"])
+    code = _ViewCode()
+    code.read(resolve(schema), shape, "result", whole=False)
+    source = "\n".join(["def read(data, pos):", *code.out.lines, "    return result, pos"])
     namespace: dict[str, Any] = {
         "_long_at": _long_at,
         "_size": _size,
         "_count": _count,
         "_no_branch": _no_branch,
-        **compiler.out.constants,
+        **code.out.constants,
     }
     exec(compile(source, f"<view of {schema.get('name', 'record')}>", "exec"), namespace)
     read: Callable[[bytes, int], tuple[dict[str, Any], int]] = namespace["read"]

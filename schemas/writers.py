@@ -20,30 +20,35 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint as schema_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas.exceptions import CorruptRecord
-from schemas.head import HeadReader
 
 MARKER: Final = b"\xc3\x01"  # single-object encoding
 MAGIC: Final = b"\x00"  # the Confluent wire format
 SINGLE_OBJECT_SIZE: Final = 10
 CONFLUENT_SIZE: Final = 5
 
+# (name, type) of the leading fields a push record's head is read from (schemas/head.py), in
+# schema order; schemas/_records.c walks exactly these.
+HEAD_LAYOUT: Final = (
+    ("appId", ["null", "string"]),
+    ("channelType", ["null", "int"]),
+    ("messageId", "string"),
+    ("timestamp", ["null", "long"]),
+)
+
 Reader = Callable[[bytes | memoryview, int], Any]
 
 
-class SchemaLookup(Protocol):
-    """Where writer schemas of registry ids come from (uplink/registry/client.py's
-    ``SubjectSchemas``): the JSON text of an id, and every version of the subject."""
-
-    async def schema(self, schema_id: int) -> str: ...
-
-    async def versions(self) -> list[tuple[int, str]]: ...
+def has_head_layout(schema: dict[str, Any]) -> bool:
+    """Whether a record schema starts with HEAD_LAYOUT's fields."""
+    found = tuple((field["name"], field["type"]) for field in schema["fields"][: len(HEAD_LAYOUT)])
+    return found == HEAD_LAYOUT
 
 
 def without_logical_types(schema: Any) -> Any:
@@ -81,6 +86,12 @@ def schema_id_of(data: bytes | memoryview) -> int | None:
     if len(data) >= CONFLUENT_SIZE and data[:1] == MAGIC:
         return int.from_bytes(data[1:CONFLUENT_SIZE], "big")
     return None
+
+
+def load_push_schema() -> dict[str, Any]:
+    """The shipped push.avsc as a plain (unparsed) JSON schema."""
+    text = resources.files("schemas").joinpath("push.avsc").read_text(encoding="utf-8")
+    return cast(dict[str, Any], json.loads(text))
 
 
 def released_schemas(name: str = "push") -> list[dict[str, Any]]:
@@ -150,7 +161,7 @@ class WriterSchemas:
         if header in self._by_header:
             return self._by_header[header]
         same = self._canonical_form(source) == self._canonical
-        fits = HeadReader.fits(source)
+        fits = has_head_layout(source)
         writer = Writer(header, source, same, self._reader_of(source, same), fits)
         self._by_header[header] = writer
         if fits:

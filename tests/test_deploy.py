@@ -1,5 +1,5 @@
 """docker-compose.yml and the Dockerfile hold together: what `docker-compose config` resolves is
-the deployment the README describes, and every setting it passes is one the code reads.
+the deployment docs/deployment.md describes, and every setting it passes is one the code reads.
 
 No Docker engine is needed: `docker-compose config` only parses, interpolates and validates.
 """

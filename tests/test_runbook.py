@@ -1,6 +1,6 @@
-"""The README's recipes hold: the re-drive recipe runs as written (kcat copies dead letters byte
-for byte, keys unchanged, each into the partition uplink's own producers would choose for its
-key), and its alert rules name metrics uplink serves."""
+"""The documentation's recipes hold: the runbook's re-drive recipe runs as written (kcat copies
+dead letters byte for byte, keys unchanged, each into the partition uplink's own producers would
+choose for its key), and the suggested alert rules name metrics uplink serves."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ from tests.conftest import Reader
 
 pytestmark = pytest.mark.anyio
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+RUNBOOK = DOCS / "runbook.md"
+ALERTS = DOCS / "operations.md"
 MARKER = "<!-- tests/test_runbook.py runs the next block as written -->"
 
 
 def redrive_recipe() -> str:
-    text = README.read_text()
-    assert MARKER in text, "the README's re-drive recipe lost its marker"
+    text = RUNBOOK.read_text()
+    assert MARKER in text, "the runbook's re-drive recipe lost its marker"
     found = re.search(r"```sh\n(.*?)```", text[text.index(MARKER) :], re.DOTALL)
     assert found
     return found.group(1)
@@ -93,8 +95,8 @@ def family(sample: str) -> str:
     return re.sub(r"_(total|bucket|sum|count)$", "", sample)
 
 
-def test_the_readmes_alert_rules_name_metrics_uplink_serves() -> None:
-    text = README.read_text()
+def test_the_suggested_alert_rules_name_metrics_uplink_serves() -> None:
+    text = ALERTS.read_text()
     start = text.index("Suggested rules.")
     rules = text[start : text.index("```", text.index("```yaml", start) + 7)]
     named = {family(name) for name in re.findall(r"\buplink_[a-z_]+", rules)}
@@ -113,4 +115,4 @@ def test_the_readmes_alert_rules_name_metrics_uplink_serves() -> None:
     worker.registry.register(media)
     exposition = ingress.render().decode() + worker.render().decode()
     served = {family(n) for n in re.findall(r"^# TYPE (uplink_[a-z_]+) ", exposition, re.M)}
-    assert named <= served, f"named in the README, not served: {sorted(named - served)}"
+    assert named <= served, f"named in {ALERTS.name}, not served: {sorted(named - served)}"

@@ -2,8 +2,8 @@
 
 Every error uplink raises on purpose derives from ``UplinkError`` and says, as aiokafka's errors
 do, whether trying again may succeed (``retriable``). The CLI turns each into one line on
-stderr and an exit code (README, "Exit codes"): 2 for a configuration error, 75 (EX_TEMPFAIL)
-for a retriable one, 1 for any other.
+stderr and an exit code (docs/commands.md): 2 for a configuration error, 75 (EX_TEMPFAIL) for a
+retriable one, 1 for any other.
 """
 
 from __future__ import annotations

@@ -1,89 +1,219 @@
 """Frozen settings, built once at the edge from the environment and CLI flags.
 
-Everything that reads ``os.environ`` lives here; the rest of the code receives a settings object.
-Explicit values (CLI flags, keyword arguments) win over the environment, which wins over defaults.
+Each field an environment variable fills declares it (``uplink.variables``): name, kind, default,
+readers, meaning and valid values, once. The environment is read through those declarations,
+by the settings classes; the rest of the code receives a settings object. Explicit values (CLI
+flags, keyword arguments) win over the environment, which wins over defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 from uplink.exceptions import ConfigError
+from uplink.variables import (
+    ALL,
+    BASE_URL,
+    BOOLEAN,
+    BYTES,
+    INGRESS,
+    INTEGER,
+    MILLISECONDS,
+    PATH,
+    SECONDS,
+    SECRET,
+    SECRETS,
+    TEXT,
+    UPPER,
+    URL,
+    WORKERS,
+    Secret,
+    at_least_zero,
+    declaration,
+    http_url,
+    positive,
+    read,
+    validate,
+    variable,
+)
 
-T = TypeVar("T")
+__all__ = [
+    "GRAPH_URL",
+    "GRAPH_VERSION",
+    "CommitPolicy",
+    "IngressSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "MetaSettings",
+    "MiB",
+    "RegistrySettings",
+    "Secret",
+    "Topics",
+    "WorkerSettings",
+    "kafka_from_env",
+    "meta_from_env",
+    "registry_from_env",
+    "topics_from_env",
+]
 
 MiB = 1024 * 1024
 
-
-class Secret:
-    """A string that never shows itself in reprs, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+# Every command that talks to Kafka but ``archive cat`` (which reads files only) reads the
+# topic names; ``replay`` is told its topic.
+_TOPIC_READERS = ("ingress", "archive", "media", "router", "topics")
+# Who reads records or writes them with a registry's framing.
+_REGISTRY_READERS = ("ingress", "archive", "media", "router", "replay")
 
 
 @dataclass(frozen=True)
 class Topics:
     """Topic names (contract defaults) and how to create them when missing."""
 
-    messages: str = "uplink.messages.v1"
-    quarantine: str = "uplink.quarantine.v1"
-    media: str = "uplink.media.v1"
-    statuses: str = "uplink.statuses.v1"  # Meta's webhook: statuses of the messages sent
-    meta_events: str = "uplink.meta.events.v1"  # Meta's webhook: every other field
-    messages_partitions: int = 12  # and the statuses' (keyed by conversation too)
-    partitions: int = 3  # every other uplink topic
-    replication_factor: int = 1
-    dlq_pattern: str = "uplink.{worker}.dlq.v1"
+    messages: str = variable(
+        "UPLINK_TOPIC_MESSAGES",
+        TEXT,
+        _TOPIC_READERS,
+        "the valid pushes' topic",
+        default="uplink.messages.v1",
+    )
+    quarantine: str = variable(
+        "UPLINK_TOPIC_QUARANTINE",
+        TEXT,
+        _TOPIC_READERS,
+        "the topic of bodies that are not pushes (raw bytes, the reason in headers)",
+        default="uplink.quarantine.v1",
+    )
+    media: str = variable(
+        "UPLINK_TOPIC_MEDIA",
+        TEXT,
+        _TOPIC_READERS,
+        "the media worker's fetched-media events",
+        default="uplink.media.v1",
+    )
+    statuses: str = variable(
+        "UPLINK_TOPIC_STATUSES",
+        TEXT,
+        _TOPIC_READERS,
+        "Meta's statuses of the messages sent (partitioned as the messages topic)",
+        default="uplink.statuses.v1",
+    )
+    meta_events: str = variable(
+        "UPLINK_TOPIC_META_EVENTS",
+        TEXT,
+        _TOPIC_READERS,
+        "Meta's other webhook fields",
+        default="uplink.meta.events.v1",
+    )
+    messages_partitions: int = variable(
+        "UPLINK_MESSAGES_PARTITIONS",
+        INTEGER,
+        _TOPIC_READERS,
+        "partitions of the messages and statuses topics when uplink creates them",
+        default=12,
+        check=positive,
+    )
+    partitions: int = variable(
+        "UPLINK_TOPIC_PARTITIONS",
+        INTEGER,
+        _TOPIC_READERS,
+        "partitions of the other topics when uplink creates them",
+        default=3,
+        check=positive,
+    )
+    replication_factor: int = variable(
+        "UPLINK_REPLICATION_FACTOR",
+        INTEGER,
+        _TOPIC_READERS,
+        "replication of created topics; with 3 or more, `min.insync.replicas=2` is set",
+        default=1,
+        check=positive,
+    )
+    dlq_pattern: str = variable(
+        "UPLINK_TOPIC_DLQ",
+        TEXT,
+        _TOPIC_READERS,
+        "the dead-letter topics' pattern",
+        default="uplink.{worker}.dlq.v1",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def dlq(self, worker: str) -> str:
         return self.dlq_pattern.format(worker=worker)
+
+
+def _servers(text: str) -> str | None:
+    if not text.strip():
+        return "must name at least one host:port"
+    for server in text.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            return f"{server!r} is not host:port"
+    return None
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _protocol(value: str) -> str | None:
+    return None if value in _PROTOCOLS else f"{value!r} is not one of {sorted(_PROTOCOLS)}"
 
 
 @dataclass(frozen=True)
 class KafkaSettings:
     """How to reach the cluster; shared by every producer, consumer and admin client."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    client_id: str = "uplink"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: Secret | None = None
-    ssl_cafile: str | None = None
+    bootstrap_servers: str = variable(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        TEXT,
+        ALL,
+        "comma-separated `host:port` list; `uplink dev` starts a local broker when it is unset",
+        default="127.0.0.1:9092",
+        check=_servers,
+    )
+    client_id: str = variable(
+        "UPLINK_KAFKA_CLIENT_ID", TEXT, ALL, "the Kafka client id", default="uplink"
+    )
+    security_protocol: str = variable(
+        "UPLINK_KAFKA_SECURITY_PROTOCOL",
+        UPPER,
+        ALL,
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        default="PLAINTEXT",
+        check=_protocol,
+    )
+    sasl_mechanism: str | None = variable(
+        "UPLINK_KAFKA_SASL_MECHANISM", TEXT, ALL, "the SASL mechanism (with SASL_*)", default=None
+    )
+    sasl_username: str | None = variable(
+        "UPLINK_KAFKA_SASL_USERNAME", TEXT, ALL, "the SASL user", default=None
+    )
+    sasl_password: Secret | None = variable(
+        "UPLINK_KAFKA_SASL_PASSWORD", SECRET, ALL, "the SASL password", default=None
+    )
+    ssl_cafile: str | None = variable(
+        "UPLINK_KAFKA_SSL_CAFILE",
+        PATH,
+        ALL,
+        "a CA bundle to trust for SSL",
+        default=None,
+        shown="system CAs",
+    )
     # A push is at most max_body_bytes of raw JSON plus its typed view: leave room for both.
-    max_request_size: int = 4 * MiB
+    max_request_size: int = variable(
+        "UPLINK_KAFKA_MAX_REQUEST_SIZE",
+        BYTES,
+        ALL,
+        "the producer's largest request; it must hold a record with the body twice (raw, typed)",
+        default=4 * MiB,
+        check=positive,
+    )
 
     def __post_init__(self) -> None:
-        if not self.bootstrap_servers.strip():
-            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", "must name at least one host:port")
-        for server in self.bootstrap_servers.split(","):
-            host, sep, port = server.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
-        allowed = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
-        if self.security_protocol not in allowed:
-            raise ConfigError(
-                "UPLINK_KAFKA_SECURITY_PROTOCOL",
-                f"{self.security_protocol!r} is not one of {sorted(allowed)}",
-            )
+        validate(self)
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
@@ -116,27 +246,68 @@ GRAPH_URL = "https://graph.facebook.com"
 GRAPH_VERSION = "v23.0"
 
 
+def _version(value: str) -> str | None:
+    if not value.strip() or "/" in value:
+        return f"{value!r} is not a version like v23.0"
+    return None
+
+
 @dataclass(frozen=True)
 class MetaSettings:
     """Meta's WhatsApp Cloud API: the webhook's secrets (the ingress) and the Graph API (the
-    media worker). The webhook is on when an app secret is set; see the README's table."""
+    media worker). The webhook is on when an app secret is set."""
 
-    verify_token: Secret | None = None  # the handshake's hub.verify_token
-    app_secrets: tuple[Secret, ...] = ()  # X-Hub-Signature-256 keys; several while rotating
-    access_token: Secret | None = None  # Graph API bearer: media by id
-    graph_url: str = GRAPH_URL
-    graph_version: str = GRAPH_VERSION
-    media_url_ttl: float = 300.0  # seconds a media URL from the Graph API is used for
+    verify_token: Secret | None = variable(
+        "UPLINK_META_VERIFY_TOKEN",
+        SECRET,
+        INGRESS,
+        "the token of Meta's subscription handshake (`hub.verify_token`)",
+        default=None,
+    )
+    app_secrets: tuple[Secret, ...] = variable(
+        "UPLINK_META_APP_SECRET",
+        SECRETS,
+        INGRESS,
+        "the app secrets `X-Hub-Signature-256` is checked with, comma-separated while rotating; "
+        "set: `/v1/meta` is served (set the verify token too)",
+        default=(),
+        shown="unset (no `/v1/meta`)",
+    )
+    access_token: Secret | None = variable(
+        "UPLINK_META_ACCESS_TOKEN",
+        SECRET,
+        ("media",),
+        "Graph API bearer token, for Meta's media by id (without it, such a record is "
+        "dead-lettered saying so)",
+        default=None,
+    )
+    graph_url: str = variable(
+        "UPLINK_META_GRAPH_URL",
+        URL,
+        ("media",),
+        "where media ids are resolved: `GET {url}/{version}/{media-id}`",
+        default=GRAPH_URL,
+        check=http_url,
+    )
+    graph_version: str = variable(
+        "UPLINK_META_GRAPH_VERSION",
+        TEXT,
+        ("media",),
+        "the Graph API version",
+        default=GRAPH_VERSION,
+        check=_version,
+    )
+    media_url_ttl: float = variable(
+        "UPLINK_META_MEDIA_URL_TTL",
+        SECONDS,
+        ("media",),
+        "how long a resolved media URL is used before the id is resolved again",
+        default=300.0,
+        check=positive,
+    )
 
     def __post_init__(self) -> None:
-        positive("UPLINK_META_MEDIA_URL_TTL", self.media_url_ttl)
-        parts = urlsplit(self.graph_url)
-        if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
-            raise ConfigError("UPLINK_META_GRAPH_URL", f"{self.graph_url!r} is not http(s)://")
-        if not self.graph_version.strip() or "/" in self.graph_version:
-            raise ConfigError(
-                "UPLINK_META_GRAPH_VERSION", f"{self.graph_version!r} is not a version like v23.0"
-            )
+        validate(self)
 
     @property
     def webhook(self) -> bool:
@@ -159,98 +330,163 @@ class MetaSettings:
 
 
 def meta_from_env(environ: Mapping[str, str]) -> MetaSettings:
-    env = Env(environ)
-    values: dict[str, Any] = {
-        "verify_token": env.get("UPLINK_META_VERIFY_TOKEN", Secret),
-        "app_secrets": env.get("UPLINK_META_APP_SECRET", _secrets),
-        "access_token": env.get("UPLINK_META_ACCESS_TOKEN", Secret),
-        "graph_url": env.get("UPLINK_META_GRAPH_URL", str),
-        "graph_version": env.get("UPLINK_META_GRAPH_VERSION", str),
-        "media_url_ttl": env.get("UPLINK_META_MEDIA_URL_TTL", float),
-    }
-    return build(MetaSettings, values, {})
+    return read(MetaSettings, environ)
 
 
-def _secrets(text: str) -> tuple[Secret, ...]:
-    """Comma-separated secrets, e.g. the new app secret and the old one while rotating."""
-    secrets = tuple(Secret(part.strip()) for part in text.split(",") if part.strip())
-    if not secrets:
-        raise ValueError("no secret in it")
-    return secrets
+def _registry_url(value: str) -> str | None:
+    if not value.startswith(("http://", "https://")):
+        return f"{value!r} is not an http(s) URL"
+    return None
 
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """A Confluent-compatible schema registry (UPLINK_SCHEMA_REGISTRY_*): where it is, how to
-    log in and which certificates to trust. ``url`` is the API's base (Apicurio's
+    """A Confluent-compatible schema registry: where it is, how to log in and which
+    certificates to trust. ``url`` is the API's base (Apicurio's
     ``http://host:8080/apis/ccompat/v7``, Confluent's ``http://host:8081``)."""
 
-    url: str
-    username: str | None = None
-    password: Secret | None = None
-    ca_file: str | None = None  # a PEM bundle to trust instead of the system's
-    verify: bool = True  # False: no TLS verification at all (a test registry only)
-    timeout: float = 5.0  # seconds per request
+    url: str = variable(
+        "UPLINK_SCHEMA_REGISTRY_URL",
+        BASE_URL,
+        _REGISTRY_READERS,
+        "the registry's Confluent-compatible API; set: records carry the Confluent framing "
+        "and writers register their schemas",
+        shown="unset (single-object encoding)",
+        check=_registry_url,
+    )
+    username: str | None = variable(
+        "UPLINK_SCHEMA_REGISTRY_USERNAME",
+        TEXT,
+        _REGISTRY_READERS,
+        "HTTP basic auth's user (with the password)",
+        default=None,
+    )
+    password: Secret | None = variable(
+        "UPLINK_SCHEMA_REGISTRY_PASSWORD",
+        SECRET,
+        _REGISTRY_READERS,
+        "HTTP basic auth's password (with the user)",
+        default=None,
+    )
+    ca_file: str | None = variable(
+        "UPLINK_SCHEMA_REGISTRY_CA_FILE",
+        PATH,
+        _REGISTRY_READERS,
+        "a PEM bundle to trust for an https registry",
+        default=None,
+        shown="system CAs",
+    )
+    verify: bool = variable(
+        "UPLINK_SCHEMA_REGISTRY_VERIFY",
+        BOOLEAN,
+        _REGISTRY_READERS,
+        "false turns TLS verification off (a test registry only)",
+        default=True,
+    )
+    timeout: float = variable(
+        "UPLINK_SCHEMA_REGISTRY_TIMEOUT",
+        SECONDS,
+        _REGISTRY_READERS,
+        "per registry request",
+        default=5.0,
+        check=positive,
+    )
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError("UPLINK_SCHEMA_REGISTRY_URL", f"{self.url!r} is not an http(s) URL")
+        validate(self)
         if (self.username is None) != (self.password is None):
             raise ConfigError(
                 "UPLINK_SCHEMA_REGISTRY_USERNAME",
                 "basic auth needs both UPLINK_SCHEMA_REGISTRY_USERNAME and _PASSWORD",
             )
-        positive("UPLINK_SCHEMA_REGISTRY_TIMEOUT", self.timeout)
 
 
 def registry_from_env(environ: Mapping[str, str]) -> RegistrySettings | None:
-    """The registry settings, or None without UPLINK_SCHEMA_REGISTRY_URL (single-object
-    framing, no registry)."""
-    env = Env(environ)
-    url = env.get("UPLINK_SCHEMA_REGISTRY_URL", str)
-    if url is None:
+    """The registry settings, or None without a registry URL (single-object framing)."""
+    if declaration(RegistrySettings, "url").read(environ) is None:
         return None
-    values: dict[str, Any] = {
-        "url": url.rstrip("/"),
-        "username": env.get("UPLINK_SCHEMA_REGISTRY_USERNAME", str),
-        "password": env.get("UPLINK_SCHEMA_REGISTRY_PASSWORD", Secret),
-        "ca_file": env.get("UPLINK_SCHEMA_REGISTRY_CA_FILE", str),
-        "verify": env.get("UPLINK_SCHEMA_REGISTRY_VERIFY", boolean),
-        "timeout": env.get("UPLINK_SCHEMA_REGISTRY_TIMEOUT", float),
-    }
-    return build(RegistrySettings, values, {})
+    return read(RegistrySettings, environ)
 
 
 @dataclass(frozen=True)
 class IngressSettings:
-    """Everything the HTTP ingress needs; see the README's configuration table."""
+    """Everything the HTTP ingress needs."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: Topics = field(default_factory=Topics)
-    token: Secret | None = None
+    token: Secret | None = variable(
+        "UPLINK_TOKEN",
+        SECRET,
+        INGRESS,
+        "the shared token the provider must send on `/v1/uplink`",
+        default=None,
+        shown="unset (no auth)",
+    )
     meta: MetaSettings = field(default_factory=MetaSettings)  # /v1/meta, when configured
-    max_body_bytes: int = 1 * MiB
-    produce_timeout: float = 5.0  # seconds until a push that is not acked gets 503
-    max_in_flight: int = 4096  # pushes awaiting the broker; beyond this → 503 (shed)
-    retry_after: int = 5  # seconds, sent with every 503
+    max_body_bytes: int = variable(
+        "UPLINK_MAX_BODY_BYTES",
+        BYTES,
+        INGRESS,
+        "larger bodies get 413",
+        default=1 * MiB,
+        check=positive,
+    )
+    produce_timeout: float = variable(
+        "UPLINK_PRODUCE_TIMEOUT",
+        SECONDS,
+        INGRESS,
+        "how long a push waits for the broker's ack before it gets 503",
+        default=5.0,
+        check=positive,
+    )
+    max_in_flight: int = variable(
+        "UPLINK_MAX_IN_FLIGHT",
+        INTEGER,
+        INGRESS,
+        "pushes awaiting an ack, per process; beyond this, 503 at once (shed)",
+        default=4096,
+        check=positive,
+    )
+    retry_after: int = variable(
+        "UPLINK_RETRY_AFTER",
+        INTEGER,
+        INGRESS,
+        "seconds, sent in `Retry-After` with every 503",
+        default=5,
+        check=positive,
+    )
     # 0 measured best: while a produce request is in flight, the next batch fills anyway.
-    linger_ms: int = 0
+    linger_ms: int = variable(
+        "UPLINK_LINGER_MS",
+        INTEGER,
+        INGRESS,
+        "the producer's batching window, milliseconds",
+        default=0,
+        check=at_least_zero,
+    )
     # Per partition. aiokafka keeps one produce request in flight per broker, so under load
     # the batch size, not the linger, bounds how many pushes one round trip can acknowledge.
-    batch_bytes: int = 256 * 1024
-    create_topics: bool = True
+    batch_bytes: int = variable(
+        "UPLINK_BATCH_BYTES",
+        BYTES,
+        INGRESS,
+        "the producer's batch size per partition",
+        default=256 * 1024,
+        check=positive,
+    )
+    create_topics: bool = variable(
+        "UPLINK_CREATE_TOPICS",
+        BOOLEAN,
+        INGRESS,
+        "create missing topics at start-up (workers always create the topics they use)",
+        default=True,
+    )
     # Set: the push schema is registered at start-up and records carry the Confluent framing.
     registry: RegistrySettings | None = None
 
     def __post_init__(self) -> None:
         self.meta.check_webhook()
-        positive("UPLINK_MAX_BODY_BYTES", self.max_body_bytes)
-        positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
-        positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
-        positive("UPLINK_RETRY_AFTER", self.retry_after)
-        positive("UPLINK_BATCH_BYTES", self.batch_bytes)
-        if self.linger_ms < 0:
-            raise ConfigError("UPLINK_LINGER_MS", "must be >= 0")
+        validate(self)
         if self.max_body_bytes * 2 + 64 * 1024 > self.kafka.max_request_size:
             raise ConfigError(
                 "UPLINK_MAX_BODY_BYTES",
@@ -261,94 +497,21 @@ class IngressSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> IngressSettings:
         """Settings from ``environ``; keyword arguments win over it."""
-        env = Env(environ)
-        values: dict[str, Any] = {
+        parts = {
             "kafka": kafka_from_env(environ),
             "topics": topics_from_env(environ),
-            "token": env.get("UPLINK_TOKEN", Secret),
             "meta": meta_from_env(environ),
-            "max_body_bytes": env.get("UPLINK_MAX_BODY_BYTES", int),
-            "produce_timeout": env.get("UPLINK_PRODUCE_TIMEOUT", float),
-            "max_in_flight": env.get("UPLINK_MAX_IN_FLIGHT", int),
-            "retry_after": env.get("UPLINK_RETRY_AFTER", int),
-            "linger_ms": env.get("UPLINK_LINGER_MS", int),
-            "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
-            "create_topics": env.get("UPLINK_CREATE_TOPICS", boolean),
             "registry": registry_from_env(environ),
         }
-        return build(cls, values, explicit)
+        return read(cls, environ, given=parts, explicit=explicit)
 
 
 def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
-    env = Env(environ)
-    values: dict[str, Any] = {
-        "bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", str),
-        "client_id": env.get("UPLINK_KAFKA_CLIENT_ID", str),
-        "security_protocol": env.get("UPLINK_KAFKA_SECURITY_PROTOCOL", str.upper),
-        "sasl_mechanism": env.get("UPLINK_KAFKA_SASL_MECHANISM", str),
-        "sasl_username": env.get("UPLINK_KAFKA_SASL_USERNAME", str),
-        "sasl_password": env.get("UPLINK_KAFKA_SASL_PASSWORD", Secret),
-        "ssl_cafile": env.get("UPLINK_KAFKA_SSL_CAFILE", str),
-        "max_request_size": env.get("UPLINK_KAFKA_MAX_REQUEST_SIZE", int),
-    }
-    return build(KafkaSettings, values, {})
+    return read(KafkaSettings, environ)
 
 
 def topics_from_env(environ: Mapping[str, str]) -> Topics:
-    env = Env(environ)
-    values: dict[str, Any] = {
-        "messages": env.get("UPLINK_TOPIC_MESSAGES", str),
-        "quarantine": env.get("UPLINK_TOPIC_QUARANTINE", str),
-        "media": env.get("UPLINK_TOPIC_MEDIA", str),
-        "statuses": env.get("UPLINK_TOPIC_STATUSES", str),
-        "meta_events": env.get("UPLINK_TOPIC_META_EVENTS", str),
-        "dlq_pattern": env.get("UPLINK_TOPIC_DLQ", str),
-        "messages_partitions": env.get("UPLINK_MESSAGES_PARTITIONS", int),
-        "partitions": env.get("UPLINK_TOPIC_PARTITIONS", int),
-        "replication_factor": env.get("UPLINK_REPLICATION_FACTOR", int),
-    }
-    topics = build(Topics, values, {})
-    positive("UPLINK_MESSAGES_PARTITIONS", topics.messages_partitions)
-    positive("UPLINK_TOPIC_PARTITIONS", topics.partitions)
-    positive("UPLINK_REPLICATION_FACTOR", topics.replication_factor)
-    return topics
-
-
-class Env:
-    """Typed reads of environment variables; an unparsable value names its variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str, parse: Callable[[str], T]) -> T | None:
-        raw = self._environ.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            return parse(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(name, f"cannot parse {raw!r}: {exc}") from None
-
-
-def build(cls: Callable[..., T], values: Mapping[str, Any], explicit: Mapping[str, Any]) -> T:
-    """``cls`` from what the environment set (``values``; None: not set), explicit values
-    winning over it; what neither sets keeps its default."""
-    given = {**values, **{k: v for k, v in explicit.items() if v is not None}}
-    return cls(**{k: v for k, v in given.items() if v is not None})
-
-
-def boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(name, f"must be > 0, got {value}")
+    return read(Topics, environ)
 
 
 @dataclass(frozen=True)
@@ -369,27 +532,74 @@ class WorkerSettings:
     name: str  # archive, media, router: names the group (uplink-<name>) and the DLQ
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: Topics = field(default_factory=Topics)
-    group_id: str | None = None  # default: uplink-<name>
-    commit_every: int | None = 1000  # records handled since the last commit (None: by time only)
-    commit_interval: float = 5.0  # seconds since the last commit (monotonic clock)
-    dedupe_window_ms: int = 3_600_000  # 1 h of record time, far past the provider's ~9 min retries
-    max_batch: int = 500  # records fetched per poll
+    group_id: str | None = variable(
+        "UPLINK_GROUP_ID",
+        TEXT,
+        WORKERS,
+        "the consumer group",
+        default=None,
+        shown="`uplink-<worker>`",
+    )
+    commit_every: int | None = variable(
+        "UPLINK_COMMIT_EVERY",
+        INTEGER,
+        WORKERS,
+        "commit after this many records handled (or the interval, whichever comes first)",
+        default=1000,
+        check=positive,
+        shown="the worker's commit policy: media, router 1000; archive none (its files rotate)",
+    )
+    commit_interval: float = variable(
+        "UPLINK_COMMIT_INTERVAL",
+        SECONDS,
+        WORKERS,
+        "commit this long after the last commit (or the count, whichever comes first); "
+        "the archive's `--flush-interval` wins",
+        default=5.0,
+        check=positive,
+        shown="the worker's commit policy: media 5, router 0.5, archive 60",
+    )
+    dedupe_window_ms: int = variable(
+        "UPLINK_DEDUPE_WINDOW",
+        MILLISECONDS,
+        WORKERS,
+        "the dedupe window, in record time (far past the provider's ~9 min of retries)",
+        default=3_600_000,
+        shown="3600",
+        check=positive,
+    )
+    max_batch: int = variable(
+        "UPLINK_MAX_BATCH",
+        INTEGER,
+        WORKERS,
+        "records fetched per poll",
+        default=500,
+        check=positive,
+    )
     retry_backoff: float = 0.5  # first delay after a transient failure, doubling
     retry_backoff_max: float = 30.0
-    metrics_port: int | None = None  # Prometheus text on this port when set
-    # How long a silent (crashed) member keeps its partitions before the group rebalances.
-    session_timeout: float = 10.0
+    metrics_port: int | None = variable(
+        "UPLINK_METRICS_PORT",
+        INTEGER,
+        WORKERS,
+        "serve Prometheus text on this port",
+        default=None,
+        flag="--metrics-port",
+    )
+    session_timeout: float = variable(
+        "UPLINK_SESSION_TIMEOUT",
+        SECONDS,
+        WORKERS,
+        "how long a silent (crashed) member keeps its partitions before the group rebalances",
+        default=10.0,
+        check=positive,
+    )
     # Set: writer schemas are looked up there by id; a worker that writes (media) registers its
     # own schema and writes the Confluent framing.
     registry: RegistrySettings | None = None
 
     def __post_init__(self) -> None:
-        positive("UPLINK_SESSION_TIMEOUT", self.session_timeout)
-        if self.commit_every is not None:
-            positive("UPLINK_COMMIT_EVERY", self.commit_every)
-        positive("UPLINK_COMMIT_INTERVAL", self.commit_interval)
-        positive("UPLINK_DEDUPE_WINDOW", self.dedupe_window_ms)
-        positive("UPLINK_MAX_BATCH", self.max_batch)
+        validate(self)
 
     @property
     def group(self) -> str:
@@ -409,51 +619,56 @@ class WorkerSettings:
     ) -> WorkerSettings:
         """Settings of worker ``name``: ``explicit`` wins over ``environ``, which wins over the
         worker's commit policy ``commits`` and the defaults."""
-        env = Env(environ)
-        window = env.get("UPLINK_DEDUPE_WINDOW", float)  # seconds, as operators think of it
-        values: dict[str, Any] = {
+        parts = {
+            "name": name,
             "kafka": kafka_from_env(environ),
             "topics": topics_from_env(environ),
-            "group_id": env.get("UPLINK_GROUP_ID", str),
-            "dedupe_window_ms": int(window * 1000) if window is not None else None,
-            "max_batch": env.get("UPLINK_MAX_BATCH", int),
-            "metrics_port": env.get("UPLINK_METRICS_PORT", int),
-            "session_timeout": env.get("UPLINK_SESSION_TIMEOUT", float),
             "registry": registry_from_env(environ),
         }
-        values = {k: v for k, v in values.items() if v is not None}
-        every = env.get("UPLINK_COMMIT_EVERY", int)
-        interval = env.get("UPLINK_COMMIT_INTERVAL", float)
-        values["commit_every"] = every if every is not None else commits.every  # None: by time
-        values["commit_interval"] = interval if interval is not None else commits.interval
-        values.update(explicit)
-        return cls(name=name, **values)
+        policy = {"commit_every": commits.every, "commit_interval": commits.interval}
+        return read(cls, environ, defaults=policy, given=parts, explicit=explicit)
+
+
+def _log_level(value: str) -> str | None:
+    import logging
+
+    if isinstance(logging.getLevelName(value.upper()), int):
+        return None
+    return f"unknown log level {value!r} (--log-level)"
+
+
+def _log_format(value: str) -> str | None:
+    from uplink.logs import FORMATS
+
+    return None if value in FORMATS else f"{value!r} is not one of {', '.join(FORMATS)}"
 
 
 @dataclass(frozen=True)
 class LogSettings:
     """How every process logs: ``--log-level``/``--log-format`` win over the environment."""
 
-    level: str = "INFO"
-    format: str = "text"  # or json: one object per line
+    level: str = variable(
+        "UPLINK_LOG_LEVEL",
+        TEXT,
+        ALL,
+        "DEBUG, INFO, WARNING, ERROR",
+        default="INFO",
+        check=_log_level,
+        flag="--log-level",
+    )
+    format: str = variable(
+        "UPLINK_LOG_FORMAT",
+        TEXT,
+        ALL,
+        "text, or json: one object per line, with fields such as topic, partition, offset",
+        default="text",
+        check=_log_format,
+        flag="--log-format",
+    )
 
     def __post_init__(self) -> None:
-        import logging
-
-        from uplink.logs import FORMATS
-
-        if not isinstance(logging.getLevelName(self.level.upper()), int):
-            raise ConfigError("UPLINK_LOG_LEVEL", f"unknown log level {self.level!r} (--log-level)")
-        if self.format not in FORMATS:
-            raise ConfigError(
-                "UPLINK_LOG_FORMAT", f"{self.format!r} is not one of {', '.join(FORMATS)}"
-            )
+        validate(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> LogSettings:
-        env = Env(environ)
-        values: dict[str, Any] = {
-            "level": env.get("UPLINK_LOG_LEVEL", str),
-            "format": env.get("UPLINK_LOG_FORMAT", str),
-        }
-        return build(cls, values, explicit)
+        return read(cls, environ, explicit=explicit)

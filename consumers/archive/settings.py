@@ -10,7 +10,8 @@ from typing import Any
 from schemas.container import compressor
 from uplink.exceptions import ConfigError
 from uplink.s3.settings import Location, location
-from uplink.settings import CommitPolicy, Env, build
+from uplink.settings import CommitPolicy
+from uplink.variables import DIRECTORY, LOCATION, declaration, read, variable
 
 # A flush renames every open file, so a commit by record count would cut each partition's file
 # at count / partitions records: files rotate by their own count and size instead (each
@@ -20,10 +21,25 @@ COMMITS = CommitPolicy(every=None, interval=60.0)
 
 @dataclass(frozen=True)
 class ArchiveSettings:
-    root: Location  # a directory, or s3://bucket/prefix
-    # Where files are written before they are published to a bucket (a directory of the
-    # process's own is made inside; default: the system's temporary directory).
-    work_dir: Path | None = None
+    root: Location = variable(
+        "UPLINK_ARCHIVE_DIR",
+        LOCATION,
+        ("archive", "replay"),
+        "where files go: a directory (or `file://`), or `s3://bucket/prefix`; "
+        "`archive cat` and `replay` read files under it",
+        shown="required",
+        flag="--archive-dir",
+    )
+    work_dir: Path | None = variable(
+        "UPLINK_ARCHIVE_WORK_DIR",
+        DIRECTORY,
+        ("archive",),
+        "with a bucket: files are written here (in a directory of the process's own, removed "
+        "at stop), then put",
+        default=None,
+        shown="the system's temporary directory",
+        flag="--work-dir",
+    )
     max_records: int = 10_000  # per file
     max_bytes: int = 64 * 1024 * 1024  # per file, uncompressed datum bytes
     codec: str = "deflate"  # or "zstandard" (needs the zstandard package) or "null"
@@ -45,15 +61,12 @@ class ArchiveSettings:
         cls, environ: Mapping[str, str], root: str | None = None, **explicit: Any
     ) -> ArchiveSettings:
         """``root`` (``--archive-dir``) wins over UPLINK_ARCHIVE_DIR: a path or s3://bucket/prefix."""
-        env = Env(environ)
-        setting = "--archive-dir" if root else "UPLINK_ARCHIVE_DIR"
-        root = root or env.get("UPLINK_ARCHIVE_DIR", str)
+        declared = declaration(cls, "root")
+        setting = "--archive-dir" if root else declared.name
+        root = root or declared.read(environ)
         if root is None:
             raise ConfigError(
                 "--archive-dir", "the archive worker needs a directory or s3://bucket/prefix"
             )
-        values: dict[str, Any] = {
-            "root": location(root, setting, environ),
-            "work_dir": env.get("UPLINK_ARCHIVE_WORK_DIR", Path),
-        }
-        return build(cls, values, explicit)
+        where = location(root, setting, environ)
+        return read(cls, environ, given={"root": where}, explicit=explicit)

@@ -26,8 +26,9 @@ from typing import Protocol
 import fastavro
 from aiokafka import TopicPartition
 
+from uplink.disk import fsync
 from uplink.s3.bucket import Bucket
-from uplink.spool import Spool
+from uplink.s3.store import BucketStore
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class DirectoryStore:
         return path
 
     def publish(self, spool: Path, relative: str) -> int | None:
-        _fsync(spool)
+        fsync(spool)
         final = self.root / relative
         try:
             os.link(spool, final)
@@ -107,7 +108,7 @@ class DirectoryStore:
             os.replace(spool, final)
         else:
             spool.unlink()
-        _fsync(final.parent)
+        fsync(final.parent)
         return None
 
     def sweep(self, tp: TopicPartition) -> None:
@@ -123,24 +124,15 @@ class DirectoryStore:
         return str(self.root / relative)
 
 
-class BucketStore:
+class ArchiveBucket(BucketStore):
     """Objects in a bucket; the spool is a directory of this process's own under ``work_dir``
     (default: the system's temporary directory), removed at stop."""
 
     def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
-        self.bucket = bucket
-        self._spool = Spool("archive", work_dir)
-
-    async def start(self) -> None:
-        await self.bucket.start()
-        await self._spool.start()
-
-    async def stop(self) -> None:
-        await self.bucket.stop()
-        await self._spool.stop()
+        super().__init__(bucket, "archive", work_dir)
 
     def spool(self, relative: str) -> Path:
-        return self._spool.path / (relative.rsplit("/", 1)[-1] + TMP_SUFFIX)
+        return self.spooled(relative.rsplit("/", 1)[-1] + TMP_SUFFIX)
 
     def publish(self, spool: Path, relative: str) -> int | None:
         key = self.bucket.location.key(relative)
@@ -169,12 +161,3 @@ class BucketStore:
 
     def describe(self, relative: str) -> str:
         return self.bucket.location.uri(relative)
-
-
-def _fsync(path: Path) -> None:
-    """A file's bytes, or a directory's entries, on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""The media worker's own settings (beside its WorkerSettings); see the README's table."""
+"""The media worker's own settings (beside its WorkerSettings)."""
 
 from __future__ import annotations
 
@@ -10,83 +10,218 @@ from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
 from uplink.s3.settings import Location, location
-from uplink.settings import (
-    CommitPolicy,
-    Env,
-    MetaSettings,
-    MiB,
-    Secret,
-    build,
-    meta_from_env,
+from uplink.settings import CommitPolicy, MetaSettings, MiB, Secret, meta_from_env
+from uplink.variables import (
+    BYTES,
+    DIRECTORY,
+    HEADER,
+    HOSTS,
+    INTEGER,
+    LOCATION,
+    SECONDS,
+    URL,
+    at_least_zero,
+    declaration,
+    http_url,
     positive,
+    read,
+    validate,
+    variable,
 )
 
 # Downloads finish out of order and commit in order: by count and time, as the runtime's default.
 COMMITS = CommitPolicy(every=1000, interval=5.0)
+
+MEDIA = ("media",)
 
 
 @dataclass(frozen=True)
 class MediaTimeouts:
     """Seconds. ``attempt`` bounds one whole download, so a server that drips bytes ends too."""
 
-    connect: float = 5.0
-    read: float = 30.0  # between two chunks
-    attempt: float = 300.0
+    connect: float = variable(
+        "UPLINK_MEDIA_CONNECT_TIMEOUT",
+        SECONDS,
+        MEDIA,
+        "to connect to a media server",
+        default=5.0,
+        check=positive,
+    )
+    read: float = variable(
+        "UPLINK_MEDIA_READ_TIMEOUT",
+        SECONDS,
+        MEDIA,
+        "between two chunks of a download",
+        default=30.0,
+        check=positive,
+    )
+    attempt: float = variable(
+        "UPLINK_MEDIA_ATTEMPT_TIMEOUT",
+        SECONDS,
+        MEDIA,
+        "for one whole download",
+        default=300.0,
+        check=positive,
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
 class MediaRetries:
     """Timeouts, connection errors, 5xx and 429 are retried; the last failure goes to the DLQ."""
 
-    attempts: int = 6  # in all, the first one included
-    backoff: float = 1.0  # first delay, doubling, with jitter
-    backoff_max: float = 60.0
-    retry_after_max: float = 300.0  # a server's Retry-After beyond this waits this long
-    hash_attempts: int = 2  # downloads whose sha256 does not match before the DLQ
+    attempts: int = variable(
+        "UPLINK_MEDIA_ATTEMPTS",
+        INTEGER,
+        MEDIA,
+        "downloads of one record, the first included",
+        default=6,
+        check=positive,
+    )
+    backoff: float = variable(
+        "UPLINK_MEDIA_BACKOFF",
+        SECONDS,
+        MEDIA,
+        "the first delay before a retry, doubling, each drawn between half and all of it",
+        default=1.0,
+    )
+    backoff_max: float = variable(
+        "UPLINK_MEDIA_BACKOFF_MAX",
+        SECONDS,
+        MEDIA,
+        "the longest delay before a retry",
+        default=60.0,
+    )
+    retry_after_max: float = variable(
+        "UPLINK_MEDIA_RETRY_AFTER_MAX",
+        SECONDS,
+        MEDIA,
+        "a server's longer `Retry-After` waits this long",
+        default=300.0,
+    )
+    hash_attempts: int = variable(
+        "UPLINK_MEDIA_HASH_ATTEMPTS",
+        INTEGER,
+        MEDIA,
+        "downloads whose sha256 does not match before the DLQ",
+        default=2,
+        check=positive,
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
 class MediaSettings:
-    """The media worker's own settings (beside its WorkerSettings); see the README's table."""
+    """The media worker's own settings (beside its WorkerSettings)."""
 
-    root: Location  # a directory, or s3://bucket/prefix
-    work_dir: Path | None = None  # downloads are spooled here before they go to a bucket
-    base_url: str | None = None  # a relative filePath is resolved against it
-    concurrency: int = 32  # downloads in progress per worker (a sleeping retry holds none)
-    per_host: int = 8  # of those, to one host
-    # Records in flight per worker (downloading, waiting for a slot, or sleeping before a
-    # retry): many more than downloads, so a failing host's retries do not fill them.
-    max_pending: int = 1024
-    max_bytes: int = 100 * MiB
-    max_redirects: int = 5
-    # Hosts allowed to resolve to private, loopback or link-local addresses (else refused).
-    allow_hosts: frozenset[str] = frozenset()
-    auth_header: tuple[str, Secret] | None = None  # e.g. ("Authorization", Secret("Bearer …"))
-    auth_hosts: frozenset[str] = frozenset()  # where it is sent; default: base_url's host
+    root: Location = variable(
+        "UPLINK_MEDIA_DIR",
+        LOCATION,
+        MEDIA,
+        "where objects are kept: a directory, or `s3://bucket/prefix`",
+        shown="required",
+        flag="--media-dir",
+    )
+    work_dir: Path | None = variable(
+        "UPLINK_MEDIA_WORK_DIR",
+        DIRECTORY,
+        MEDIA,
+        "with a bucket: downloads are spooled here before the put",
+        default=None,
+        shown="the system's temporary directory",
+    )
+    base_url: str | None = variable(
+        "UPLINK_MEDIA_BASE_URL",
+        URL,
+        MEDIA,
+        "a relative `filePath` is resolved against it",
+        default=None,
+        check=http_url,
+    )
+    concurrency: int = variable(
+        "UPLINK_MEDIA_CONCURRENCY",
+        INTEGER,
+        MEDIA,
+        "downloads in progress per worker (a sleeping retry holds none)",
+        default=32,
+        check=positive,
+        flag="--concurrency",
+    )
+    per_host: int = variable(
+        "UPLINK_MEDIA_PER_HOST",
+        INTEGER,
+        MEDIA,
+        "of those, to one origin (scheme, host, port)",
+        default=8,
+        check=positive,
+    )
+    # Many more than downloads, so a failing host's retries do not fill them.
+    max_pending: int = variable(
+        "UPLINK_MEDIA_MAX_PENDING",
+        INTEGER,
+        MEDIA,
+        "records in flight per worker: downloading, waiting for a slot, or sleeping before a retry",
+        default=1024,
+        check=positive,
+    )
+    max_bytes: int = variable(
+        "UPLINK_MEDIA_MAX_BYTES",
+        BYTES,
+        MEDIA,
+        "larger bodies go to the DLQ",
+        default=100 * MiB,
+        check=positive,
+    )
+    max_redirects: int = variable(
+        "UPLINK_MEDIA_MAX_REDIRECTS",
+        INTEGER,
+        MEDIA,
+        "more go to the DLQ",
+        default=5,
+        check=at_least_zero,
+    )
+    allow_hosts: frozenset[str] = variable(
+        "UPLINK_MEDIA_ALLOW_HOSTS",
+        HOSTS,
+        MEDIA,
+        "comma-separated hosts allowed to resolve to private, loopback or link-local addresses",
+        default=frozenset(),
+    )
+    auth_header: tuple[str, Secret] | None = variable(
+        "UPLINK_MEDIA_AUTH_HEADER",
+        HEADER,
+        MEDIA,
+        "`Name: value` sent with downloads to the auth hosts",
+        default=None,
+    )
+    auth_hosts: frozenset[str] = variable(
+        "UPLINK_MEDIA_AUTH_HOSTS",
+        HOSTS,
+        MEDIA,
+        "hosts that get the auth header; never a redirect's other host, never plain http "
+        "after https",
+        default=frozenset(),
+        shown="the base URL's host",
+    )
     timeouts: MediaTimeouts = field(default_factory=MediaTimeouts)
     retries: MediaRetries = field(default_factory=MediaRetries)
-    drain_timeout: float = 30.0  # at stop, seconds in-flight downloads get to finish
+    drain_timeout: float = variable(
+        "UPLINK_MEDIA_DRAIN_TIMEOUT",
+        SECONDS,
+        MEDIA,
+        "at stop, how long in-flight downloads get to finish",
+        default=30.0,
+        check=at_least_zero,
+    )
     # Meta's media by id: the Graph API and its access token (UPLINK_META_*).
     meta: MetaSettings = field(default_factory=MetaSettings)
 
     def __post_init__(self) -> None:
-        positive("UPLINK_MEDIA_CONCURRENCY", self.concurrency)
-        positive("UPLINK_MEDIA_PER_HOST", self.per_host)
-        positive("UPLINK_MEDIA_MAX_PENDING", self.max_pending)
-        positive("UPLINK_MEDIA_MAX_BYTES", self.max_bytes)
-        positive("UPLINK_MEDIA_ATTEMPTS", self.retries.attempts)
-        positive("UPLINK_MEDIA_HASH_ATTEMPTS", self.retries.hash_attempts)
-        positive("UPLINK_MEDIA_CONNECT_TIMEOUT", self.timeouts.connect)
-        positive("UPLINK_MEDIA_READ_TIMEOUT", self.timeouts.read)
-        positive("UPLINK_MEDIA_ATTEMPT_TIMEOUT", self.timeouts.attempt)
-        if self.max_redirects < 0:
-            raise ConfigError("UPLINK_MEDIA_MAX_REDIRECTS", "must be >= 0")
-        if self.drain_timeout < 0:
-            raise ConfigError("UPLINK_MEDIA_DRAIN_TIMEOUT", "must be >= 0")
-        if self.base_url is not None:
-            parts = urlsplit(self.base_url)
-            if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
-                raise ConfigError("UPLINK_MEDIA_BASE_URL", f"{self.base_url!r} is not http(s)://")
+        validate(self)
 
     @property
     def auth_targets(self) -> frozenset[str]:
@@ -98,55 +233,22 @@ class MediaSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> MediaSettings:
-        env = Env(environ)
         root = explicit.pop("root", None)
         if isinstance(root, str):  # --media-dir
             root = location(root, "--media-dir", environ)
         elif root is None:
-            text = env.get("UPLINK_MEDIA_DIR", str)
+            declared = declaration(cls, "root")
+            text = declared.read(environ)
             if text is None:
                 raise ConfigError(
-                    "UPLINK_MEDIA_DIR",
+                    declared.name,
                     "the media worker needs a directory or s3://bucket/prefix (--media-dir)",
                 )
-            root = location(text, "UPLINK_MEDIA_DIR", environ)
-        timeouts: dict[str, Any] = {
-            "connect": env.get("UPLINK_MEDIA_CONNECT_TIMEOUT", float),
-            "read": env.get("UPLINK_MEDIA_READ_TIMEOUT", float),
-            "attempt": env.get("UPLINK_MEDIA_ATTEMPT_TIMEOUT", float),
-        }
-        retries: dict[str, Any] = {
-            "attempts": env.get("UPLINK_MEDIA_ATTEMPTS", int),
-            "backoff": env.get("UPLINK_MEDIA_BACKOFF", float),
-            "backoff_max": env.get("UPLINK_MEDIA_BACKOFF_MAX", float),
-            "retry_after_max": env.get("UPLINK_MEDIA_RETRY_AFTER_MAX", float),
-            "hash_attempts": env.get("UPLINK_MEDIA_HASH_ATTEMPTS", int),
-        }
-        values: dict[str, Any] = {
-            "base_url": env.get("UPLINK_MEDIA_BASE_URL", str),
-            "concurrency": env.get("UPLINK_MEDIA_CONCURRENCY", int),
-            "per_host": env.get("UPLINK_MEDIA_PER_HOST", int),
-            "max_pending": env.get("UPLINK_MEDIA_MAX_PENDING", int),
-            "max_bytes": env.get("UPLINK_MEDIA_MAX_BYTES", int),
-            "max_redirects": env.get("UPLINK_MEDIA_MAX_REDIRECTS", int),
-            "allow_hosts": env.get("UPLINK_MEDIA_ALLOW_HOSTS", _hosts),
-            "auth_header": env.get("UPLINK_MEDIA_AUTH_HEADER", _header),
-            "auth_hosts": env.get("UPLINK_MEDIA_AUTH_HOSTS", _hosts),
-            "drain_timeout": env.get("UPLINK_MEDIA_DRAIN_TIMEOUT", float),
+            root = location(text, declared.name, environ)
+        parts = {
+            "root": root,
             "meta": meta_from_env(environ),
-            "work_dir": env.get("UPLINK_MEDIA_WORK_DIR", Path),
-            "timeouts": MediaTimeouts(**{k: v for k, v in timeouts.items() if v is not None}),
-            "retries": MediaRetries(**{k: v for k, v in retries.items() if v is not None}),
+            "timeouts": read(MediaTimeouts, environ),
+            "retries": read(MediaRetries, environ),
         }
-        return build(cls, {"root": root, **values}, explicit)
-
-
-def _hosts(text: str) -> frozenset[str]:
-    return frozenset(host.strip().lower() for host in text.split(",") if host.strip())
-
-
-def _header(text: str) -> tuple[str, Secret]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or not value.strip():
-        raise ValueError("expected 'Header-Name: value'")
-    return name.strip(), Secret(value.strip())
+        return read(cls, environ, given=parts, explicit=explicit)

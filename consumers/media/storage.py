@@ -7,7 +7,7 @@ before the object is renamed, so an object that exists always has its sidecar; l
 one is already there, so the first push's sidecar is the one that stays. Every name under ROOT
 derives from the digest this worker computed, never from anything a push says.
 
-``BucketStore`` keeps the same layout under ``s3://bucket/prefix``: downloads are spooled in a
+``MediaBucket`` keeps the same layout under ``s3://bucket/prefix``: downloads are spooled in a
 local directory of the process's own, then the sidecar and the object are put create-only
 (``If-None-Match: *``), the sidecar first, so an object that exists always has its sidecar and
 the first push's sidecar is the one that stays; ``find`` is a HEAD. The media events carry the
@@ -28,9 +28,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from uplink.disk import fsync
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
-from uplink.spool import Spool
+from uplink.s3.store import BucketStore
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class FileStore(Resource):
 
     def _put(self, final: Path, spooled: Path, sidecar: bytes) -> int:
         final.parent.mkdir(parents=True, exist_ok=True)
-        _fsync(spooled)
+        fsync(spooled)
         size = spooled.stat().st_size
         meta = self.spool()
         try:
@@ -126,7 +127,7 @@ class FileStore(Resource):
         finally:
             meta.unlink(missing_ok=True)
         os.replace(spooled, final)  # another worker may have put the same bytes: same result
-        _fsync(final.parent)
+        fsync(final.parent)
         return size
 
     def _sweep(self) -> None:
@@ -141,52 +142,34 @@ class FileStore(Resource):
                 continue
 
 
-class BucketStore(Resource):
+class MediaBucket(BucketStore):
     """The S3 ``MediaStore``: content-addressed objects and sidecars, create-only."""
 
     def __init__(self, bucket: Bucket, work_dir: Path | None = None) -> None:
-        self._bucket = bucket
-        self._spool = Spool("media", work_dir)
-
-    async def start(self) -> None:
-        await self._bucket.start()
-        await self._spool.start()
-
-    async def stop(self) -> None:
-        await self._bucket.stop()
-        await self._spool.stop()
+        super().__init__(bucket, "media", work_dir)
 
     def key(self, digest: str) -> str:
         if not _HEX.fullmatch(digest):
             raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
-        return self._bucket.location.key("sha256", digest[:2], digest)
+        return self.bucket.location.key("sha256", digest[:2], digest)
 
     def uri(self, digest: str) -> str:
-        return f"s3://{self._bucket.location.bucket}/{self.key(digest)}"
+        return f"s3://{self.bucket.location.bucket}/{self.key(digest)}"
 
     async def find(self, digest: str) -> Stored | None:
-        size = await self._bucket.size(self.key(digest))
+        size = await self.bucket.size(self.key(digest))
         return None if size is None else Stored(self.uri(digest), size)
 
     def spool(self) -> Path:
-        return self._spool.path / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}"
+        return self.spooled(f"{uuid.uuid4().hex}{SPOOL_SUFFIX}")
 
     async def put(self, digest: str, spooled: Path, sidecar: dict[str, Any]) -> Stored:
         key = self.key(digest)
         size = (await asyncio.to_thread(spooled.stat)).st_size
         # Taken: the first push's sidecar stays, or another worker put the same bytes.
-        await self._bucket.put_new(f"{key}.json", orjson.dumps(sidecar))
-        await self._bucket.put_new(key, spooled)
+        await self.bucket.put_new(f"{key}.json", orjson.dumps(sidecar))
+        await self.bucket.put_new(key, spooled)
         return Stored(self.uri(digest), size)
 
     def discard(self, spooled: Path) -> None:
         spooled.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    """A file's bytes, or a directory's entries, on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

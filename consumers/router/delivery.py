@@ -57,7 +57,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + digest.hexdigest()
 
 
-class Outcome(enum.Enum):
+class Verdict(enum.Enum):
+    """What one delivery attempt came to."""
+
     DELIVERED = "delivered"
     RETRY = "retry"  # a timeout, a connection error, 408, 429, 5xx
     REFUSED = "refused"  # any other status: retrying would not help → DLQ
@@ -65,7 +67,7 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Attempt:
-    outcome: Outcome
+    verdict: Verdict
     reason: str = ""
 
 
@@ -132,7 +134,7 @@ class Deliverer(Resource):
             try:
                 response = await client.post(spec.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
+                return Attempt(Verdict.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
             finally:
                 self._metrics.observe_delivery(endpoint, time.perf_counter() - started)
         status = response.status_code
@@ -141,11 +143,11 @@ class Deliverer(Resource):
             self._recent[(endpoint, message_id)] = None
             if len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
-            return Attempt(Outcome.DELIVERED)
+            return Attempt(Verdict.DELIVERED)
         reason = f"HTTP {status} from {spec.url}"
         if status in (408, 429) or status >= 500:
-            return Attempt(Outcome.RETRY, reason)
-        return Attempt(Outcome.REFUSED, reason)
+            return Attempt(Verdict.RETRY, reason)
+        return Attempt(Verdict.REFUSED, reason)
 
 
 @dataclass
@@ -175,7 +177,7 @@ class FirstAttempts:
         self._by_partition.setdefault(tp, []).append(delivery)
         if self._pending.get(delivery.endpoint, 0) >= self._max_pending:
             # The endpoint is this far behind: park it rather than hold up the partition.
-            delivery.attempt = Attempt(Outcome.RETRY, "too many deliveries in flight")
+            delivery.attempt = Attempt(Verdict.RETRY, "too many deliveries in flight")
             return
         self._pending[delivery.endpoint] = self._pending.get(delivery.endpoint, 0) + 1
         task = asyncio.create_task(self._attempt(delivery))
@@ -194,7 +196,7 @@ class FirstAttempts:
         if delivery.attempt is None:
             # Cancelled or crashed: the delivery is not done, so it must be parked, not lost.
             error = None if task.cancelled() else task.exception()
-            delivery.attempt = Attempt(Outcome.RETRY, f"attempt failed: {error!r}")
+            delivery.attempt = Attempt(Verdict.RETRY, f"attempt failed: {error!r}")
             if error is not None:
                 log.error("delivery to %s crashed", delivery.endpoint, exc_info=error)
 
@@ -206,7 +208,7 @@ class FirstAttempts:
         if running and grace > 0:
             await asyncio.wait(running, timeout=grace)
         return [
-            d for d in deliveries if d.attempt is None or d.attempt.outcome is not Outcome.DELIVERED
+            d for d in deliveries if d.attempt is None or d.attempt.verdict is not Verdict.DELIVERED
         ]
 
     async def stop(self) -> None:

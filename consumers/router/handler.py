@@ -37,8 +37,8 @@ from consumers.router.delivery import (
     Delivery,
     FirstAttempts,
     Headers,
-    Outcome,
     Parked,
+    Verdict,
     parked,
 )
 from consumers.router.exceptions import RouterError
@@ -51,20 +51,10 @@ from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "uplink-source"
-
-
-def router_topics(
-    rules: Rules, worker: WorkerSettings, settings: RouterSettings
-) -> list[TopicSpec]:
-    """The topics the router writes besides the DLQ: rule outputs and delay topics."""
-    configs = topic_configs(worker.topics, worker.kafka.max_request_size)
-    names = sorted(rules.topics | set(settings.delay_topics))
-    return [TopicSpec(name, worker.topics.partitions, configs) for name in names]
 
 
 class KeyHashes:
@@ -87,7 +77,7 @@ class KeyHashes:
         return all_partitions[hashed % len(all_partitions)]
 
 
-class Output(NamedTuple):
+class OutputRecord(NamedTuple):
     """A record for an output topic, kept until its transaction is sent."""
 
     topic: str
@@ -123,7 +113,7 @@ class TransactionalOutputs:
         self._clients = clients
         self._prefix = settings.transactional_prefix or worker.group
         self._producers: dict[TopicPartition, asyncio.Task[AIOKafkaProducer]] = {}
-        self._buffered: dict[TopicPartition, list[Output | Parked]] = {}
+        self._buffered: dict[TopicPartition, list[OutputRecord | Parked]] = {}
         self._commits: dict[TopicPartition, asyncio.Task[None]] = {}
         self._failed = failed
         self._partitioner = KeyHashes()
@@ -163,7 +153,7 @@ class TransactionalOutputs:
         """The partition's producer, started (which fenced the partition's previous owner)."""
         return await self._starting(tp)
 
-    def add(self, tp: TopicPartition, output: Output | Parked) -> None:
+    def add(self, tp: TopicPartition, output: OutputRecord | Parked) -> None:
         """Buffer an output of input partition ``tp`` for its next transaction."""
         buffered = self._buffered.get(tp)
         if buffered is None:
@@ -188,7 +178,7 @@ class TransactionalOutputs:
             self._failed.add(tp)  # its next record stops the worker (Router.handle)
 
     async def _commit(
-        self, tp: TopicPartition, outputs: list[Output | Parked], position: int, group: str
+        self, tp: TopicPartition, outputs: list[OutputRecord | Parked], position: int, group: str
     ) -> None:
         try:
             producer = await self._starting(tp)
@@ -205,11 +195,11 @@ class TransactionalOutputs:
             raise RouterError(f"transaction of {tp} not committed: {exc!r}") from exc
 
     async def _send(
-        self, producer: AIOKafkaProducer, outputs: list[Output | Parked]
+        self, producer: AIOKafkaProducer, outputs: list[OutputRecord | Parked]
     ) -> list[asyncio.Future[Any]]:
         """The outputs as one record batch per output partition (a batch costs the producer
         what a single ``send`` does), partitioned by key as ``send`` would."""
-        by_topic: dict[str, list[Output | Parked]] = {}
+        by_topic: dict[str, list[OutputRecord | Parked]] = {}
         for output in outputs:
             by_topic.setdefault(output.topic, []).append(output)
         sent: list[asyncio.Future[Any]] = []
@@ -221,7 +211,7 @@ class TransactionalOutputs:
                 builder = builders.get(partition)
                 if builder is None:
                     builder = builders[partition] = producer.create_batch()
-                timestamp = record.timestamp if type(record) is Output else None
+                timestamp = record.timestamp if type(record) is OutputRecord else None
                 while builder.append(
                     key=record.key, value=record.value, timestamp=timestamp, headers=record.headers
                 ) is None:  # fmt: skip
@@ -357,7 +347,10 @@ class Router(Handler):
                     source = (SOURCE_HEADER, where.encode())
                 headers = [*(record.headers or ()), output.rule_header, source]
                 self._outputs.add(
-                    tp, Output(action.topic, inbound.value, record.key, record.timestamp, headers)
+                    tp,
+                    OutputRecord(
+                        action.topic, inbound.value, record.key, record.timestamp, headers
+                    ),
                 )
             elif type(action) is PostTo:
                 self._first.submit(
@@ -397,7 +390,7 @@ class Router(Handler):
         record = delivery.record
         tp = TopicPartition(record.topic, record.partition)
         attempt = delivery.attempt
-        if attempt is not None and attempt.outcome is Outcome.REFUSED:
+        if attempt is not None and attempt.verdict is Verdict.REFUSED:
             await self._dead_letters.send(record, f"http:{delivery.endpoint}: {attempt.reason}")
             self._metrics.dead_lettered[delivery.endpoint] += 1
             return

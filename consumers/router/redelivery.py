@@ -24,7 +24,7 @@ from consumers.router.delivery import (
     H_ENDPOINT,
     H_RULE,
     Deliverer,
-    Outcome,
+    Verdict,
     park,
     parked,
 )
@@ -105,9 +105,9 @@ class Redeliveries(Concurrent):
             return  # its first attempt succeeded after it was parked
         attempt = await self._deliverer.post(endpoint, raw, message_id, rule)
         attempts += 1
-        if attempt.outcome is Outcome.DELIVERED:
+        if attempt.verdict is Verdict.DELIVERED:
             return
-        if attempt.outcome is Outcome.REFUSED:
+        if attempt.verdict is Verdict.REFUSED:
             await self._dead_letter(record, endpoint, attempt.reason)
             return
         step = self._steps[record.topic] + 1

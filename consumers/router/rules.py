@@ -1,6 +1,6 @@
 """The router's rules: a TOML file compiled once into frozen rules of plain predicates.
 
-A rules file (see examples/rules.toml and the README)::
+A rules file (see example_rules.toml beside this module, and docs/router.md)::
 
     [default]                     # a push no rule matched: to a topic, or dropped and counted
     topic = "uplink.router.unmatched.v1"

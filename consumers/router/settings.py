@@ -6,38 +6,71 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from uplink.exceptions import ConfigError
-from uplink.settings import CommitPolicy, Env, build
+from uplink.settings import CommitPolicy
+from uplink.variables import SECONDS, SECONDS_LIST, TEXT, at_least_zero, read, validate, variable
 
 # Commits end the router's transactions: a short interval keeps routed records visible to
 # read_committed readers soon after they arrive; ``every`` also caps a transaction's growth.
 COMMITS = CommitPolicy(every=1000, interval=0.5)
+
+ROUTER = ("router",)
+
+
+def _delays(value: tuple[float, ...]) -> str | None:
+    if not value or any(delay < 0 for delay in value):
+        return "needs one or more delays >= 0 (seconds)"
+    return None
+
+
+def _step_pattern(value: str) -> str | None:
+    return None if "{step}" in value else "must contain {step}"
 
 
 @dataclass(frozen=True)
 class RouterSettings:
     """The router's own settings; its rules come from the rules file."""
 
-    # Seconds before each re-delivery of a failed HTTP output; after the last, the DLQ.
-    delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
-    # One delay topic per step (1, 2, ...), read by the retry loop.
-    delay_pattern: str = "uplink.router.delay.{step}.v1"
-    # Transactional ids are <prefix>.<topic>.<partition>: the owner of an input partition fences
-    # whoever owned it before (default prefix: the group id).
-    transactional_prefix: str | None = None
-    # How long a commit waits for first HTTP attempts still in flight before parking them in the
-    # first delay topic. Short: a hanging endpoint costs every commit this long. A parked attempt
-    # that then succeeds is not re-delivered by the same process (and else carries the same
+    delays: tuple[float, ...] = variable(
+        "UPLINK_ROUTER_DELAYS",
+        SECONDS_LIST,
+        ROUTER,
+        "the waits before each re-delivery of a failed HTTP output (then the DLQ); "
+        "one delay topic per step",
+        default=(60.0, 300.0, 1800.0),
+        check=_delays,
+    )
+    delay_pattern: str = variable(
+        "UPLINK_TOPIC_ROUTER_DELAY",
+        TEXT,
+        ROUTER,
+        "the delay topics' pattern (`{step}` = 1, 2, ...), read by the retry loop",
+        default="uplink.router.delay.{step}.v1",
+        check=_step_pattern,
+    )
+    # The owner of an input partition fences whoever owned it before.
+    transactional_prefix: str | None = variable(
+        "UPLINK_ROUTER_TRANSACTIONAL_ID",
+        TEXT,
+        ROUTER,
+        "prefix of the per-partition transactional ids (`<prefix>.<topic>.<partition>`)",
+        default=None,
+        shown="the group id",
+    )
+    # Short: a hanging endpoint costs every commit this long. A parked attempt that then
+    # succeeds is not re-delivered by the same process (and else carries the same
     # Idempotency-Key).
-    flush_grace: float = 0.05
+    flush_grace: float = variable(
+        "UPLINK_ROUTER_FLUSH_GRACE",
+        SECONDS,
+        ROUTER,
+        "how long a commit waits for first HTTP attempts in flight before parking them in "
+        "the first delay topic",
+        default=0.05,
+        check=at_least_zero,
+    )
 
     def __post_init__(self) -> None:
-        if not self.delays or any(d < 0 for d in self.delays):
-            raise ConfigError("UPLINK_ROUTER_DELAYS", "needs one or more delays >= 0 (seconds)")
-        if "{step}" not in self.delay_pattern:
-            raise ConfigError("UPLINK_TOPIC_ROUTER_DELAY", "must contain {step}")
-        if self.flush_grace < 0:
-            raise ConfigError("UPLINK_ROUTER_FLUSH_GRACE", "must be >= 0")
+        validate(self)
 
     def delay_topic(self, step: int) -> str:
         """Step 1 is the first re-delivery."""
@@ -49,15 +82,4 @@ class RouterSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **explicit: Any) -> RouterSettings:
-        env = Env(environ)
-        values: dict[str, Any] = {
-            "delays": env.get("UPLINK_ROUTER_DELAYS", _seconds_list),
-            "delay_pattern": env.get("UPLINK_TOPIC_ROUTER_DELAY", str),
-            "transactional_prefix": env.get("UPLINK_ROUTER_TRANSACTIONAL_ID", str),
-            "flush_grace": env.get("UPLINK_ROUTER_FLUSH_GRACE", float),
-        }
-        return build(cls, values, explicit)
-
-
-def _seconds_list(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(",") if part.strip())
+        return read(cls, environ, explicit=explicit)

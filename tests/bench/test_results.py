@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as the scripts run
-
-import results
+from bench import results
 
 
 def write(path: Path, benchmark: str, figure: str, text: str, met: bool | None = None) -> None:
@@ -18,7 +15,7 @@ def write(path: Path, benchmark: str, figure: str, text: str, met: bool | None =
         figure=figure,
         bar="50 % of the bare loop" if met is not None else "",
         met=met,
-        command=".venv/bin/python bench/x.py --records 10",
+        command=".venv/bin/python -m bench.x --records 10",
         section=f"Run 2026-12-02, commit abc1234. {text}\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
         date="2026-12-02",
         commit="abc1234",
@@ -41,12 +38,12 @@ def test_runs_replace_their_row_and_section(tmp_path: Path) -> None:
     assert text.startswith(results.TITLE + "\n")
     assert rows(text) == [
         "| [Archive throughput](#archive-throughput) | archive at 55.1 % | 50 % of the bare loop"
-        " | yes | 2026-12-02 | abc1234 | `.venv/bin/python bench/x.py --records 10` |",
+        " | yes | 2026-12-02 | abc1234 | `.venv/bin/python -m bench.x --records 10` |",
         rows(after_two)[1],
     ]
     assert rows(after_two)[1] == (
         "| [Window rebuild](#window-rebuild) | 1.20x a bare read | — | — | 2026-12-02 | abc1234"
-        " | `.venv/bin/python bench/x.py --records 10` |"
+        " | `.venv/bin/python -m bench.x --records 10` |"
     )
     assert text.count("## Archive throughput\n") == 1
     assert "first archive run" not in text and "second archive run" in text
@@ -80,8 +77,8 @@ def test_a_section_cannot_open_another(tmp_path: Path) -> None:
     assert not (tmp_path / "RESULTS.md").exists()
 
 
-def test_command_names_the_script_and_its_arguments() -> None:
+def test_command_names_the_module_and_its_arguments() -> None:
     argv = ["/work/main/bench/archive_throughput.py", "--records", "300000", "--x", "a b"]
     assert results.command(argv) == (
-        ".venv/bin/python bench/archive_throughput.py --records 300000 --x 'a b'"
+        ".venv/bin/python -m bench.archive_throughput --records 300000 --x 'a b'"
     )

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from uplink import topology
 from uplink.settings import KafkaSettings, Topics, WorkerSettings
-from uplink.topics import TopicSpec, dlq_spec, ensure_topics
+from uplink.topics import ensure_topics
 
 SettingsFactory = Callable[..., WorkerSettings]
 
@@ -45,9 +46,7 @@ async def producer(worker_settings: WorkerSettings) -> AsyncIterator[AIOKafkaPro
     await producer.stop()
 
 
-async def ensure_worker_topics(
-    settings: WorkerSettings, extra: list[TopicSpec] | None = None
-) -> None:
-    """The topics a worker reads and writes, as the launcher ensures them before it starts."""
-    dlq = dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)
-    await ensure_topics(settings.kafka, settings.topics, extra=[dlq, *(extra or [])])
+async def ensure_worker_topics(settings: WorkerSettings) -> None:
+    """The topics a worker reads and writes, as the launcher ensures them before it starts:
+    uplink's own and its DLQ (the archive's topology: any worker's but the router's)."""
+    await ensure_topics(settings.kafka, settings.topics, topology.archive(settings).creates)

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import CorruptRecord, NotAPush, PushCodec, SchemaError, load_push_schema
-from schemas.codec import INGRESS_FIELDS, _Compiler
+from schemas.converter import compile_converter, python_converter
 from schemas.framing import HEADER_SIZE
+from schemas.writer import INGRESS_FIELDS
 
 CODEC = PushCodec()
 FASTAVRO_SCHEMA = parse_schema(load_push_schema())
@@ -116,15 +117,16 @@ def test_any_object_with_a_message_id_parses_and_roundtrips(
     PushCodec.key(record)
 
 
-# The Python converters alone, as schemas/codec.py compiles them: the reference for the C walk.
-PYTHON_PUSH = _Compiler()._record(load_push_schema(), "", skip=INGRESS_FIELDS)
+# The Python converters alone, as schemas/converter.py compiles them: the reference for the C walk.
+PYTHON_PUSH = python_converter(load_push_schema(), INGRESS_FIELDS)
+C_PUSH = compile_converter(load_push_schema(), INGRESS_FIELDS)
 
 
 @SETTINGS
 @given(body=push_like | json_values)
 def test_the_c_walk_gives_what_the_python_converters_give(body: Any) -> None:
     # Shaped bodies, stringly typed values, stray spaces in keys, junk: every path of it.
-    walked = _Compiler().push(load_push_schema())(body)
+    walked = C_PUSH(body)
     assert walked == PYTHON_PUSH(body)
     assert [type(v) for v in (walked or {}).values()] == [
         type(v) for v in (PYTHON_PUSH(body) or {}).values()

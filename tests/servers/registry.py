@@ -10,7 +10,6 @@ start is an empty registry. Readiness is its management interface's ``/health/re
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -26,7 +25,15 @@ from typing import IO
 
 import httpx
 
-from uplink.broker.local import _say, _shown, default_cache_dir, free_port
+from uplink.broker.local import free_port
+from uplink.cache import (
+    MAVEN_DEPENDENCY_PLUGIN,
+    default_cache_dir,
+    fetch_once,
+    run_quietly,
+    say,
+    shown,
+)
 from uplink.exceptions import UplinkError
 from uplink.resources import BlockingResource
 
@@ -105,52 +112,44 @@ def java_21(environ: dict[str, str] | None = None, roots: tuple[Path, ...] = _JV
 
 
 def fetch_app(cache_dir: Path, version: str = APICURIO_VERSION) -> Path:
-    """The registry application, unpacked in the cache (fetched with Maven once); returns its
-    folder (``quarkus-run.jar`` inside). Safe from several processes at once (a file lock)."""
+    """The registry application, unpacked in the cache (fetched with Maven once per machine);
+    returns its folder (``quarkus-run.jar`` inside)."""
     home = cache_dir / f"apicurio-registry-{version}"
     done = home / ".complete"
     if done.exists():
         return home
     if shutil.which("mvn") is None:
         raise RegistryServerError("the local schema registry needs Maven (`mvn`) to fetch it")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f".apicurio-{version}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another uplink fetching Apicurio Registry {version}…")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
-            return home
-        _say(
-            f"fetching Apicurio Registry {version} from Maven Central into "
-            f"{_shown(cache_dir)} (first run only, about a minute)…"
-        )
+
+    def fetch() -> None:
         with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
-            result = subprocess.run(
+            run_quietly(
                 [
                     "mvn",
                     "-B",
                     "-q",
-                    "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+                    f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
                     f"-Dartifact={_ARTIFACT.format(version=version)}",
                     f"-DoutputDirectory={scratch}",
                 ],
-                capture_output=True,
-                text=True,
-                check=False,
-                cwd=scratch,
+                RegistryServerError,
+                f"mvn could not fetch Apicurio Registry {version}",
+                cwd=Path(scratch),
             )
-            if result.returncode != 0:
-                raise RegistryServerError(
-                    f"mvn could not fetch Apicurio Registry {version} (exit {result.returncode}):"
-                    f"\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
-                )
             (tarball,) = Path(scratch).glob("*.tar.gz")
             shutil.rmtree(home, ignore_errors=True)
             with tarfile.open(tarball) as archive:
                 archive.extractall(home, filter="data")
         done.touch()
+
+    fetch_once(
+        f"Apicurio Registry {version}",
+        done,
+        cache_dir / f".apicurio-{version}.lock",
+        fetch,
+        f"fetching Apicurio Registry {version} from Maven Central into {shown(cache_dir)} "
+        "(first run only, about a minute)…",
+    )
     return home
 
 
@@ -272,10 +271,10 @@ def main() -> None:
     except RegistryServerError as exc:
         raise SystemExit(f"uplink: {exc}") from None
     if args.fetch_only:
-        _say(f"Apicurio Registry {settings.version} cached; it runs on {java}")
+        say(f"Apicurio Registry {settings.version} cached; it runs on {java}")
         return
     with LocalRegistry(settings):
-        _say(f"schema registry on {settings.url} (Ctrl-C stops it)")
+        say(f"schema registry on {settings.url} (Ctrl-C stops it)")
         try:
             signal.pause()
         except KeyboardInterrupt:

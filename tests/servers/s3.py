@@ -9,7 +9,6 @@ taken key), not a mock.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
@@ -20,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uplink.broker.local import default_cache_dir, free_port
+from uplink.broker.local import free_port
+from uplink.cache import default_cache_dir, fetch_once, run_quietly, shown
 from uplink.exceptions import UplinkError
 from uplink.resources import BlockingResource
 from uplink.settings import Secret
@@ -42,8 +42,8 @@ def versitygw_binary(cache_dir: Path) -> Path:
 
 
 def install_versitygw(cache_dir: Path | None = None) -> Path:
-    """Build versitygw into the cache unless it is there; returns the binary. Safe to call from
-    several processes at once (a file lock)."""
+    """Build versitygw into the cache unless it is there (once per machine, about two minutes);
+    returns the binary."""
     cache_dir = cache_dir or default_cache_dir()
     binary = versitygw_binary(cache_dir)
     if binary.exists():
@@ -52,39 +52,32 @@ def install_versitygw(cache_dir: Path | None = None) -> Path:
     if go is None:
         raise S3ServerError("the local S3 server is built with Go: `go` is not on PATH")
     root = go_dir(cache_dir)
-    (root / "bin").mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.exists():
-            return binary
-        print(
-            f"uplink: building versitygw {VERSITYGW_VERSION} into {root} "
-            "(first run only, about two minutes)…",
-            file=sys.stderr,
-            flush=True,
-        )
-        build = root / "build"
-        env = {
-            **os.environ,
-            "GOPATH": str(root / "gopath"),
-            "GOBIN": str(build),
-            "GOMODCACHE": str(root / "modcache"),
-            "GOCACHE": str(root / "gocache"),
-            "GOFLAGS": "-modcacherw",  # so the cache can be deleted without chmod
-        }
-        result = subprocess.run(
+
+    def build() -> None:
+        built = root / "build"
+        run_quietly(
             [go, "install", f"{VERSITYGW}@{VERSITYGW_VERSION}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+            S3ServerError,
+            f"go install {VERSITYGW}@{VERSITYGW_VERSION} failed",
+            env={
+                "GOPATH": str(root / "gopath"),
+                "GOBIN": str(built),
+                "GOMODCACHE": str(root / "modcache"),
+                "GOCACHE": str(root / "gocache"),
+                "GOFLAGS": "-modcacherw",  # so the cache can be deleted without chmod
+            },
         )
-        if result.returncode != 0:
-            raise S3ServerError(
-                f"go install {VERSITYGW}@{VERSITYGW_VERSION} failed "
-                f"(exit {result.returncode}):\n{result.stderr[-2000:]}"
-            )
-        os.replace(build / "versitygw", binary)  # named by version: a bump rebuilds
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(built / "versitygw", binary)  # named by version: a bump rebuilds
+
+    fetch_once(
+        f"versitygw {VERSITYGW_VERSION}",
+        binary,
+        root / ".lock",
+        build,
+        f"building versitygw {VERSITYGW_VERSION} into {shown(root)} "
+        "(first run only, about two minutes)…",
+    )
     return binary
 
 

@@ -145,3 +145,18 @@ def test_a_half_configured_meta_stops_start_up_naming_the_setting(
     with pytest.raises(ConfigError) as raised:
         IngressSettings.from_env(env)
     assert raised.value.setting == named
+
+
+def test_a_workers_commit_policy_yields_to_the_environment_which_yields_to_a_flag() -> None:
+    from consumers.archive.settings import COMMITS
+
+    policy = WorkerSettings.from_env("archive", {}, COMMITS)
+    assert (policy.commit_every, policy.commit_interval) == (None, 60.0)
+    environ = {"UPLINK_COMMIT_INTERVAL": "7", "UPLINK_COMMIT_EVERY": "10"}
+    configured = WorkerSettings.from_env("archive", environ, COMMITS)
+    assert (configured.commit_every, configured.commit_interval) == (10, 7.0)
+    flagged = WorkerSettings.from_env("archive", environ, COMMITS, commit_interval=9.0)
+    assert flagged.commit_interval == 9.0
+    with pytest.raises(ConfigError) as caught:  # explicit values are checked as the variable's
+        WorkerSettings.from_env("archive", {}, COMMITS, commit_interval=0.0)
+    assert caught.value.setting == "UPLINK_COMMIT_INTERVAL"

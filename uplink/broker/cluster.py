@@ -25,9 +25,9 @@ from uplink.broker.local import (
     BrokerSettings,
     ConsoleFilter,
     LocalBroker,
-    default_cache_dir,
     new_cluster_id,
 )
+from uplink.cache import default_cache_dir
 from uplink.exceptions import BrokerError
 from uplink.resources import BlockingResource
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # How soon a dead or hung node is noticed. Kafka's defaults (a broker fenced 9 s after its last
 # heartbeat, a controller re-elected 2 s after its last fetch), stated here so that the fault
-# tests' timings and the README's figures name what they depend on.
+# tests' timings and docs/cluster.md's figures name what they depend on.
 FAILURE_DETECTION: tuple[tuple[str, str], ...] = (
     ("broker.session.timeout.ms", "9000"),
     ("broker.heartbeat.interval.ms", "2000"),

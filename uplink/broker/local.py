@@ -10,7 +10,6 @@ The broker's output (log4j2.properties: ``[%d] %p %m (%c)%n``) goes to stderr as
 from __future__ import annotations
 
 import base64
-import fcntl
 import logging
 import os
 import re
@@ -27,6 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import IO
 
+from uplink.cache import (
+    MAVEN_DEPENDENCY_PLUGIN,
+    default_cache_dir,
+    fetch_once,
+    run_quietly,
+    shown,
+)
 from uplink.exceptions import BrokerError
 from uplink.resources import BlockingResource
 
@@ -41,10 +47,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "uplink"
 
 
 @dataclass(frozen=True)
@@ -71,70 +73,45 @@ class BrokerSettings:
         return f"127.0.0.1:{self.port}"
 
 
-def _shown(path: Path) -> str:
-    """``path`` as a person would type it: ``~/...`` under the home directory."""
-    try:
-        return str(Path("~") / path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
-
-
 def fetch_jars(cache_dir: Path, kafka_version: str = KAFKA_VERSION) -> Path:
-    """Copy the broker's runtime jars from Maven Central into the cache; returns the jar folder.
-
-    Safe to call from several processes at once (a file lock), and a no-op once complete. A fetch
-    says so in one line on stderr (it takes about a minute); Maven's own output is shown only if
-    it fails.
-    """
+    """Copy the broker's runtime jars from Maven Central into the cache (once per machine, about
+    a minute); returns the jar folder."""
     libs = cache_dir / f"kafka-{kafka_version}" / "libs"
     done = libs / ".complete"
     if done.exists():
         return libs
     if shutil.which("mvn") is None:
         raise BrokerError("the local Kafka broker needs Maven (`mvn`) on PATH to fetch its jars")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with open(libs.parent / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another uplink fetching Apache Kafka {kafka_version}…")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
-            return libs
+
+    def fetch() -> None:
         pom = resources.files("uplink.broker").joinpath("pom.xml")
         (libs.parent / "pom.xml").write_bytes(pom.read_bytes())
-        _say(
-            f"fetching Apache Kafka {kafka_version} from Maven Central into "
-            f"{_shown(cache_dir)} (first run only, about a minute)…"
-        )
-        result = subprocess.run(
+        run_quietly(
             [
                 "mvn",
                 "-B",
                 "-q",
                 "-f",
                 str(libs.parent / "pom.xml"),
-                "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
+                f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
                 "-DincludeScope=runtime",
                 f"-Dkafka.version={kafka_version}",
                 f"-DoutputDirectory={libs}",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            BrokerError,
+            f"mvn could not fetch Kafka {kafka_version} jars",
         )
-        if result.returncode != 0:
-            raise BrokerError(
-                f"mvn could not fetch Kafka {kafka_version} jars (exit {result.returncode}):\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
         done.touch()
+
+    fetch_once(
+        f"Apache Kafka {kafka_version}",
+        done,
+        libs.parent / ".lock",
+        fetch,
+        f"fetching Apache Kafka {kafka_version} from Maven Central into {shown(cache_dir)} "
+        "(first run only, about a minute)…",
+    )
     return libs
-
-
-def _say(text: str) -> None:
-    # Not a log record: a person waits at the console for this, whatever the log settings.
-    print(f"uplink: {text}", file=sys.stderr, flush=True)
 
 
 def new_cluster_id() -> str:

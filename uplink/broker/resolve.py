@@ -18,9 +18,9 @@ from uplink.broker.local import (
     BrokerSettings,
     LineFilter,
     LocalBroker,
-    default_cache_dir,
     free_port,
 )
+from uplink.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 

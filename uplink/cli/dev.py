@@ -119,34 +119,21 @@ def parts(settings: DevSettings) -> list[Part]:
             ready_url=f"{local_url(settings.host, settings.port)}/readyz",
             ready_status=200,
         ),
-        Part(
-            "archive",
-            [
-                *uplink,
-                "archive",
-                "--archive-dir",
-                str(var / "archive"),
-                "--metrics-port",
-                str(metrics[0]),
-            ],
-            ready_url=f"{local_url('', metrics[0])}/metrics",
-        ),
-        Part(
-            "media",
-            [
-                *uplink,
-                "media",
-                "--media-dir",
-                str(var / "media"),
-                "--metrics-port",
-                str(metrics[1]),
-            ],
-            ready_url=f"{local_url('', metrics[1])}/metrics",
-        ),
-        Part(
-            "router",
-            [*uplink, "router", "--rules", str(settings.rules), "--metrics-port", str(metrics[2])],
-            ready_url=f"{local_url('', metrics[2])}/metrics",
+        *(
+            Part(
+                worker,
+                [*uplink, worker, *where, "--metrics-port", str(port)],
+                ready_url=f"{local_url('', port)}/metrics",
+            )
+            for (worker, where), port in zip(
+                [
+                    ("archive", ["--archive-dir", str(var / "archive")]),
+                    ("media", ["--media-dir", str(var / "media")]),
+                    ("router", ["--rules", str(settings.rules)]),
+                ],
+                metrics,
+                strict=True,
+            )
         ),
     ]
 
@@ -220,24 +207,30 @@ class Pipeline:
         race an ERROR line on the console: the group and transaction coordinators answer (a new
         broker creates __consumer_offsets and __transaction_state at the first FindCoordinator
         and answers "not available" until they are loaded), and every topic a part reads or
-        writes exists (what `uplink topics` does, with every worker's DLQ and the router's
-        outputs and delay topics), each partition served by its leader (a consumer asking for
-        the offsets of one that is not yet logs NotLeaderForPartitionError)."""
+        writes exists (what each part's topology creates, ``uplink.topology``), each partition
+        served by its leader (a consumer asking for the offsets of one that is not yet logs
+        NotLeaderForPartitionError)."""
         from consumers.router.rules import load_rules
         from consumers.router.settings import RouterSettings
-        from uplink.cli.workers import router_writes, writes
+        from uplink import topology
         from uplink.kafka import KafkaClients
         from uplink.settings import WorkerSettings, kafka_from_env, topics_from_env
-        from uplink.topics import ensure_topics, topic_specs
+        from uplink.topics import ensure_topics
 
         kafka, topics = kafka_from_env(env), topics_from_env(env)
         workers = [WorkerSettings.from_env(name, env) for name in ("archive", "media", "router")]
         router = RouterSettings.from_env(env)
-        # What each part's launcher would ensure, as the wiring says (uplink/cli/workers.py).
         archive, media, routing = workers
         rules = load_rules(self._settings.rules, env)
-        extra = [*writes(archive), *writes(media), *router_writes(routing, router, rules)]
-        names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + extra]
+        # What each part creates as it starts, all of it before any part starts.
+        every = (
+            topology.ingress(topics, kafka.max_request_size)
+            | topology.archive(archive)
+            | topology.media(media)
+            | topology.router(routing, rules.topics, router.delay_topics)
+            | topology.redeliveries(routing, router.delay_topics)
+        )
+        names = every.names
         # The router's transactional ids start with its prefix; with the local broker's single
         # partition of __transaction_state, any id's coordinator is every id's.
         transactional = router.transactional_prefix or routing.group
@@ -293,7 +286,7 @@ class Pipeline:
             await admin.start()
             await self._until(coordinators, "the broker's group and transaction coordinators")
             if not self._stop:
-                await ensure_topics(kafka, topics, extra=extra)
+                await ensure_topics(kafka, topics, every.creates)
                 await self._until(served, "the topics' partitions")
         except KafkaError as exc:
             raise DevError(f"Kafka at {kafka.bootstrap_servers}: {exc}") from exc

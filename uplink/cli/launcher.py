@@ -4,11 +4,11 @@ The wiring (``workers.py``) builds a worker process as an ``Assembly``; ``launch
 as ``uplink archive|media|router`` do, and ``run`` is the same without the process-wide parts
 (signals, GC), for tests and benchmarks that drive a worker with ``count=``/``timeout=``.
 
-Start order: the topics it writes are ensured; its resources start in order (the producer of
-side records, stores and clients, the handlers); then its workers (consumer loops); then the
-metrics port, so a port that answers means the worker is up. Stop order is the reverse: each
-worker drains its handler, commits what is durable and leaves the group, then the resources
-stop, the producer last.
+Start order: the topics its topology creates are ensured; its resources start in order (the
+producer of side records, stores and clients, the handlers); then its workers (consumer loops);
+then the metrics port, so a port that answers means the worker is up. Stop order is the
+reverse: each worker drains its handler, commits what is durable and leaves the group, then the
+resources stop, the producer last.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from uplink.metrics import MetricsServer
 from uplink.process import tune_gc
 from uplink.resources import Resource
 from uplink.settings import KafkaSettings, Topics
-from uplink.topics import TopicSpec, ensure_topics
+from uplink.topics import ensure_topics
+from uplink.topology import Topology
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Assembly:
     topics: Topics
     workers: list[Worker]  # the first is the primary: ``count``/``timeout`` apply to it
     resources: list[Resource] = field(default_factory=list)  # started in order, stopped reversed
-    writes: list[TopicSpec] = field(default_factory=list)  # ensured beside uplink's own topics
+    topology: Topology | None = None  # what it creates; None: uplink's own topics
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=False)
     )
@@ -53,7 +54,8 @@ class Assembly:
 async def started(assembly: Assembly) -> AsyncIterator[Assembly]:
     """The assembly started in order (topics, resources, workers, metrics port), stopped in
     reverse on leaving the block, whatever ended it."""
-    await ensure_topics(assembly.kafka, assembly.topics, extra=assembly.writes)
+    topology = assembly.topology
+    await ensure_topics(assembly.kafka, assembly.topics, topology.creates if topology else None)
     async with contextlib.AsyncExitStack() as stack:
         for resource in assembly.resources:
             await stack.enter_async_context(resource)

@@ -168,8 +168,11 @@ def _archive_sources(args: argparse.Namespace) -> tuple[list[str], Any]:
     """What ``archive cat`` / ``replay`` read: the paths or s3:// prefixes named, else the
     archive's own (--archive-dir / UPLINK_ARCHIVE_DIR), and the dt/hour range."""
     from consumers.archive.replay import Hours, hour
+    from consumers.archive.settings import ArchiveSettings
+    from uplink.variables import declaration
 
-    targets = list(args.paths) or [args.archive_dir or args.environ.get("UPLINK_ARCHIVE_DIR", "")]
+    configured = declaration(ArchiveSettings, "root").read(args.environ)
+    targets = list(args.paths) or [args.archive_dir or configured or ""]
     if not any(targets):
         raise ConfigError("--archive-dir", "name archive files, a directory or s3://bucket/prefix")
     hours = Hours(
@@ -318,18 +321,19 @@ def _topics(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
+    from uplink import topology
     from uplink.settings import kafka_from_env, topics_from_env
-    from uplink.topics import dlq_spec, ensure_topics, topic_specs
+    from uplink.topics import ensure_topics
 
     kafka, topics = kafka_from_env(args.environ), topics_from_env(args.environ)
-    dlqs = [dlq_spec(topics, worker, kafka.max_request_size) for worker in args.dlq]
+    setup = topology.setup(topics, kafka.max_request_size, args.dlq)
     try:
-        created = asyncio.run(ensure_topics(kafka, topics, extra=dlqs))
+        created = asyncio.run(ensure_topics(kafka, topics, setup.creates))
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot create topics on {kafka.bootstrap_servers}: {exc}") from exc
     for name in created:
         print(f"created {name}")
-    names = [spec.name for spec in topic_specs(topics, kafka.max_request_size) + dlqs]
+    names = setup.names
     print(f"{len(names)} topics present ({len(created)} created): {' '.join(names)}")
     return 0
 
@@ -400,14 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir",
         help="local directory for files on their way to a bucket (or UPLINK_ARCHIVE_WORK_DIR)",
     )
-    archive.add_argument("--max-records", type=int, default=10_000, help="records per file")
+    archive.add_argument("--max-records", type=int, help="records per file")
     archive.add_argument(
         "--flush-interval",
         type=float,
         default=None,
         help="seconds between commits of a quiet stream (default 60, or UPLINK_COMMIT_INTERVAL)",
     )
-    archive.add_argument("--codec", choices=["deflate", "zstandard", "null"], default="deflate")
+    archive.add_argument(
+        "--codec", choices=["deflate", "zstandard", "null"], help="the files' compression"
+    )
     archive.add_argument(
         "--verify",
         action="store_true",
@@ -479,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit codes (README, "Exit codes"): 0 done or stopped by a signal, 1 failed, 2 a configuration
-# or usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
+# Exit codes (docs/commands.md): 0 done or stopped by a signal, 1 failed, 2 a configuration or
+# usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
 # transaction that did not commit, a handler's background work that failed).
 EXIT_FAILED = 1
 EXIT_CONFIG = 2

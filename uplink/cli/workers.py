@@ -10,22 +10,22 @@ from pathlib import Path
 
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
-from consumers.archive.stores import ArchiveStore, BucketStore, DirectoryStore
+from consumers.archive.stores import ArchiveBucket, ArchiveStore, DirectoryStore
 from consumers.media.fetch import Fetcher
 from consumers.media.graph import GraphMedia
 from consumers.media.guard import AddressGuard
 from consumers.media.handler import MediaHandler
 from consumers.media.settings import MediaSettings
-from consumers.media.storage import BucketStore as MediaBucket
-from consumers.media.storage import FileStore
+from consumers.media.storage import FileStore, MediaBucket
 from consumers.router.delivery import Deliverer
-from consumers.router.handler import Router, router_topics
+from consumers.router.handler import Router
 from consumers.router.metrics import RouterMetrics
 from consumers.router.redelivery import Redeliveries, retry_group
 from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
 from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
 from schemas import MediaCodec, PushCodec
+from uplink import topology
 from uplink.cli.launcher import Assembly
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
@@ -39,7 +39,7 @@ from uplink.registry.client import (
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
 from uplink.settings import WorkerSettings
-from uplink.topics import TopicSpec, dlq_spec
+from uplink.topology import Topology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +76,8 @@ class _Process:
         self,
         handler: Handler,
         codec: PushCodec,
+        subscribe: Sequence[str],
         settings: WorkerSettings | None = None,
-        subscribe: Sequence[str] | None = None,
         dedupe: bool = True,
     ) -> Worker:
         return Worker(
@@ -92,7 +92,7 @@ class _Process:
         )
 
     def assembly(
-        self, workers: list[Worker], resources: list[Resource], writes: list[TopicSpec]
+        self, workers: list[Worker], resources: list[Resource], topology: Topology
     ) -> Assembly:
         """The process: its registry client and producer start first and stop last."""
         settings = self.settings
@@ -102,37 +102,25 @@ class _Process:
             settings.topics,
             workers,
             resources=[*first, self.producer, *resources],
-            writes=writes,
+            topology=topology,
             registry=self.metrics.registry,
             metrics_port=settings.metrics_port,
         )
-
-
-def writes(settings: WorkerSettings) -> list[TopicSpec]:
-    """What a worker process writes besides uplink's own topics: its DLQ."""
-    return [dlq_spec(settings.topics, settings.name, settings.kafka.max_request_size)]
-
-
-def router_writes(
-    settings: WorkerSettings, router: RouterSettings, rules: Rules
-) -> list[TopicSpec]:
-    """What the router's process writes besides uplink's own topics: its DLQ, its rules'
-    outputs and its delay topics."""
-    return [*writes(settings), *router_topics(rules, settings, router)]
 
 
 def archive_store(archive: ArchiveSettings) -> ArchiveStore:
     """Where the archive publishes its files: its directory, or its bucket."""
     if isinstance(archive.root, Path):
         return DirectoryStore(archive.root)
-    return BucketStore(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
+    return ArchiveBucket(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
 
 
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
     codec = process.codec()
     files = ArchiveFiles(archive, archive_store(archive), codec)
-    return process.assembly([process.worker(files, codec)], [files], writes(settings))
+    flow = topology.archive(settings)
+    return process.assembly([process.worker(files, codec, flow.reads)], [files], flow)
 
 
 def media(
@@ -173,7 +161,8 @@ def media(
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
     resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else []), handler]
-    return process.assembly([process.worker(handler, process.codec())], resources, writes(settings))
+    flow = topology.media(settings)
+    return process.assembly([process.worker(handler, process.codec(), flow.reads)], resources, flow)
 
 
 def router(
@@ -194,17 +183,13 @@ def router(
     )
     redeliveries = Redeliveries(router, deliverer, process.producer, process.dead_letters, metrics)
     retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
+    routes = topology.router(settings, rules.topics, router.delay_topics)
+    retries = topology.redeliveries(settings, router.delay_topics)
     return process.assembly(
         [
-            process.worker(handler, codec),
-            process.worker(
-                redeliveries,
-                codec,
-                settings=retrying,
-                subscribe=router.delay_topics,
-                dedupe=False,
-            ),
+            process.worker(handler, codec, routes.reads),
+            process.worker(redeliveries, codec, retries.reads, settings=retrying, dedupe=False),
         ],
         [deliverer, handler, redeliveries],
-        router_writes(settings, router, rules),
+        routes | retries,
     )

@@ -268,7 +268,7 @@ class Registration(Resource):
 
 
 class SubjectSchemas:
-    """The registry as a codec's source of writer schemas (schemas.writers.SchemaLookup): by
+    """The registry as a codec's source of writer schemas (schemas.registry.SchemaLookup): by
     id, and every version of one subject (for a single-object fingerprint it does not know)."""
 
     def __init__(self, registry: SchemaRegistry, subject: str) -> None:

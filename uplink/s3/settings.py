@@ -1,8 +1,7 @@
 """Storage by URL: a path, or ``s3://bucket/prefix``; nothing else.
 
-Endpoint, region and credentials come from the AWS SDKs' standard variables (``AWS_ENDPOINT_URL``,
-``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ...), read
-here from the environment mapping the CLI was handed; what they leave unset the client's own
+Endpoint, region and credentials come from the AWS SDKs' standard variables, declared here and
+read from the environment mapping the CLI was handed; what they leave unset the client's own
 chain fills in (web identity, ECS/EKS container credentials, the instance metadata service), as
 for every other S3 client. Secrets are ``Secret``s: never in a repr or a log line.
 """
@@ -15,39 +14,120 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from uplink.exceptions import ConfigError
-from uplink.settings import Env, Secret, boolean
+from uplink.variables import BOOLEAN, PATH, SECRET, TEXT, URL, Secret, read, validate, variable
 
-# AWS variables handed to the client as they are (its names, lower-cased, less the AWS_ prefix).
-_PASSED = {
-    "AWS_ROLE_ARN": "role_arn",
-    "AWS_ROLE_SESSION_NAME": "role_session_name",
-    "AWS_WEB_IDENTITY_TOKEN_FILE": "web_identity_token_file",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "container_credentials_relative_uri",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI": "container_credentials_full_uri",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "container_authorization_token_file",
-    "AWS_STS_ENDPOINT": "sts_endpoint",
-}
+STORES = ("archive", "media", "replay")  # the processes that may read or write a bucket
+
+
+def _endpoint(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"{value!r} is not an http(s):// URL"
+    return None
+
+
+@dataclass(frozen=True)
+class CredentialChain:
+    """AWS variables handed to the client as they are: its field names are the client's."""
+
+    role_arn: str | None = variable(
+        "AWS_ROLE_ARN", TEXT, STORES, "web identity: the role to assume", default=None
+    )
+    role_session_name: str | None = variable(
+        "AWS_ROLE_SESSION_NAME", TEXT, STORES, "web identity: the session's name", default=None
+    )
+    web_identity_token_file: str | None = variable(
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        PATH,
+        STORES,
+        "web identity: the token's file (EKS service accounts)",
+        default=None,
+    )
+    container_credentials_relative_uri: str | None = variable(
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        TEXT,
+        STORES,
+        "ECS container credentials' path",
+        default=None,
+    )
+    container_credentials_full_uri: str | None = variable(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        URL,
+        STORES,
+        "container credentials' URL (EKS Pod Identity)",
+        default=None,
+    )
+    container_authorization_token_file: str | None = variable(
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        PATH,
+        STORES,
+        "the container credentials' authorization token file",
+        default=None,
+    )
+    sts_endpoint: str | None = variable(
+        "AWS_STS_ENDPOINT", URL, STORES, "the STS endpoint for web identity", default=None
+    )
+
+    def passed(self) -> tuple[tuple[str, str], ...]:
+        """The variables set, as the client's (name, value) pairs."""
+        return tuple((name, value) for name, value in vars(self).items() if value is not None)
 
 
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach the S3 API: endpoint, region, credentials, addressing."""
 
-    endpoint: str | None = None  # AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL; None: AWS itself
-    region: str = "us-east-1"  # AWS_REGION, AWS_DEFAULT_REGION
-    access_key_id: str | None = None
-    secret_access_key: Secret | None = None
-    session_token: Secret | None = None
+    endpoint: str | None = variable(
+        "AWS_ENDPOINT_URL_S3",
+        URL,
+        STORES,
+        "the S3 API's endpoint, for any S3-compatible store (MinIO, Ceph, versitygw, ...)",
+        default=None,
+        shown="AWS S3",
+        check=_endpoint,
+        also=("AWS_ENDPOINT_URL",),
+    )
+    region: str = variable(
+        "AWS_REGION",
+        TEXT,
+        STORES,
+        "the bucket's region, for signing",
+        default="us-east-1",
+        also=("AWS_DEFAULT_REGION",),
+    )
+    access_key_id: str | None = variable(
+        "AWS_ACCESS_KEY_ID",
+        TEXT,
+        STORES,
+        "static credentials' key id (with the secret key)",
+        default=None,
+        shown="the credential chain",
+    )
+    secret_access_key: Secret | None = variable(
+        "AWS_SECRET_ACCESS_KEY",
+        SECRET,
+        STORES,
+        "static credentials' secret key (with the key id)",
+        default=None,
+        shown="the credential chain",
+    )
+    session_token: Secret | None = variable(
+        "AWS_SESSION_TOKEN", SECRET, STORES, "temporary credentials' session token", default=None
+    )
     # Path-style (https://host/bucket/key) instead of virtual-hosted (https://bucket.host/key):
-    # what most self-hosted stores need. Default: path-style with an endpoint, else virtual.
-    path_style: bool | None = None
+    # what most self-hosted stores need.
+    path_style: bool | None = variable(
+        "UPLINK_S3_PATH_STYLE",
+        BOOLEAN,
+        STORES,
+        "path-style addressing (host/bucket/key) instead of virtual-hosted (bucket.host/key)",
+        default=None,
+        shown="true with an endpoint, false on AWS",
+    )
     passed: tuple[tuple[str, str], ...] = field(default=())  # the credential chain's own
 
     def __post_init__(self) -> None:
-        if self.endpoint is not None:
-            parts = urlsplit(self.endpoint)
-            if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ConfigError("AWS_ENDPOINT_URL", f"{self.endpoint!r} is not an http(s):// URL")
+        validate(self)
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ConfigError(
                 "AWS_SECRET_ACCESS_KEY",
@@ -62,23 +142,8 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
-        env = Env(environ)
-        endpoint = env.get("AWS_ENDPOINT_URL_S3", str) or env.get("AWS_ENDPOINT_URL", str)
-        region = env.get("AWS_REGION", str) or env.get("AWS_DEFAULT_REGION", str)
-        passed = tuple(
-            (name, value)
-            for variable, name in _PASSED.items()
-            if (value := env.get(variable, str)) is not None
-        )
-        return cls(
-            endpoint=endpoint,
-            region=region or "us-east-1",
-            access_key_id=env.get("AWS_ACCESS_KEY_ID", str),
-            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", Secret),
-            session_token=env.get("AWS_SESSION_TOKEN", Secret),
-            path_style=env.get("UPLINK_S3_PATH_STYLE", boolean),
-            passed=passed,
-        )
+        chain = read(CredentialChain, environ)
+        return read(cls, environ, given={"passed": chain.passed()})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
-from consumers.archive.stores import BucketStore
+from consumers.archive.stores import ArchiveBucket
 from consumers.runtime import Inbound
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
@@ -94,7 +94,7 @@ async def test_replay_produces_the_archived_records_again(
 async def write_s3_archive(location: S3Location) -> list[str]:
     """Two archive objects (event hours 10 and 11 of 2023-11-14) written by the archive
     handler to a bucket; returns their messageIds in order."""
-    archive = ArchiveFiles(ArchiveSettings(root=location), BucketStore(Bucket(location, "test")))
+    archive = ArchiveFiles(ArchiveSettings(root=location), ArchiveBucket(Bucket(location, "test")))
     await archive.start()
     ids = []
     for offset, body in enumerate(BODIES * 2):

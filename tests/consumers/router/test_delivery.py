@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.router.delivery import Deliverer, Outcome
+from consumers.router.delivery import Deliverer, Verdict
 from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import Endpoint
 from uplink.http import HttpClients
@@ -37,7 +37,7 @@ async def test_a_post_carries_the_body_its_idempotency_key_and_a_verifiable_sign
 
     async with deliverer(httpx.MockTransport(answer)) as posts:
         attempt = await posts.post("crm", b'{"messageId":"m1"}', "m1", "rule-a")
-    assert attempt.outcome is Outcome.DELIVERED
+    assert attempt.verdict is Verdict.DELIVERED
     [request] = seen
     assert request.url == "https://crm.example/hook"
     assert request.content == b'{"messageId":"m1"}'
@@ -51,15 +51,15 @@ async def test_a_post_carries_the_body_its_idempotency_key_and_a_verifiable_sign
 
 
 @pytest.mark.parametrize(
-    ("status", "outcome"),
-    [(200, Outcome.DELIVERED), (408, Outcome.RETRY), (429, Outcome.RETRY), (503, Outcome.RETRY),
-     (400, Outcome.REFUSED), (410, Outcome.REFUSED)],
+    ("status", "verdict"),
+    [(200, Verdict.DELIVERED), (408, Verdict.RETRY), (429, Verdict.RETRY), (503, Verdict.RETRY),
+     (400, Verdict.REFUSED), (410, Verdict.REFUSED)],
 )  # fmt: skip
-async def test_each_answer_is_delivered_retried_or_refused(status: int, outcome: Outcome) -> None:
+async def test_each_answer_is_delivered_retried_or_refused(status: int, verdict: Verdict) -> None:
     async with deliverer(httpx.MockTransport(lambda _: httpx.Response(status))) as posts:
         attempt = await posts.post("crm", b"{}", "m", "r")
-    assert attempt.outcome is outcome
-    if outcome is not Outcome.DELIVERED:
+    assert attempt.verdict is verdict
+    if verdict is not Verdict.DELIVERED:
         assert f"HTTP {status}" in attempt.reason
 
 
@@ -69,7 +69,7 @@ async def test_a_connection_error_is_retried_with_its_reason() -> None:
 
     async with deliverer(httpx.MockTransport(refuse)) as posts:
         attempt = await posts.post("crm", b"{}", "m", "r")
-    assert attempt.outcome is Outcome.RETRY
+    assert attempt.verdict is Verdict.RETRY
     assert "ConnectError: connection refused" in attempt.reason
 
 

@@ -116,7 +116,7 @@ class Receiver:
 
 
 def verify(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:
-    """The receiver's side of the README recipe."""
+    """The receiver's side of the recipe in docs/router.md."""
     timestamp = headers["x-uplink-timestamp"]
     expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return hmac.compare_digest(headers["x-uplink-signature"], "v1=" + expected.hexdigest())
