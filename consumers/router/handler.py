@@ -46,7 +46,8 @@ from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import DEFAULT, VIEW, PostTo, Rules, ToTopic
 from consumers.router.settings import RouterSettings
 from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.handler import Handler, Inbound, Positions
+from consumers.runtime.handler import Handler, Inbound
+from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
