@@ -36,7 +36,7 @@ class IngressApp(Starlette):
 
     A push is the hot path. Through Starlette's middleware stack and router it passed seven
     layers of coroutines, at the call and again at each resumption after an await, and two
-    wrappers around every ``send``: 3 µs of CPU a push, about 5 % of it (bench/RESULTS.md,
+    wrappers around every ``send``, a measurable share of a push's CPU (bench/RESULTS.md,
     "Push dispatch"). Any other request (other paths, other methods, the lifespan) goes
     through Starlette as before, and an unexpected error in a push still gets a 500, from
     uvicorn.

@@ -1,7 +1,7 @@
 """Prometheus metrics of one ingress process, in a registry of its own (no module globals).
 
 Counted in plain ints and rendered at scrape time (see uplink/metrics.py): prometheus-client's
-locked updates cost ~2 µs on every push (bench/RESULTS.md, "Ingress load").
+locked updates are a cost on every push (bench/RESULTS.md, "Ingress load").
 """
 
 from __future__ import annotations

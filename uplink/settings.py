@@ -455,7 +455,7 @@ class IngressSettings:
         default=5,
         check=positive,
     )
-    # 0 measured best: while a produce request is in flight, the next batch fills anyway.
+    # 0: while a produce request is in flight, the next batch fills anyway (docs/benchmarks.md).
     linger_ms: int = variable(
         "UPLINK_LINGER_MS",
         INTEGER,
