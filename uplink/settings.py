@@ -233,6 +233,9 @@ class IngressSettings:
     produce_timeout: float = 5.0  # seconds until a push that is not acked gets 503
     max_in_flight: int = 4096  # pushes awaiting the broker; beyond this → 503 (shed)
     retry_after: int = 5  # seconds, sent with every 503
+    # Seconds without an answer from any broker after which pushes are answered 503 at once.
+    unreachable_after: float = 3.0
+    outage_reminder: float = 60.0  # seconds between the log's reminders while Kafka is lost
     # 0 measured best: while a produce request is in flight, the next batch fills anyway.
     linger_ms: int = 0
     # Per partition. aiokafka keeps one produce request in flight per broker, so under load
@@ -248,6 +251,8 @@ class IngressSettings:
         positive("UPLINK_PRODUCE_TIMEOUT", self.produce_timeout)
         positive("UPLINK_MAX_IN_FLIGHT", self.max_in_flight)
         positive("UPLINK_RETRY_AFTER", self.retry_after)
+        positive("UPLINK_KAFKA_UNREACHABLE_AFTER", self.unreachable_after)
+        positive("UPLINK_OUTAGE_REMINDER", self.outage_reminder)
         positive("UPLINK_BATCH_BYTES", self.batch_bytes)
         if self.linger_ms < 0:
             raise ConfigError("UPLINK_LINGER_MS", "must be >= 0")
@@ -271,6 +276,8 @@ class IngressSettings:
             "produce_timeout": env.get("UPLINK_PRODUCE_TIMEOUT", float),
             "max_in_flight": env.get("UPLINK_MAX_IN_FLIGHT", int),
             "retry_after": env.get("UPLINK_RETRY_AFTER", int),
+            "unreachable_after": env.get("UPLINK_KAFKA_UNREACHABLE_AFTER", float),
+            "outage_reminder": env.get("UPLINK_OUTAGE_REMINDER", float),
             "linger_ms": env.get("UPLINK_LINGER_MS", int),
             "batch_bytes": env.get("UPLINK_BATCH_BYTES", int),
             "create_topics": env.get("UPLINK_CREATE_TOPICS", boolean),
