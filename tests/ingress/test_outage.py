@@ -213,7 +213,6 @@ async def test_a_broker_back_within_the_window_refuses_no_push(
             pushers = [asyncio.create_task(traffic.pusher()) for _ in range(8)]
             try:
                 await traffic.until("up", 200, 100)
-                traffic.phase = "hung"
                 await asyncio.to_thread(broker.pause)
                 await asyncio.sleep(1.5)  # the fault's length, not a wait for an event
                 await asyncio.to_thread(broker.resume)
@@ -224,8 +223,9 @@ async def test_a_broker_back_within_the_window_refuses_no_push(
                 await asyncio.gather(*pushers)
         statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
         assert {o.status for o in traffic.outcomes} == {200}, statuses
-        held = [o.seconds for o in traffic.outcomes if o.phase == "hung"]
-        assert held and max(held) >= 1.0, held  # they waited for the broker, and got in
+        # The pushes in flight when it hung waited for it, and got in.
+        longest = max(o.seconds for o in traffic.outcomes)
+        assert longest >= 1.0, longest
     finally:
         await asyncio.to_thread(broker.stop)
         log.close()
