@@ -103,6 +103,7 @@ class DurableProducer(Resource):
     async def _connect(self) -> None:
         idempotent = True
         delay = 0.2
+        said = False
         while not self._closed:
             producer = self._new_producer(idempotent)
             try:
@@ -117,7 +118,10 @@ class DurableProducer(Resource):
                 continue
             except KafkaError as exc:
                 await producer.stop()
-                log.warning("Kafka not ready (%r); retrying in %.1fs", exc, delay)
+                # Said once; the reachability log reminds of it while it lasts.
+                level = logging.DEBUG if said else logging.WARNING
+                log.log(level, "Kafka not ready (%r); retrying in %.1fs", exc, delay)
+                said = True
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
                 continue
