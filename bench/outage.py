@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from schemas import PushCodec  # noqa: E402
 from uplink.broker import BrokerSettings, LocalBroker, free_port  # noqa: E402
@@ -88,7 +90,9 @@ class Provider:
 
     async def _push(self, client: httpx.AsyncClient) -> None:
         message_id = f"outage-{uuid.uuid4().hex}"
-        body = orjson.dumps({**TEMPLATE, "messageId": message_id})
+        # 1,000 senders: conversations spread over every partition, as a site's do.
+        sender = {**TEMPLATE["from"], "phone": f"9185{random.randrange(1000):07d}"}
+        body = orjson.dumps({**TEMPLATE, "messageId": message_id, "from": sender})
         started = time.monotonic()
         try:
             status = (await client.post(f"{self.url}/v1/uplink", content=body)).status_code
@@ -153,13 +157,16 @@ def line_count(path: Path) -> int:
 async def topic_ids(bootstrap: str, topic: str) -> collections.Counter[str]:
     """messageIds of every record in ``topic``, counted."""
     codec = PushCodec()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer.topics()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
