@@ -319,7 +319,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="uplink-outage-") as tmp:
         figures = asyncio.run(run(args, Path(tmp)))
-    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     if args.no_write:
         return
     write_results(args, figures)
