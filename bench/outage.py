@@ -352,7 +352,8 @@ def write_results(args: argparse.Namespace, f: dict[str, object]) -> None:
         f"{f['outage_s']:.0f} s outage at {args.rate:g} pushes/s: 503s after the first "
         f"{f['first_s']:.0f} s in {f['p50_503']:.3f} s median, {f['max_503']:.3f} max; RSS "
         f"+{int(f['rss_growth']) / mib:.1f} MiB; log lines ingress {lines['ingress']}, archive "  # type: ignore[call-overload]
-        f"{lines['archive']} ({f['archive_file_lines']} of them files written after); {f['archived_once']}/{f['ok']} 200s archived once; "
+        f"{lines['archive']} ({f['archive_file_lines']} of them files written after); "
+        f"{f['archived_once']}/{f['ok']} 200s archived once; "
         f"{f['copies']} copies of {f['refused']} 503'd pushes in the topic"
     )
     table = [
@@ -399,7 +400,7 @@ def write_results(args: argparse.Namespace, f: dict[str, object]) -> None:
         figure=figure,
         command=command(sys.argv),
         section=section,
-        bar="503 < 0.5 s, RSS < +20 MiB, < 50 lines a process, every 200 archived once",
+        bar="503 < 0.5 s, RSS < +20 MiB, < 50 outage lines a process, every 200 archived once",
         met=met,
     )
 
