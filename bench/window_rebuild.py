@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.pushes import examples, fill
 from bench.results import command, run_line, write_run
-from consumers.runtime.worker import rebuild_window
+from consumers.runtime import rebuild_window
 from schemas import PushCodec
 from uplink.broker import kafka_broker
 from uplink.settings import KafkaSettings, Topics, WorkerSettings

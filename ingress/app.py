@@ -36,7 +36,7 @@ class IngressApp(Starlette):
 
     A push is the hot path. Through Starlette's middleware stack and router it passed seven
     layers of coroutines, at the call and again at each resumption after an await, and two
-    wrappers around every ``send``: 3 µs of CPU a push, about 5 % of it (bench/RESULTS.md,
+    wrappers around every ``send``, a measurable share of a push's CPU (bench/RESULTS.md,
     "Push dispatch"). Any other request (other paths, other methods, the lifespan) goes
     through Starlette as before, and an unexpected error in a push still gets a 500, from
     uvicorn.
@@ -64,19 +64,36 @@ class IngressApp(Starlette):
 def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None) -> Starlette:
     """Build the ingress: every collaborator is made here and passed in."""
     created = topology.ingress(settings.topics, settings.kafka.max_request_size).creates
+
+    def summary() -> str:
+        shed = metrics.shed
+        return (
+            f"since start {shed['kafka'] + shed['unreachable']} pushes answered 503 for Kafka "
+            f"({shed['unreachable']} at once), {producer.withdrawn} unsent records withdrawn"
+        )
+
     producer = DurableProducer(
         clients if clients is not None else KafkaClients(settings.kafka),
         timeout=settings.produce_timeout,
         max_in_flight=settings.max_in_flight,
         linger_ms=settings.linger_ms,
         batch_bytes=settings.batch_bytes,
+        unreachable_after=settings.unreachable_after,
+        remind_every=settings.outage_reminder,
+        summary=summary,
         prepare=(
             (lambda: ensure_topics(settings.kafka, settings.topics, created))
             if settings.create_topics
             else None
         ),
     )
-    metrics = IngressMetrics(settings.topics.messages, in_flight=lambda: producer.in_flight)
+    metrics = IngressMetrics(
+        settings.topics.messages,
+        in_flight=lambda: producer.in_flight,
+        buffered=lambda: producer.buffered,
+        withdrawn=lambda: producer.withdrawn,
+        reachable=lambda: producer.reachability.reachable,
+    )
     codec = PushCodec()
     meta = settings.meta
     webhook_on = meta.webhook and meta.verify_token is not None  # else /v1/meta is not served

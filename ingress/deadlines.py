@@ -1,9 +1,9 @@
 """Per-push deadlines swept by one periodic timer, instead of a timer per push.
 
-``asyncio.timeout`` schedules and cancels a timer for every push (~2 % of a request's CPU at the
-benchmark's rate). Every push gets the same timeout, so deadlines arrive in order: a dict in
-insertion order is a queue, and each sweep looks only at the expired front. A push is cancelled
-at most one ``tick`` after its deadline.
+``asyncio.timeout`` schedules and cancels a timer for every push, a cost the ingress benchmark
+shows (docs/benchmarks.md). Every push gets the same timeout, so deadlines arrive in order: a
+dict in insertion order is a queue, and each sweep looks only at the expired front. A push is
+cancelled at most one ``tick`` after its deadline.
 """
 
 from __future__ import annotations

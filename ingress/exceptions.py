@@ -19,6 +19,10 @@ class Overloaded(NotDurable):
     """Too many pushes already await the broker: shed this one rather than queue without bound."""
 
 
+class Unreachable(NotDurable):
+    """No broker has answered for a while: refused at once rather than after the timeout."""
+
+
 class NotRegistered(NotDurable):
     """The push schema is not registered yet (a registry is configured): no record can be
     framed with its id, so none is written."""

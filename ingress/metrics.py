@@ -1,7 +1,7 @@
 """Prometheus metrics of one ingress process, in a registry of its own (no module globals).
 
 Counted in plain ints and rendered at scrape time (see uplink/metrics.py): prometheus-client's
-locked updates cost ~2 µs on every push (bench/RESULTS.md, "Ingress load").
+locked updates are a cost on every push (bench/RESULTS.md, "Ingress load").
 """
 
 from __future__ import annotations
@@ -17,20 +17,32 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from uplink.logs import suppressed_family
 from uplink.metrics import LatencyHistogram
 
 __all__ = ["CONTENT_TYPE_LATEST", "IngressMetrics"]
 
 
 class IngressMetrics:
-    def __init__(self, produce_topic: str, in_flight: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        produce_topic: str,
+        in_flight: Callable[[], float],
+        *,
+        buffered: Callable[[], float] = lambda: 0,
+        withdrawn: Callable[[], float] = lambda: 0,
+        reachable: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.pushes: Counter[int] = Counter()  # by HTTP status code
         self.quarantined: Counter[str] = Counter()  # by reason: not_a_push, too_large
-        self.shed: Counter[str] = Counter()  # by cause: kafka, overloaded, schema
+        self.shed: Counter[str] = Counter()  # by cause: kafka, unreachable, overloaded, schema
         self.meta_records: Counter[str] = Counter()  # of Meta webhooks, by kind: message, ...
         self.produce_seconds = LatencyHistogram()
         self._topic = produce_topic
         self._in_flight = in_flight
+        self._buffered = buffered
+        self._withdrawn = withdrawn
+        self._reachable = reachable
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -63,8 +75,24 @@ class IngressMetrics:
             "Pushes answered 503 because they could not be made durable",
             "cause",
             self.shed,
-            ("kafka", "overloaded", "schema"),
+            ("kafka", "unreachable", "overloaded", "schema"),
         )
+        yield GaugeMetricFamily(
+            "uplink_ingress_kafka_reachable",
+            "1 while a broker has answered lately; 0: pushes are answered 503 at once",
+            value=1 if self._reachable() else 0,
+        )
+        yield GaugeMetricFamily(
+            "uplink_ingress_buffered_records",
+            "Records in the producer's buffer, not yet acknowledged (refused ones included)",
+            value=self._buffered(),
+        )
+        yield CounterMetricFamily(
+            "uplink_ingress_withdrawn_records",
+            "Records of pushes answered 503 withdrawn from the producer's buffer, never sent",
+            value=self._withdrawn(),
+        )
+        yield suppressed_family()
         yield _by_label(
             "uplink_ingress_meta_records",
             "Records made durable from Meta webhook POSTs, by kind",

@@ -1,4 +1,5 @@
-"""The ingress's Kafka producer: acks=all, bounded in-flight, an answer within the timeout."""
+"""The ingress's Kafka producer: acks=all, bounded in-flight, an answer within the timeout,
+and at once while no broker answers."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 
+from ingress.accumulator import buffered, withdraw_refused
 from ingress.deadlines import DeadlineExceeded, Deadlines
-from ingress.exceptions import NotDurable, Overloaded
+from ingress.exceptions import NotDurable, Overloaded, Unreachable
 from uplink._partition import partition
 from uplink.kafka import KafkaClients
+from uplink.reachability import Reachability
 from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,11 @@ class DurableProducer(Resource):
     ``start()`` does not wait for the broker: ``prepare`` (creating topics) and the connection
     run in the background, retrying, so an ingress started before its broker answers 503 (and
     /readyz says not ready) until then.
+
+    Once no broker has answered for ``unreachable_after`` seconds, a send fails at once
+    (``Unreachable``) rather than wait out the timeout, until a broker answers again. The record
+    of a send that timed out is withdrawn from the producer's buffer while it has not been sent
+    (ingress/accumulator.py), so the buffer does not grow with an outage's length.
     """
 
     def __init__(
@@ -38,6 +46,9 @@ class DurableProducer(Resource):
         linger_ms: int,
         batch_bytes: int = 16384,
         prepare: Callable[[], Awaitable[object]] | None = None,
+        unreachable_after: float = 3.0,
+        remind_every: float = 60.0,
+        summary: Callable[[], str] = lambda: "",
     ) -> None:
         self._clients = clients
         self._prepare = prepare
@@ -50,6 +61,11 @@ class DurableProducer(Resource):
         self._in_flight = 0
         self._deadlines = Deadlines(timeout)
         self._closed = False
+        self._withdraw_soon = False
+        self.withdrawn = 0  # records of refused sends dropped before they were ever sent
+        self.reachability = Reachability(
+            self.check, after=unreachable_after, remind_every=remind_every, summary=summary
+        )
 
     @property
     def in_flight(self) -> int:
@@ -59,10 +75,16 @@ class DurableProducer(Resource):
     def connected(self) -> bool:
         return self._producer is not None
 
+    @property
+    def buffered(self) -> int:
+        """Records in the producer's buffer, not yet acknowledged."""
+        return buffered(self._producer) if self._producer is not None else 0
+
     async def start(self) -> None:
         if self._connecting is not None:
             return
         self._deadlines.start()
+        await self.reachability.start()
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -81,6 +103,7 @@ class DurableProducer(Resource):
     async def _connect(self) -> None:
         idempotent = True
         delay = 0.2
+        said = False
         while not self._closed:
             producer = self._new_producer(idempotent)
             try:
@@ -95,7 +118,10 @@ class DurableProducer(Resource):
                 continue
             except KafkaError as exc:
                 await producer.stop()
-                log.warning("Kafka not ready (%r); retrying in %.1fs", exc, delay)
+                # Said once; the reachability log reminds of it while it lasts.
+                level = logging.DEBUG if said else logging.WARNING
+                log.log(level, "Kafka not ready (%r); retrying in %.1fs", exc, delay)
+                said = True
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
                 continue
@@ -107,6 +133,7 @@ class DurableProducer(Resource):
                 await producer.stop()
                 return
             self._producer = producer
+            self.reachability.answered()  # starting fetched the cluster's metadata
             log.info("producer connected to %s", self._clients.settings.bootstrap_servers)
             return
 
@@ -117,6 +144,9 @@ class DurableProducer(Resource):
         producer = self._producer
         if producer is None:
             raise NotDurable("not connected to Kafka yet")
+        reachability = self.reachability
+        if not reachability.reachable:
+            raise Unreachable(f"no Kafka broker has answered for {reachability.silent_for:.0f}s")
         if self._in_flight >= self._max_in_flight:
             raise Overloaded(f"{self._in_flight} pushes already await the broker")
         self._in_flight += 1
@@ -130,12 +160,26 @@ class DurableProducer(Resource):
                     headers=headers,
                 )
                 await delivery
+            reachability.answered()
         except DeadlineExceeded:
+            self._withdraw_later()
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
         except KafkaError as exc:
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
+
+    def _withdraw_later(self) -> None:
+        """Withdraw refused records once the deadline sweep's other cancelled sends have run
+        (they are scheduled before this callback): one pass over the buffer for all of them."""
+        if not self._withdraw_soon:
+            self._withdraw_soon = True
+            asyncio.get_running_loop().call_soon(self._withdraw)
+
+    def _withdraw(self) -> None:
+        self._withdraw_soon = False
+        if self._producer is not None:
+            self.withdrawn += withdraw_refused(self._producer)
 
     def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
         """The Java client's choice (murmur2 of the key modulo the partition count), in C.
@@ -159,11 +203,13 @@ class DurableProducer(Resource):
                 await producer.client.fetch_all_metadata()
         except (TimeoutError, KafkaError):
             return False
+        self.reachability.answered()
         return True
 
     async def stop(self) -> None:
         """Flush what is buffered (in-flight pushes still get their answer) and disconnect."""
         self._closed = True
+        await self.reachability.stop()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)

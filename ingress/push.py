@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
 from ingress.body import read_body
-from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded
+from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded, Unreachable
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.responses import JSON_HEADERS, respond
@@ -126,6 +126,8 @@ class PushEndpoint:
             if isinstance(exc, Overloaded)
             else "schema"
             if isinstance(exc, NotRegistered)
+            else "unreachable"
+            if isinstance(exc, Unreachable)
             else "kafka"
         )
         self._metrics.shed[cause] += 1

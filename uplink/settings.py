@@ -465,7 +465,23 @@ class IngressSettings:
         default=5,
         check=positive,
     )
-    # 0 measured best: while a produce request is in flight, the next batch fills anyway.
+    unreachable_after: float = variable(
+        "UPLINK_KAFKA_UNREACHABLE_AFTER",
+        SECONDS,
+        INGRESS,
+        "how long without an answer from any broker before pushes get 503 at once",
+        default=3.0,
+        check=positive,
+    )
+    outage_reminder: float = variable(
+        "UPLINK_OUTAGE_REMINDER",
+        SECONDS,
+        INGRESS,
+        "seconds between the log's reminders while Kafka is lost",
+        default=60.0,
+        check=positive,
+    )
+    # 0: while a produce request is in flight, the next batch fills anyway (docs/benchmarks.md).
     linger_ms: int = variable(
         "UPLINK_LINGER_MS",
         INTEGER,

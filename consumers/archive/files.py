@@ -36,8 +36,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import END_KEY, END_WIDTH, ArchiveStore, DirectoryStore
-from consumers.runtime.exceptions import RecordError, Rewind, TransientError
-from consumers.runtime.handler import Handler, Inbound, Pending, Positions
+from consumers.runtime.exceptions import RecordError, TransientError
+from consumers.runtime.handler import Handler, Inbound
+from consumers.runtime.outcomes import Pending, Positions, Rewind
 from schemas import PushCodec
 from schemas.container import BlockFormat
 from schemas.writers import Writer
@@ -353,16 +354,16 @@ class ArchiveFiles(Handler):
         current.add(inbound.value)
         return durable
 
-    async def flush(self, handled: Positions) -> Positions:
+    async def flush(self, handled: Positions) -> Positions | Rewind:
         closing = [self._close(tp, handled[tp]) for tp in handled if tp in self._open]
         moved: Positions = {}
         for outcome in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(outcome, Rewind):
-                moved.update(outcome.moved)
-            elif isinstance(outcome, BaseException):
+            if isinstance(outcome, BaseException):
                 raise outcome
+            if outcome is not None:
+                moved.update(outcome.moved)
         if moved:
-            raise Rewind(moved, {tp: end for tp, end in handled.items() if tp not in moved})
+            return Rewind(moved, {tp: end for tp, end in handled.items() if tp not in moved})
         return handled
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
@@ -385,15 +386,15 @@ class ArchiveFiles(Handler):
         except OSError as exc:
             raise TransientError(f"cannot open {self._store.describe(key)}: {exc}") from exc
 
-    def _close(self, tp: TopicPartition, end: int) -> asyncio.Future[None]:
+    def _close(self, tp: TopicPartition, end: int) -> asyncio.Future[Rewind | None]:
         """Publish the partition's open file, covering offsets before ``end``, on the writer
-        thread (submitted now); done when it is, or raises ``Rewind`` if its key was taken."""
+        thread (submitted now); done when it is, with a ``Rewind`` if its key was taken."""
         current = self._open.pop(tp)
         return asyncio.ensure_future(self._published(tp, current, current.close(end)))
 
     async def _published(
         self, tp: TopicPartition, current: _OpenFile, closing: Future[int | None]
-    ) -> None:
+    ) -> Rewind | None:
         winner = await asyncio.wrap_future(closing)
         where = self._store.describe(current.key)
         if winner is not None:
@@ -408,10 +409,11 @@ class ArchiveFiles(Handler):
             following = self._open.pop(tp, None)
             if following is not None:
                 await following.discard()
-            raise Rewind({tp: winner})
+            return Rewind({tp: winner}, {})
         log.info(
             "archived %d records to %s",
             current.records,
             where,
             extra={"topic": tp.topic, "partition": tp.partition, "records": current.records},
         )
+        return None

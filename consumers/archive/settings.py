@@ -44,10 +44,10 @@ class ArchiveSettings:
     max_bytes: int = 64 * 1024 * 1024  # per file, uncompressed datum bytes
     codec: str = "deflate"  # or "zstandard" (needs the zstandard package) or "null"
     # Uncompressed datum bytes per container block: each block costs a compressor, a job on the
-    # writer thread and a hand-over of the GIL; at 128 KiB those were ~15 % of the archive's time.
+    # writer thread and a hand-over of the GIL, so blocks are large (docs/archive.md).
     block_bytes: int = 1024 * 1024
     # Decode every datum before archiving it (a corrupt one goes to the DLQ) instead of checking
-    # only its framing and head: ~16 µs a record more. See the README on what is trusted.
+    # only its framing and head; it costs CPU per record. docs/archive.md says what is trusted.
     verify: bool = False
 
     def __post_init__(self) -> None:

@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# httpx's connection pool slows down sharply as it grows (encode/httpx#3215): one client with 32
-# connections to one origin measured 391 downloads/s here, four clients of 8 measured 1,437.
-# So each origin gets ceil(per_host / 8) clients of at most 8 connections.
+# httpx's connection pool slows down sharply as it grows (encode/httpx#3215; bench/RESULTS.md,
+# "Media throughput"), so each origin gets ceil(per_host / 8) clients of at most 8 connections.
 CLIENT_CONNECTIONS = 8
 
 
@@ -293,7 +292,7 @@ class Fetcher(Resource):
             raise FetchFailed(f"oversize: {declared} bytes declared, the limit is {limit}")
         hasher = hashlib.sha256()
         size = 0
-        # Creating a file costs ~0.7 ms on this machine's disk: in a thread, not on the loop.
+        # Creating a file blocks on the disk: in a thread, not on the loop.
         # The writes that follow are small and go to the page cache; the store fsyncs, threaded.
         out = await asyncio.to_thread(sink.open, "wb")
         with out:

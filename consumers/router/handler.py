@@ -48,7 +48,8 @@ from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import DEFAULT, VIEW, PostTo, Rules, ToTopic
 from consumers.router.settings import RouterSettings
 from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.handler import Handler, Inbound, Positions
+from consumers.runtime.handler import Handler, Inbound
+from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
@@ -60,8 +61,8 @@ SOURCE_HEADER = "uplink-source"
 
 class KeyHashes:
     """aiokafka's default partitioner, with the murmur2 of each key remembered: a routed
-    record keeps its conversation key, and hashing it in pure Python was ~10 % of the router's
-    time (bench/router_throughput.py)."""
+    record keeps its conversation key, and hashing it in pure Python is a visible share of the
+    router's time (bench/router_throughput.py)."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._hashes: dict[bytes, int] = {}
@@ -134,10 +135,10 @@ class TransactionalOutputs:
     async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
         producer = self._clients.producer(
             transactional_id=f"{self._prefix}.{tp.topic}.{tp.partition}",
-            # Measured (bench/router_throughput.py): the commit waits for the last batches,
-            # so lingering only delays it; and the next transaction's first AddPartitions
-            # often meets CONCURRENT_TRANSACTIONS while the last one's markers are written,
-            # where the 100 ms default backoff more than doubled the commit time.
+            # The commit waits for the last batches, so lingering only delays it; and the next
+            # transaction's first AddPartitions often meets CONCURRENT_TRANSACTIONS while the
+            # last one's markers are written, where the default backoff stalls the commit
+            # (bench/router_throughput.py).
             linger_ms=0,
             retry_backoff_ms=20,
             max_batch_size=256 * 1024,

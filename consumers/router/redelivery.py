@@ -31,7 +31,8 @@ from consumers.router.delivery import (
 from consumers.router.metrics import RouterMetrics
 from consumers.router.settings import RouterSettings
 from consumers.runtime.deadletters import DeadLetters
-from consumers.runtime.handler import Inbound, Postpone
+from consumers.runtime.handler import Inbound
+from consumers.runtime.outcomes import Postpone
 from consumers.runtime.tracker import Concurrent, InOrderCommits
 from schemas import SchemaError
 from uplink.kafka import Producer

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
-
 from uplink.exceptions import UplinkError
 
 
@@ -27,17 +25,3 @@ class HandlerFailed(UplinkError):
     restart redoes the work from the committed position."""
 
     retriable = True
-
-
-class Rewind(UplinkError):
-    """From a handler's ``Pending`` or ``flush``: another writer had already done this work (the
-    archive's key was taken), up to other positions than this one's. ``moved``: partitions to
-    read again from these positions, everything before which is durable (commit them);
-    ``durable``: positions of other partitions of the same flush, durable as usual."""
-
-    def __init__(
-        self, moved: dict[TopicPartition, int], durable: dict[TopicPartition, int] | None = None
-    ) -> None:
-        super().__init__(", ".join(f"{tp.topic}[{tp.partition}]@{at}" for tp, at in moved.items()))
-        self.moved = moved
-        self.durable = durable or {}

@@ -6,15 +6,13 @@ that fit a handler whose effect is durable when ``handle`` returns.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.runtime.outcomes import Outcome, Positions, Rewind
 from schemas import PushCodec
 from uplink.resources import Resource
-
-Positions = dict[TopicPartition, int]
 
 
 class Inbound:
@@ -50,25 +48,6 @@ class Inbound:
         return self._push
 
 
-class Pending(NamedTuple):
-    """Positions that become safe to commit once ``ready`` is done (the archive's rename, on its
-    writer thread). The runtime commits them in the background, and before it calls the
-    handler's ``handle`` or ``flush`` for their partitions again."""
-
-    ready: Awaitable[object]
-    positions: Positions
-
-
-class Postpone(NamedTuple):
-    """This record is not due for ``seconds`` (a parked delivery): the runtime pauses its
-    partition and reads it again from this record when it is due; other partitions go on."""
-
-    seconds: float
-
-
-Outcome = Positions | Pending | Postpone | None
-
-
 class Handler(Resource):
     """A worker's side effect. ``start()``/``stop()`` are its own resources (defaults: none);
     the launcher starts it before the worker and stops it after."""
@@ -98,8 +77,9 @@ class Handler(Resource):
         none). The default takes none. The archive's append."""
         return start
 
-    async def flush(self, handled: Positions) -> Positions:
-        """Make what was handled durable; return the positions safe to commit.
+    async def flush(self, handled: Positions) -> Positions | Rewind:
+        """Make what was handled durable; return the positions safe to commit, or a ``Rewind``
+        when another writer had already done some of it.
 
         ``handled`` holds, per partition, the offset after the last record handled. The default
         (an effect durable when ``handle`` returns) gives it back unchanged.

@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from uplink.logs import suppressed_family
 from uplink.metrics import LatencyHistogram
 
 
@@ -57,6 +58,7 @@ class WorkerMetrics:
         yield self.commit_seconds.family(
             "uplink_worker_commit_seconds", "Offset commit latency", {"worker": self.worker}
         )
+        yield suppressed_family()  # the Kafka client's log repeats, rate-limited
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

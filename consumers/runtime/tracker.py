@@ -17,7 +17,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from consumers.runtime.exceptions import HandlerFailed
-from consumers.runtime.handler import Handler, Positions
+from consumers.runtime.handler import Handler
+from consumers.runtime.outcomes import Positions
 
 log = logging.getLogger(__name__)
 

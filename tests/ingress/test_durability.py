@@ -38,8 +38,11 @@ class Outcome:
 class Traffic:
     """Concurrent pushers with unique messageIds; phases mark what the broker was doing."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pace: float = 0.0) -> None:
         self.url = url
+        # Seconds a pusher waits after a 503, as a provider would: 503s answered at once
+        # otherwise make a hot loop that starves the broker being restarted on this machine.
+        self.pace = pace
         self.phase = "up"
         self.outcomes: list[Outcome] = []
         self.changed = asyncio.Event()
@@ -79,6 +82,8 @@ class Traffic:
                 )
             )
             self.changed.set()
+            if response.status_code == 503 and self.pace:
+                await asyncio.sleep(self.pace)
 
     def stop(self) -> None:
         self._stop = True

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from consumers.archive.files import ArchiveFiles
 from consumers.archive.settings import ArchiveSettings
 from consumers.archive.stores import ArchiveBucket
-from consumers.runtime.worker import Inbound
+from consumers.runtime import Inbound
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader
 from uplink.cli.main import main

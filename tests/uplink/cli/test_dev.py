@@ -54,6 +54,8 @@ EVENTS = MediaCodec()
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 DLQS = ("uplink.archive.dlq.v1", "uplink.media.dlq.v1", "uplink.router.dlq.v1")
 ERROR = re.compile(r" ERROR |\] ERROR ")  # a Python log record's level, or the broker's
+# The broker's report of its own slowness on a loaded machine: about the host, not the pipeline.
+HOST_SLOW = "Exceptionally slow controller event"
 BROKER_RECORD = re.compile(r"\[[^\]]*\] (?P<level>[A-Z]+) ")  # log4j2.properties: [%d] %p %m
 BANNER_END = "--data-binary '"  # the banner's last line: the curl's push
 
@@ -197,7 +199,7 @@ async def run_dev(
     console = "".join(printed)
     lines = console.splitlines()
     assert sum(BANNER_END in line for line in lines) == 1
-    assert not [line for line in lines if ERROR.search(line)], console
+    assert not [line for line in lines if ERROR.search(line) and HOST_SLOW not in line], console
     # The broker's log: appended to, this run's start and INFO records there, not on the console;
     # its warnings and errors there and on the console, prefixed.
     logged = broker_log.read_text()
@@ -372,6 +374,9 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
         # The router commits its offsets in the transactions of its outputs.
         await committed_through(bootstrap, "uplink-router", len(first) + len(sends))
         for topic, ids in routes.items():
+            # The transaction's markers reach each output partition after its offsets commit:
+            # wait for the records, then read to the end again, so a duplicate would show.
+            await read_records(topic, count=ids.total(), bootstrap=bootstrap)
             routed = await read_records(topic, bootstrap=bootstrap)
             assert Counter(CODEC.head(r.value or b"")[0] for r in routed) == ids, topic
         for dlq in DLQS:
