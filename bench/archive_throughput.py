@@ -59,7 +59,7 @@ async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
 async def archive_worker(settings: WorkerSettings, root: Location, count: int) -> float:
     tune_gc()  # as `uplink archive` does
     assembly = workers.archive(settings, ArchiveSettings(root=root))  # as `uplink archive` wires it
-    [worker] = assembly.workers
+    worker = assembly.workers[0]  # then its re-drive reader
     async with launcher.started(assembly):
         started = time.perf_counter()  # includes joining the group and rebuilding windows
         assert await worker.run(count=count, timeout=600) == count

@@ -137,12 +137,22 @@ class Topics:
         "the dead-letter topics' pattern",
         default="uplink.{worker}.dlq.v1",
     )
+    redrive_pattern: str = variable(
+        "UPLINK_TOPIC_REDRIVE",
+        TEXT,
+        _TOPIC_READERS,
+        "the re-drive topics' pattern (`uplink dlq redrive` copies dead letters there)",
+        default="uplink.{worker}.redrive.v1",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
 
     def dlq(self, worker: str) -> str:
         return self.dlq_pattern.format(worker=worker)
+
+    def redrive(self, worker: str) -> str:
+        return self.redrive_pattern.format(worker=worker)
 
 
 def _servers(text: str) -> str | None:

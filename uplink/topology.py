@@ -120,3 +120,16 @@ def setup(topics: Topics, max_message_bytes: int, dlqs: Iterable[str]) -> Topolo
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return (*dict.fromkeys((*first, *second)),)
+
+
+def redrive_spec(topics: Topics, worker: str, max_message_bytes: int) -> TopicSpec:
+    """A worker's re-drive topic (``uplink dlq redrive``): the messages topic's partitions, so
+    a conversation's dead letters land in one partition, as its pushes did."""
+    configs = topic_configs(topics, max_message_bytes)
+    return TopicSpec(topics.redrive(worker), topics.messages_partitions, configs)
+
+
+def redrive(settings: WorkerSettings) -> Topology:
+    """A worker's reader of its re-drive topic (same process, group ``<group>-redrive``)."""
+    spec = redrive_spec(settings.topics, settings.name, settings.kafka.max_request_size)
+    return Topology((spec.name,), (), (spec,))

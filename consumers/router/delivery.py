@@ -20,7 +20,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -88,9 +88,12 @@ class Deliverer(Resource):
         self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
-        # (endpoint, messageId) recently delivered by this process: a retry of a delivery that
-        # was parked while its first attempt was still in flight is then skipped.
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # The last final answer (delivered or refused) of each (endpoint, messageId) this process
+        # posted recently: a delivery parked while its first attempt was still in flight is
+        # settled by that attempt's answer, not sent again.
+        self._answers: OrderedDict[tuple[str, str], Attempt] = OrderedDict()
+        # Posts under way (waiting for a slot, or for the answer), set when they end.
+        self._posting: dict[tuple[str, str], asyncio.Event] = {}
         self._remember = remember
 
     async def start(self) -> None:
@@ -114,9 +117,42 @@ class Deliverer(Resource):
         return self._endpoints.get(name)
 
     def delivered_recently(self, endpoint: str, message_id: str) -> bool:
-        return (endpoint, message_id) in self._recent
+        answer = self._answers.get((endpoint, message_id))
+        return answer is not None and answer.verdict is Verdict.DELIVERED
+
+    async def posted(self, endpoint: str, message_id: str) -> None:
+        """Returns once no post of this delivery is under way (one parked while in flight)."""
+        posting = self._posting.get((endpoint, message_id))
+        if posting is not None:
+            await posting.wait()
+
+    def answer(self, endpoint: str, message_id: str) -> Attempt | None:
+        """The last final answer (delivered or refused) to a recent post, if any."""
+        return self._answers.get((endpoint, message_id))
+
+    def _remember_answer(self, endpoint: str, message_id: str, attempt: Attempt) -> None:
+        key = (endpoint, message_id)
+        if attempt.verdict is Verdict.RETRY:
+            self._answers.pop(key, None)  # not settled: a parked copy must be tried again
+            return
+        self._answers[key] = attempt
+        self._answers.move_to_end(key)
+        if len(self._answers) > self._remember:
+            self._answers.popitem(last=False)
 
     async def post(self, endpoint: str, body: bytes, message_id: str, rule: str) -> Attempt:
+        key = (endpoint, message_id)
+        posting = self._posting.get(key)
+        if posting is not None:
+            return await self._post(endpoint, body, message_id, rule)
+        posting = self._posting[key] = asyncio.Event()
+        try:
+            return await self._post(endpoint, body, message_id, rule)
+        finally:
+            del self._posting[key]
+            posting.set()
+
+    async def _post(self, endpoint: str, body: bytes, message_id: str, rule: str) -> Attempt:
         spec = self._endpoints[endpoint]
         client = self._clients.get(endpoint)
         if client is None:
@@ -134,20 +170,21 @@ class Deliverer(Resource):
             try:
                 response = await client.post(spec.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                return Attempt(Verdict.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
+                attempt = Attempt(Verdict.RETRY, f"{type(exc).__name__}: {exc}".strip(": "))
+                self._remember_answer(endpoint, message_id, attempt)
+                return attempt
             finally:
                 self._metrics.observe_delivery(endpoint, time.perf_counter() - started)
         status = response.status_code
         if 200 <= status < 300:
             self._metrics.delivered[endpoint] += 1
-            self._recent[(endpoint, message_id)] = None
-            if len(self._recent) > self._remember:
-                self._recent.popitem(last=False)
-            return Attempt(Verdict.DELIVERED)
-        reason = f"HTTP {status} from {spec.url}"
-        if status in (408, 429) or status >= 500:
-            return Attempt(Verdict.RETRY, reason)
-        return Attempt(Verdict.REFUSED, reason)
+            attempt = Attempt(Verdict.DELIVERED)
+        elif status in (408, 429) or status >= 500:
+            attempt = Attempt(Verdict.RETRY, f"HTTP {status} from {spec.url}")
+        else:
+            attempt = Attempt(Verdict.REFUSED, f"HTTP {status} from {spec.url}")
+        self._remember_answer(endpoint, message_id, attempt)
+        return attempt
 
 
 @dataclass
@@ -161,13 +198,27 @@ class Delivery:
     body: bytes
     attempt: Attempt | None = None  # None while in flight
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Still in flight when its partition was committed: parked, and settled by its answer.
+    parked: bool = False
+
+
+RefusedLate = Callable[[Delivery], Awaitable[None]]
 
 
 class FirstAttempts:
-    """First attempts in the background; ``settle`` hands back what a commit must park."""
+    """First attempts in the background; ``settle`` hands back what a commit must park.
 
-    def __init__(self, deliverer: Deliverer, max_pending: int = 1000) -> None:
+    An attempt still in flight at the commit is parked; if it is then refused, ``refused_late``
+    dead-letters it at once (its parked copy is skipped: the deliverer keeps the answer)."""
+
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        max_pending: int = 1000,
+        refused_late: RefusedLate | None = None,
+    ) -> None:
         self._deliverer = deliverer
+        self._refused_late = refused_late
         self._max_pending = max_pending  # per endpoint; beyond it a delivery is parked at once
         self._pending: dict[str, int] = {}
         self._by_partition: dict[TopicPartition, list[Delivery]] = {}
@@ -189,6 +240,9 @@ class FirstAttempts:
         delivery.attempt = await self._deliverer.post(
             delivery.endpoint, delivery.body, delivery.message_id, delivery.rule
         )
+        late = self._refused_late
+        if delivery.parked and delivery.attempt.verdict is Verdict.REFUSED and late is not None:
+            await late(delivery)
 
     def _finished(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -207,9 +261,14 @@ class FirstAttempts:
         running = [d.task for d in deliveries if d.task is not None and not d.task.done()]
         if running and grace > 0:
             await asyncio.wait(running, timeout=grace)
-        return [
-            d for d in deliveries if d.attempt is None or d.attempt.verdict is not Verdict.DELIVERED
-        ]
+        unsettled = []
+        for delivery in deliveries:
+            if delivery.attempt is None:
+                delivery.parked = True
+                unsettled.append(delivery)
+            elif delivery.attempt.verdict is not Verdict.DELIVERED:
+                unsettled.append(delivery)
+        return unsettled
 
     async def stop(self) -> None:
         """Cancel attempts in flight: either their offsets were not committed (the push is

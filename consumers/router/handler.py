@@ -27,12 +27,14 @@ import asyncio
 import logging
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from consumers.router.delivery import (
+    H_ENDPOINT,
+    H_RULE,
     Deliverer,
     Delivery,
     FirstAttempts,
@@ -281,8 +283,13 @@ class Router(Handler):
         metrics: RouterMetrics,
         codec: PushCodec,
         clients: KafkaClients | None = None,
+        redrive: bool = False,
     ) -> None:
         self._rules = rules
+        # The reader of the re-drive topic: a dead letter naming the endpoint that refused it
+        # is that one delivery again, not the push routed anew (`uplink dlq redrive`).
+        self._redrive = redrive
+        self._deliverer = deliverer
         # The rules read a dozen fields: a view of those costs a third of the full decode.
         self._view = codec.viewer(VIEW)
         self._worker = worker
@@ -294,7 +301,7 @@ class Router(Handler):
         self._outputs = TransactionalOutputs(
             worker, settings, self._failed, clients or KafkaClients(worker.kafka)
         )
-        self._first = FirstAttempts(deliverer)
+        self._first = FirstAttempts(deliverer, refused_late=self._dead_letter)
         self._owned: set[TopicPartition] = set()
         # Positions whose transaction waits for the partition's previous one (``flush``), and
         # partitions handed over with their last transaction failed (reported at ``stop``).
@@ -329,6 +336,11 @@ class Router(Handler):
         tp, record = inbound.tp, inbound.record
         if tp in self._failed:
             raise RouterError(f"{tp}: an earlier transaction failed")
+        if self._redrive:
+            endpoint = _header(record, H_ENDPOINT)
+            if endpoint is not None:
+                await self._deliver_again(inbound, endpoint)
+                return None
         routing = self._rules.route(self._view(inbound.value))
         if routing.posts:
             # Deliveries carry `raw`: decoded before anything is routed, so a datum corrupt past
@@ -358,6 +370,17 @@ class Router(Handler):
                 )
         return None
 
+    async def _deliver_again(self, inbound: Inbound, endpoint: str) -> None:
+        if self._deliverer.endpoint(endpoint) is None:
+            reason = f"http:{endpoint}: endpoint {endpoint!r} is not configured"
+            await self._dead_letters.send(inbound.record, reason)
+            return
+        rule = _header(inbound.record, H_RULE) or "redrive"
+        raw = inbound.push["raw"]
+        self._first.submit(
+            inbound.tp, Delivery(endpoint, rule, inbound.record, inbound.message_id, raw)
+        )
+
     async def flush(self, handled: Positions) -> Positions:
         """Park undelivered HTTP outputs, then start each partition's transaction (its outputs
         and position) in the background; partitions with no outputs go back to the runtime
@@ -386,13 +409,18 @@ class Router(Handler):
                 plain[tp] = position
         return plain
 
+    async def _dead_letter(self, delivery: Delivery) -> None:
+        reason = delivery.attempt.reason if delivery.attempt is not None else ""
+        await self._dead_letters.send(delivery.record, f"http:{delivery.endpoint}: {reason}")
+        self._metrics.dead_lettered[delivery.endpoint] += 1
+
     async def _park(self, delivery: Delivery) -> None:
         record = delivery.record
         tp = TopicPartition(record.topic, record.partition)
-        attempt = delivery.attempt
+        # In flight when settled (its answer may have come since): parked as it was then.
+        attempt = None if delivery.parked else delivery.attempt
         if attempt is not None and attempt.verdict is Verdict.REFUSED:
-            await self._dead_letters.send(record, f"http:{delivery.endpoint}: {attempt.reason}")
-            self._metrics.dead_lettered[delivery.endpoint] += 1
+            await self._dead_letter(delivery)
             return
         reason = attempt.reason if attempt is not None else "still in flight at commit"
         attempts = 0 if attempt is not None and attempt.reason.startswith("too many") else 1
@@ -407,7 +435,10 @@ class Router(Handler):
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         """Fence the partitions' previous owners now, and start their producers together."""
         self._owned.update(partitions)
-        self._outputs.prepare(partitions)
+        if not self._redrive:
+            # The re-drive topic is mostly empty: its producers start when first needed (the
+            # first commit of a partition fences its previous owner then).
+            self._outputs.prepare(partitions)
 
     async def revoked(self, partitions: list[TopicPartition]) -> None:
         """After their flush, before the next owner starts: the partitions' deferred
@@ -427,3 +458,12 @@ class Router(Handler):
             finally:
                 await self._outputs.discard(tp)
                 self._failed.discard(tp)
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """The header's last value (a dead letter keeps the headers of its earlier lives first)."""
+    found: str | None = None
+    for key, value in record.headers or ():
+        if key == name:
+            found = value.decode("utf-8", "replace")
+    return found

@@ -101,8 +101,9 @@ class Redeliveries(Concurrent):
             await self._dead_letter(record, endpoint, f"undecodable: {exc}")
             return
         message_id = inbound.message_id
-        if self._deliverer.delivered_recently(endpoint, message_id):
-            return  # its first attempt succeeded after it was parked
+        await self._deliverer.posted(endpoint, message_id)  # its first attempt, if still going
+        if self._deliverer.answer(endpoint, message_id) is not None:
+            return  # settled since it was parked: delivered, or refused and dead-lettered then
         attempt = await self._deliverer.post(endpoint, raw, message_id, rule)
         attempts += 1
         if attempt.verdict is Verdict.DELIVERED:

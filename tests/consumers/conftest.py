@@ -26,7 +26,10 @@ def make_worker_settings(kafka_bootstrap: str, topics: Topics) -> SettingsFactor
             name=name,
             kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
             topics=dataclasses.replace(
-                topics, messages_partitions=1, dlq_pattern=f"{topics.messages}.{{worker}}.dlq"
+                topics,
+                messages_partitions=1,
+                dlq_pattern=f"{topics.messages}.{{worker}}.dlq",
+                redrive_pattern=f"{topics.messages}.{{worker}}.redrive",
             ),
             group_id=f"{name}-{uuid.uuid4().hex[:8]}",
             **overrides,

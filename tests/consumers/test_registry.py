@@ -83,7 +83,7 @@ async def test_the_archive_reads_both_framings_and_both_versions_one_file_per_wr
 
     archive = ArchiveSettings(root=tmp_path / "archive")
     async with started(workers.archive(settings, archive)) as assembly:
-        [worker] = assembly.workers
+        worker = assembly.workers[0]  # then its re-drive reader
         assert await worker.run(count=len(sent) + 1, timeout=90) == len(sent) + 1
 
     files = sorted(archive.root.rglob("*.avro"), key=lambda p: int(p.stem.rpartition("+")[2]))
@@ -136,7 +136,7 @@ async def test_the_media_worker_registers_its_events_and_frames_them_with_the_id
             await producer.send_and_wait(settings.topics.messages, record, timestamp_ms=RECORD_TIME)
         media = MediaSettings(root=tmp_path / "media", allow_hosts=frozenset({"127.0.0.1"}))
         async with started(workers.media(settings, media)) as assembly:
-            [worker] = assembly.workers
+            worker = assembly.workers[0]  # then its re-drive reader
             assert await worker.run(count=1, timeout=60) == 1
         [event] = await read_records(settings.topics.media, 1)
         media_id = await registry.register(subject(settings.topics.media), MediaCodec().text)

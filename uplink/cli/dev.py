@@ -229,6 +229,9 @@ class Pipeline:
             | topology.media(media)
             | topology.router(routing, rules.topics, router.delay_topics)
             | topology.redeliveries(routing, router.delay_topics)
+            | topology.redrive(archive)
+            | topology.redrive(media)
+            | topology.redrive(routing)
         )
         names = every.names
         # The router's transactional ids start with its prefix; with the local broker's single

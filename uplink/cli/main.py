@@ -482,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     media.set_defaults(run=_media)
 
     dev.set_defaults(run=_dev)
+
+    from uplink.cli.operate import add_verbs
+
+    add_verbs(verbs)  # dlq, quarantine, trace, conversation
     return parser
 
 

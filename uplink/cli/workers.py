@@ -91,6 +91,14 @@ class _Process:
             dedupe=dedupe,
         )
 
+    def redrive(self, handler: Handler, codec: PushCodec) -> tuple[Worker, Topology]:
+        """The worker's reader of its re-drive topic (``uplink dlq redrive``): its own group,
+        ``<group>-redrive``, and no dedupe, as the command copies each dead letter once and a
+        record re-driven again after a second fix must not count as a duplicate."""
+        settings = dataclasses.replace(self.settings, group_id=redrive_group(self.settings.group))
+        flow = topology.redrive(self.settings)
+        return self.worker(handler, codec, flow.reads, settings=settings, dedupe=False), flow
+
     def assembly(
         self, workers: list[Worker], resources: list[Resource], topology: Topology
     ) -> Assembly:
@@ -115,12 +123,21 @@ def archive_store(archive: ArchiveSettings) -> ArchiveStore:
     return ArchiveBucket(Bucket(archive.root, "UPLINK_ARCHIVE_DIR"), archive.work_dir)
 
 
+def redrive_group(group: str) -> str:
+    """The group that reads a worker's re-drive topic: ``uplink-<worker>-redrive``."""
+    return f"{group}-redrive"
+
+
 def archive(settings: WorkerSettings, archive: ArchiveSettings) -> Assembly:
     process = _Process.of(settings)
     codec = process.codec()
-    files = ArchiveFiles(archive, archive_store(archive), codec)
+    store = archive_store(archive)
+    files, redriven = ArchiveFiles(archive, store, codec), ArchiveFiles(archive, store, codec)
     flow = topology.archive(settings)
-    return process.assembly([process.worker(files, codec, flow.reads)], [files], flow)
+    again, redrives = process.redrive(redriven, codec)
+    return process.assembly(
+        [process.worker(files, codec, flow.reads), again], [files, redriven], flow | redrives
+    )
 
 
 def media(
@@ -149,20 +166,29 @@ def media(
                 wait=START_TIMEOUT,  # then exit 75: its supervisor restarts it
             )
         ]
-    handler = MediaHandler(
-        media,
-        fetcher,
-        store,
-        process.producer,
-        settings.topics.media,
-        process.dead_letters,
-        codec=events,
-        graph=graph,
+    handler, redriven = (
+        MediaHandler(
+            media,
+            fetcher,
+            store,
+            process.producer,
+            settings.topics.media,
+            process.dead_letters,
+            codec=events,
+            graph=graph,
+        )
+        for _ in range(2)
     )
     process.metrics.registry.register(handler.metrics)  # served with the runtime's
-    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else []), handler]
+    resources: list[Resource] = [*registered, store, fetcher, *([graph] if graph else [])]
+    codec = process.codec()
     flow = topology.media(settings)
-    return process.assembly([process.worker(handler, process.codec(), flow.reads)], resources, flow)
+    again, redrives = process.redrive(redriven, codec)
+    return process.assembly(
+        [process.worker(handler, codec, flow.reads), again],
+        [*resources, handler, redriven],
+        flow | redrives,
+    )
 
 
 def router(
@@ -173,7 +199,8 @@ def router(
 ) -> Assembly:
     """The router and, in the same process, its re-deliveries: a second worker on the delay
     topics (its own group, no dedupe), sharing the router's HTTP clients, producer, DLQ and
-    metrics (its figures are apart: their partitions are the delay topics')."""
+    metrics (its figures are apart: their partitions are the delay topics'); and a third, a
+    router on its re-drive topic."""
     process = _Process.of(settings)
     codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
@@ -185,11 +212,24 @@ def router(
     retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
     routes = topology.router(settings, rules.topics, router.delay_topics)
     retries = topology.redeliveries(settings, router.delay_topics)
+    redriven = Router(
+        rules,
+        dataclasses.replace(settings, group_id=redrive_group(settings.group)),
+        router,
+        deliverer,
+        process.dead_letters,
+        metrics,
+        codec,
+        process.clients,
+        redrive=True,
+    )
+    again, redrives = process.redrive(redriven, codec)
     return process.assembly(
         [
             process.worker(handler, codec, routes.reads),
             process.worker(redeliveries, codec, retries.reads, settings=retrying, dedupe=False),
+            again,
         ],
-        [deliverer, handler, redeliveries],
-        routes | retries,
+        [deliverer, handler, redeliveries, redriven],
+        routes | retries | redrives,
     )

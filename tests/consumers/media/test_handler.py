@@ -85,7 +85,7 @@ async def media_worker(
     """Wired and started as ``uplink media`` does; drains in-flight work before the final
     commit (for up to ``media.drain_timeout``) as it stops."""
     async with started(workers.media(settings, media)) as assembly:
-        [worker] = assembly.workers
+        worker = assembly.workers[0]  # then its re-drive reader
         assert isinstance(worker.handler, MediaHandler)
         yield worker, worker.handler
 

@@ -306,8 +306,8 @@ async def test_endpoint_down_for_good_ends_in_dlq_while_another_keeps_receiving(
         """
     )
     sent = await send_pushes(settings, [example_raw("image", f"down-{n}") for n in range(30)])
-    started = time.monotonic()
     async with running_router(settings, router_settings, rules) as (_, metrics, _router):
+        started = time.monotonic()  # once its three consumers have started
         await healthy.wait_for(lambda: set(healthy.accepted) == set(sent))
         healthy_done = time.monotonic() - started
         dlq = await read_records(settings.dlq, count=len(sent), timeout=60)

@@ -1,0 +1,74 @@
+"""A conversation's pushes in order: its key picks its one partition, which is read over the
+window; each push with its type, text or caption, media reference and what the groups did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from schemas import PushCodec, SchemaError
+from uplink.operate.trace import Tracer, conversation_key, partition_of
+from uplink.operate.window import Record, TopicReader, iso
+
+_MEDIA = ("image", "video", "audio", "document", "sticker")
+
+
+@dataclass(frozen=True)
+class Line:
+    record: Record
+    push: dict[str, Any] | None
+    status: str
+
+    def row(self) -> dict[str, Any]:
+        push = self.push or {}
+        message = push.get("message") or {}
+        kind = message.get("type")
+        text = (message.get("text") or {}).get("body")
+        media = None
+        for name in _MEDIA:
+            part = message.get(name)
+            if part:
+                text = text or part.get("caption")
+                media = part.get("filePath") or part.get("id")
+                kind = kind or name
+        stamp = push.get("timestamp")
+        return {
+            "time": iso(stamp if isinstance(stamp, int) else self.record.timestamp),
+            "type": kind,
+            "text": text,
+            "media": media,
+            "messageId": push.get("messageId"),
+            "offset": self.record.offset,
+            "status": self.status,
+        }
+
+
+async def conversation(
+    tracer: Tracer,
+    clients_reader: TopicReader,
+    codec: PushCodec,
+    topic: str,
+    business: str,
+    sender: str,
+    since_ms: int,
+) -> list[Line]:
+    """The conversation's pushes since ``since_ms``, in the order they were received."""
+    key = conversation_key(business, sender)
+    partitions = await clients_reader.partitions(topic)
+    partition = partition_of(key, partitions)
+    committed = await tracer.committed(TopicPartition(topic, partition))
+    lines: list[Line] = []
+    async for record in clients_reader.read(topic, since_ms, partitions=[partition]):
+        if record.key != key:
+            continue
+        try:
+            await codec.learn([record.value])
+            push: dict[str, Any] | None = codec.decode(record.value or b"")
+        except SchemaError:
+            push = None
+        behind = [w for w, at in committed.items() if at is None or at <= record.offset]
+        status = "processed" if not behind else "pending: " + ", ".join(behind)
+        lines.append(Line(record, push, status if push is not None else "undecodable"))
+    return lines

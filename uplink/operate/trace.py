@@ -1,0 +1,265 @@
+"""The path of one push: where it is in the messages topic, and what each group made of it.
+
+With the conversation's phones, only the conversation's partition is read (the key picks it, as
+the ingress's producer did); otherwise every partition over the window. For each group: processed
+(its committed position is past the record), pending (how many records before it are still to
+be processed), or dead-lettered (with the reason, found in the worker's DLQ after the record's
+time). Then what the media worker stored for it (``uplink.media.v1``) and, given the router's
+output topics, where the router sent it (outputs carry ``uplink-source``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
+from aiokafka.structs import OffsetAndMetadata
+
+from schemas import MediaCodec, PushCodec, SchemaError
+from uplink.kafka import KafkaClients, java_partitioner
+from uplink.operate.deadletters import WORKERS
+from uplink.operate.records import last_header, message_id_of
+from uplink.operate.window import Record, Scan, TopicReader, iso
+from uplink.settings import KafkaSettings, Topics
+
+
+def conversation_key(business: str, sender: str) -> bytes:
+    """The messages topic's key (PushCodec.key): ``businessPhone:from.phone``."""
+    return f"{business}:{sender}".encode()
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition uplink's producers put ``key`` in."""
+    ordered = sorted(partitions)
+    return java_partitioner(key, ordered, ordered)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    group: str
+    worker: str
+    state: str  # processed, pending, dead-lettered, not started
+    detail: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"group": self.group, "state": self.state, "detail": self.detail}
+
+
+@dataclass
+class Sighting:
+    """One record of the push (a retried push has several) and what became of it."""
+
+    record: Record
+    groups: list[GroupState] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "time": iso(record.timestamp),
+            "groups": [g.row() for g in self.groups],
+        }
+
+
+@dataclass
+class Trace:
+    message_id: str
+    sightings: list[Sighting] = field(default_factory=list)
+    media: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "found": [s.row() for s in self.sightings],
+            "media": self.media,
+            "outputs": self.outputs,
+        }
+
+
+class Tracer:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: Topics,
+        codec: PushCodec,
+        groups: dict[str, str] | None = None,
+        scan: Scan | None = None,
+    ) -> None:
+        self._clients = KafkaClients(kafka)
+        self._topics = topics
+        self._codec = codec
+        # worker → its consumer group
+        self._groups = groups if groups is not None else {w: f"uplink-{w}" for w in WORKERS}
+        self.scan = scan if scan is not None else Scan()
+
+    async def committed(self, tp: TopicPartition) -> dict[str, int | None]:
+        """Each group's committed position in ``tp`` (None: nothing committed)."""
+        admin = self._clients.admin()
+        await admin.start()
+        try:
+            positions: dict[str, int | None] = {}
+            for worker, group in self._groups.items():
+                offsets = await _group_offsets(admin, group, tp)
+                found = offsets.get(tp)
+                positions[worker] = (
+                    found.offset if found is not None and found.offset >= 0 else None
+                )
+            return positions
+        finally:
+            await admin.close()
+
+    async def trace(
+        self,
+        message_id: str,
+        since_ms: int,
+        until_ms: int | None,
+        key: bytes | None = None,
+        output_topics: Sequence[str] = (),
+    ) -> Trace:
+        found = Trace(message_id)
+        async with TopicReader(self._clients, self.scan) as reader:
+            topic = self._topics.messages
+            partitions = await reader.partitions(topic)
+            chosen = [partition_of(key, partitions)] if key is not None else partitions
+            async for record in reader.read(topic, since_ms, until_ms, chosen):
+                if message_id_of(self._codec, record.value) == message_id:
+                    found.sightings.append(Sighting(record))
+            if not found.sightings:
+                return found
+            first = min(s.record.timestamp for s in found.sightings)
+            letters = await self._dead_letters(reader, found, first)
+            for sighting in found.sightings:
+                record = sighting.record
+                tp = TopicPartition(record.topic, record.partition)
+                committed = await self.committed(tp)
+                for worker, group in self._groups.items():
+                    sighting.groups.append(
+                        _state(worker, group, record, committed[worker], letters)
+                    )
+            found.media = await self._media(reader, message_id, first)
+            found.outputs = await self._outputs(reader, found, first, output_topics)
+        return found
+
+    async def _dead_letters(
+        self, reader: TopicReader, found: Trace, since_ms: int
+    ) -> dict[tuple[str, int, int], str]:
+        """(worker, partition, offset) of a sighting → the reason it was dead-lettered."""
+        wanted = {(s.record.partition, s.record.offset) for s in found.sightings}
+        topics = await reader.consumer.topics()
+        letters: dict[tuple[str, int, int], str] = {}
+        for worker in self._groups:
+            dlq = self._topics.dlq(worker)
+            if dlq not in topics:
+                continue
+            async for record in reader.read(dlq, since_ms):
+                headers = record.headers
+                if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
+                    # Dead-lettered from a delay or re-drive topic: matched by messageId.
+                    if message_id_of(self._codec, record.value) != found.message_id:
+                        continue
+                    for partition, offset in wanted:
+                        letters[(worker, partition, offset)] = (
+                            last_header(headers, "uplink-dlq-reason") or ""
+                        )
+                    continue
+                partition = int(last_header(headers, "uplink-dlq-partition") or -1)
+                offset = int(last_header(headers, "uplink-dlq-offset") or -1)
+                if (partition, offset) in wanted:
+                    letters[(worker, partition, offset)] = (
+                        last_header(headers, "uplink-dlq-reason") or ""
+                    )
+        return letters
+
+    async def _media(
+        self, reader: TopicReader, message_id: str, since_ms: int
+    ) -> list[dict[str, Any]]:
+        topic = self._topics.media
+        if topic not in await reader.consumer.topics():
+            return []
+        codec = MediaCodec()
+        stored: list[dict[str, Any]] = []
+        async for record in reader.read(topic, since_ms):
+            try:
+                event = codec.decode(record.value or b"")
+            except SchemaError:
+                continue
+            if event.get("messageId") == message_id:
+                stored.append(
+                    {
+                        "uri": event["uri"],
+                        "sha256": event["sha256"],
+                        "size": event["size"],
+                        "type": event["type"],
+                        "at": f"{record.topic}/{record.partition}@{record.offset}",
+                    }
+                )
+        return stored
+
+    async def _outputs(
+        self, reader: TopicReader, found: Trace, since_ms: int, output_topics: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        sources = {
+            f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
+        }
+        existing = await reader.consumer.topics()
+        outputs: list[dict[str, Any]] = []
+        for topic in output_topics:
+            if topic not in existing:
+                continue
+            async for record in reader.read(topic, since_ms):
+                if last_header(record.headers, "uplink-source") in sources:
+                    outputs.append(
+                        {
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "rule": last_header(record.headers, "uplink-rule"),
+                            "endpoint": last_header(record.headers, "uplink-endpoint"),
+                        }
+                    )
+        return outputs
+
+
+async def _group_offsets(
+    admin: AIOKafkaAdminClient, group: str, tp: TopicPartition, attempts: int = 20
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets; a cluster where no group ever committed has no offsets
+    topic yet, and its coordinator answers "not available" while it creates one."""
+    for attempt in range(attempts):
+        try:
+            offsets: dict[
+                TopicPartition, OffsetAndMetadata
+            ] = await admin.list_consumer_group_offsets(group, partitions=[tp])
+            return offsets
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    return {}
+
+
+def _state(
+    worker: str,
+    group: str,
+    record: Record,
+    committed: int | None,
+    letters: dict[tuple[str, int, int], str],
+) -> GroupState:
+    reason = letters.get((worker, record.partition, record.offset))
+    if reason is not None:
+        return GroupState(group, worker, "dead-lettered", reason)
+    if committed is None:
+        return GroupState(group, worker, "pending", "the group has committed nothing here")
+    if committed > record.offset:
+        return GroupState(group, worker, "processed", f"committed at {committed}")
+    return GroupState(
+        group, worker, "pending", f"{record.offset - committed} records before it to go"
+    )

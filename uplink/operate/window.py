@@ -1,0 +1,216 @@
+"""Reading a topic by time: each partition from the broker's offsets-for-times of a start time up
+to its end as of the start of the read, never from the topic's beginning unless asked.
+
+``Scan`` counts what a read cost (records and bytes fetched, per partition where it started and
+ended), for the operator's "how far it read" line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from uplink.exceptions import ConfigError, KafkaUnavailable
+from uplink.kafka import KafkaClients
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# A fetch that brings nothing for this long while a partition is short of its end: the rest
+# is not readable (aborted transactions' records at the end): the read stops there.
+IDLE_SECONDS = 5.0
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1w`` → seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(option, f"{text!r} is not a duration (e.g. 90s, 30m, 2h, 1d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_time(text: str, option: str, now: float | None = None) -> int:
+    """A time as epoch milliseconds: a duration ago (``2h``), an ISO 8601 time (UTC unless it
+    says otherwise), or epoch milliseconds."""
+    now = time.time() if now is None else now
+    if _DURATION.match(text):
+        return int((now - parse_duration(text, option)) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            option, f"{text!r} is not a time (2h, 2026-12-07T09:00, or epoch ms)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    """Epoch ms as an ISO 8601 UTC time, to the millisecond."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Scan:
+    """What one or more reads fetched."""
+
+    records: int = 0
+    bytes: int = 0
+    # (topic, partition) → (first offset read, end offset)
+    ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    incomplete: list[str] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        self.records += 1
+        self.bytes += len(record.value or b"") + len(record.key or b"")
+
+    def describe(self) -> str:
+        topics = sorted({topic for topic, _ in self.ranges})
+        spans = sum(end - start for start, end in self.ranges.values())
+        text = (
+            f"read {self.records} records ({self.bytes} bytes) of {spans} offsets "
+            f"in {len(self.ranges)} partitions of {', '.join(topics) or 'no topic'}"
+        )
+        if self.incomplete:
+            text += f"; stopped short in {', '.join(self.incomplete)}"
+        return text
+
+
+async def partitions_of(clients: KafkaClients, topic: str) -> list[int]:
+    """The topic's partitions, asked of the cluster; a topic it does not have is an error
+    naming it."""
+    admin = clients.admin()
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in described.get("partitions") or ())
+    if described.get("error_code") or not partitions:
+        raise KafkaUnavailable(f"topic {topic} does not exist (or is not visible to this client)")
+    return partitions
+
+
+class TopicReader:
+    """One consumer without a group (nothing committed) for a command's reads; ``async with``."""
+
+    def __init__(self, clients: KafkaClients, scan: Scan | None = None) -> None:
+        self.scan = scan if scan is not None else Scan()
+        self._clients = clients
+        self._partitions: dict[str, list[int]] = {}
+        self._consumer = clients.consumer(
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    async def partitions(self, topic: str) -> list[int]:
+        known = self._partitions.get(topic)
+        if known is None:
+            known = self._partitions[topic] = await partitions_of(self._clients, topic)
+        return known
+
+    async def read(
+        self,
+        topic: str,
+        since_ms: int | None,
+        until_ms: int | None = None,
+        partitions: Iterable[int] | None = None,
+    ) -> AsyncGenerator[Record, None]:
+        """The records of ``topic`` from ``since_ms`` (None: from the beginning) to the end of
+        each partition as of now, stopping a partition at its first record after ``until_ms``;
+        partition by partition interleaved as fetched (in order within each)."""
+        consumer = self._consumer
+        chosen = list(partitions) if partitions is not None else await self.partitions(topic)
+        tps = [TopicPartition(topic, p) for p in chosen]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        if since_ms is None:
+            starts = await consumer.beginning_offsets(tps)
+        else:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            starts = {tp: ends[tp] if hit is None else hit.offset for tp, hit in found.items()}
+        todo: set[TopicPartition] = set()
+        for tp in tps:
+            self.scan.ranges[(tp.topic, tp.partition)] = (starts[tp], ends[tp])
+            if starts[tp] < ends[tp]:
+                consumer.seek(tp, starts[tp])
+                todo.add(tp)
+        consumer.pause(*(tp for tp in tps if tp not in todo))
+        idle_since = time.monotonic()
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            if batches:
+                idle_since = time.monotonic()
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    if until_ms is not None and record.timestamp > until_ms:
+                        self._done(tp, todo, ends, record.offset)
+                        break
+                    self.scan.add(record)
+                    yield record
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    self._done(tp, todo, ends, ends[tp])
+            if todo and time.monotonic() - idle_since > IDLE_SECONDS:
+                self.scan.incomplete.extend(f"{tp.topic}[{tp.partition}]" for tp in todo)
+                break
+        consumer.unsubscribe()
+
+    def _done(
+        self,
+        tp: TopicPartition,
+        todo: set[TopicPartition],
+        ends: dict[TopicPartition, int],
+        at: int,
+    ) -> None:
+        if tp in todo:
+            todo.discard(tp)
+            self._consumer.pause(tp)
+            start, _ = self.scan.ranges[(tp.topic, tp.partition)]
+            self.scan.ranges[(tp.topic, tp.partition)] = (start, at)
+
+    async def one(self, topic: str, partition: int, offset: int) -> Record | None:
+        """The record at ``offset`` (None if there is none: out of range, or a marker)."""
+        consumer = self._consumer
+        tp = TopicPartition(topic, partition)
+        if partition not in await self.partitions(topic):
+            return None
+        consumer.assign([tp])
+        ends = await consumer.end_offsets([tp])
+        begins = await consumer.beginning_offsets([tp])
+        if not begins[tp] <= offset < ends[tp]:
+            return None
+        consumer.seek(tp, offset)
+        self.scan.ranges[(topic, partition)] = (offset, offset + 1)
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < IDLE_SECONDS:
+            batches = await consumer.getmany(tp, timeout_ms=500, max_records=1)
+            for record in batches.get(tp, []):
+                self.scan.add(record)
+                return record if record.offset == offset else None
+            if await consumer.position(tp) > offset:
+                return None
+        return None
