@@ -177,6 +177,8 @@ def test_archive_and_media_live_in_the_s3_service_s_bucket(
     port = command[command.index("--port") + 1].rsplit(":", 1)[1]
     [data] = mounts(s3)
     assert data.source in named and data.target == command[-1]
+    # `uplink archive cat s3://…` from the operator's host, and from no other.
+    assert s3["ports"] == [f"127.0.0.1:{port}:{port}/tcp"]
     buckets = s3["environment"]["UPLINK_S3_BUCKETS"].split()
     for name, prefix in [("archive", "archive"), ("media", "media")]:
         # One bucket for every container of the group (and of other hosts): no shared volume.
