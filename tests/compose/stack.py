@@ -108,7 +108,7 @@ class Stack:
         )
 
     def await_archived(
-        self, message_ids: set[str], timeout: float = 240
+        self, message_ids: set[str], timeout: float = 600
     ) -> collections.Counter[str]:
         """The archive once it holds every one of ``message_ids`` (or as it is at ``timeout``):
         the workers write a file per partition when it fills or the stream goes quiet."""
