@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -33,6 +33,7 @@ class Stack:
     project: str
     docker_host: str
     cluster: bool = False
+    engine: docker.DockerClient = field(init=False, repr=False, compare=False)
 
     def environ(self) -> dict[str, str]:
         return {
@@ -68,16 +69,20 @@ class Stack:
     def down(self, *args: str) -> None:
         self.compose("down", *args, timeout=300)
 
-    def client(self) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.docker_host, version="1.41", timeout=120)
+    def __post_init__(self) -> None:
+        # One client for the stack's life: the containers it lists are driven through it.
+        client = docker.DockerClient(base_url=self.docker_host, version="1.41", timeout=300)
+        object.__setattr__(self, "engine", client)
+
+    def close(self) -> None:
+        self.engine.close()
 
     def containers(self, service: str | None = None) -> list[Container]:
         """This project's containers (of ``service``), running or not, by number."""
         labels = [f"{PROJECT_LABEL}={self.project}"]
         if service:
             labels.append(f"com.docker.compose.service={service}")
-        with self.client() as client:
-            found = client.containers.list(all=True, filters={"label": labels})
+        found = self.engine.containers.list(all=True, filters={"label": labels})
         return sorted(
             found, key=lambda c: int(c.labels.get("com.docker.compose.container-number", 0))
         )

@@ -25,7 +25,9 @@ def cluster(docker_host: str, run_name: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down("-v")
-        assert not stack.containers(), "containers left behind"
+        left = stack.containers()
+        stack.close()
+        assert not left, "containers left behind"
 
 
 def test_a_broker_killed_under_traffic(cluster: Stack) -> None:

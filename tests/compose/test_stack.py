@@ -45,7 +45,9 @@ def stack(docker_host: str, run_name: str) -> Iterator[Stack]:
     finally:
         # Also after a failed test or a failed `up`: nothing of the run stays behind.
         stack.down("-v")
-        assert not stack.containers(), "containers left behind"
+        left = stack.containers()
+        stack.close()
+        assert not left, "containers left behind"
 
 
 @pytest.fixture(scope="module")
