@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -126,8 +127,11 @@ def test_the_load_balancer_publishes_8080_and_checks_every_ingress_replica(
     text = config.read_text()
     ingress = services["ingress"]
     port = ingress["command"][ingress["command"].index("--port") + 1]
-    # Every replica by Docker's DNS, health-checked on the ingress's readiness endpoint.
-    assert f"server-template ingress 12 ingress:{port} check resolvers docker" in text
+    # Every replica by the engine's DNS, health-checked on the ingress's readiness endpoint.
+    assert f"server-template ingress 12 ingress:{port} check resolvers engine" in text
+    # The resolver the engine put in /etc/resolv.conf: 127.0.0.11 is Docker's alone.
+    assert "parse-resolv-conf" in text
+    assert not re.search(r"^\s*nameserver\b.*127\.0\.0\.11", text, re.MULTILINE)
     assert "option httpchk GET /readyz" in text
     assert "bind :8080" in text
 
@@ -173,6 +177,8 @@ def test_archive_and_media_live_in_the_s3_service_s_bucket(
     port = command[command.index("--port") + 1].rsplit(":", 1)[1]
     [data] = mounts(s3)
     assert data.source in named and data.target == command[-1]
+    # `uplink archive cat s3://…` from the operator's host, and from no other.
+    assert s3["ports"] == [f"127.0.0.1:{port}:{port}/tcp"]
     buckets = s3["environment"]["UPLINK_S3_BUCKETS"].split()
     for name, prefix in [("archive", "archive"), ("media", "media")]:
         # One bucket for every container of the group (and of other hosts): no shared volume.
@@ -230,14 +236,16 @@ def test_healthchecks_ask_the_right_port(services: dict[str, dict[str, Any]]) ->
 
 
 async def run_healthcheck(test: list[str], address: str) -> int:
-    """A compose healthcheck's command (the ``CMD`` form), aimed at ``address`` instead."""
-    assert test[0] == "CMD"
-    command = [re.sub(r"127\.0\.0\.1:\d+", address, part) for part in test[1:]]
-    assert command != test[1:], "the healthcheck names no 127.0.0.1 address"
-    if command[0] == "python":  # the image's interpreter; here, this one (urllib is stdlib)
-        command[0] = sys.executable
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    """A compose healthcheck's command (the ``CMD-SHELL`` form: podman's Docker API splits a
+    ``CMD`` form's arguments at spaces), aimed at ``address`` instead."""
+    assert test[0] == "CMD-SHELL"
+    (script,) = test[1:]
+    command = re.sub(r"127\.0\.0\.1:\d+", address, script)
+    assert command != script, "the healthcheck names no 127.0.0.1 address"
+    if command.startswith("python "):  # the image's interpreter; here, this one (stdlib only)
+        command = shlex.quote(sys.executable) + command.removeprefix("python")
+    process = await asyncio.create_subprocess_shell(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     async with asyncio.timeout(60):
         return await process.wait()
