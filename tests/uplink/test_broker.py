@@ -99,7 +99,7 @@ def test_a_failed_start_names_the_log_file_which_has_all_the_console_only_warnin
     assert len(logged) > len(shown) and "] INFO " in "\n".join(logged)
 
 
-def test_the_console_filter_keeps_warnings_and_errors_with_their_continuation_lines() -> None:
+def test_the_console_filter_keeps_problems_with_their_lines_not_races_kafka_retries() -> None:
     keep = ConsoleFilter(prefix="kafka: ")
     lines = [
         "Error: could not find or load main class kafka.Kafka\n",  # the JVM's, before any record
@@ -110,6 +110,9 @@ def test_the_console_filter_keeps_warnings_and_errors_with_their_continuation_li
         "[2026-01-01 10:00:02,000] ERROR Exiting Kafka (kafka.Kafka$)\n",
         "java.net.BindException: Address already in use\n",
         "\tat java.base/sun.nio.ch.Net.bind0(Native Method)\n",
+        "[2026-01-01 10:00:02,500] ERROR [ControllerApis nodeId=1] Unexpected error handling "
+        "request RequestHeader(apiKey=CONTROLLER_REGISTRATION, apiVersion=0) (kafka.server.X)\n",
+        "org.apache.kafka.common.errors.NotControllerException: The active controller appears\n",
         "[2026-01-01 10:00:03,000] INFO shutting down (kafka.server.BrokerServer)\n",
         "2026-01-01T10:00:04.000000000Z main ERROR log4j: no such appender\n",
         "2026-01-01T10:00:05.000000000Z main DEBUG log4j: a status detail\n",

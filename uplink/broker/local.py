@@ -133,12 +133,21 @@ _RECORD = re.compile(
 )
 
 
+# Records Kafka logs at ERROR for a request it retries on its own, so they are not a problem to
+# show: on a restart, the node registers its controller with itself a moment before it is the
+# active controller again (NotControllerException), and the registration manager simply retries.
+_SELF_HEALING = re.compile(
+    r"Unexpected error handling request RequestHeader\(apiKey=CONTROLLER_REGISTRATION,"
+)
+
+
 class ConsoleFilter:
     """The broker's records at ``levels`` (warnings and errors by default), prefixed.
 
     A line that starts no record continues the one before (a stack trace, the configuration
     dump) and goes with it; output before the first record (the JVM's own complaints: a missing
-    class, a bad option) is shown. One instance per broker process: it follows its records.
+    class, a bad option) is shown. Records of a race the broker retries itself (``_SELF_HEALING``)
+    stay in the log file only. One instance per broker process: it follows its records.
     """
 
     def __init__(
@@ -151,7 +160,7 @@ class ConsoleFilter:
     def __call__(self, line: str) -> str | None:
         record = _RECORD.match(line)
         if record is not None:
-            self._showing = record["level"] in self.levels
+            self._showing = record["level"] in self.levels and not _SELF_HEALING.search(line)
         return f"{self.prefix}{line}" if self._showing else None
 
 
