@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -79,3 +80,47 @@ def run_quietly(
         raise error(
             f"{failed} (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
+
+
+def go_environ(root: Path) -> dict[str, str]:
+    """Go's variables for a build kept under ``root`` (GOPATH, the module and build caches),
+    outside any checkout."""
+    return {
+        "GOPATH": str(root / "gopath"),
+        "GOMODCACHE": str(root / "modcache"),
+        "GOCACHE": str(root / "gocache"),
+        "GOFLAGS": "-modcacherw",  # so the cache can be deleted without chmod
+    }
+
+
+def go_install(
+    package: str, version: str, binary: Path, root: Path, error: type[UplinkError], took: str
+) -> Path:
+    """``go install package@version`` through the Go module proxy into ``binary`` (named by
+    version, so a bump builds again), once per machine; ``took`` says how long a build takes."""
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        raise error(f"{package} is built with Go: `go` is not on PATH")
+    name = package.rsplit("/", 1)[-1]
+
+    def build() -> None:
+        built = root / "build"
+        run_quietly(
+            [go, "install", f"{package}@{version}"],
+            error,
+            f"go install {package}@{version} failed",
+            env={**go_environ(root), "GOBIN": str(built)},
+        )
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(built / name, binary)
+
+    fetch_once(
+        f"{name} {version}",
+        binary,
+        root / f".{name}.lock",
+        build,
+        f"building {name} {version} into {shown(root)} (first run only, {took})…",
+    )
+    return binary

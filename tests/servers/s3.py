@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uplink.broker.local import free_port
-from uplink.cache import default_cache_dir, fetch_once, run_quietly, shown
+from uplink.cache import default_cache_dir, go_install
 from uplink.exceptions import UplinkError
 from uplink.resources import BlockingResource
 from uplink.settings import Secret
@@ -45,40 +44,14 @@ def install_versitygw(cache_dir: Path | None = None) -> Path:
     """Build versitygw into the cache unless it is there (once per machine, about two minutes);
     returns the binary."""
     cache_dir = cache_dir or default_cache_dir()
-    binary = versitygw_binary(cache_dir)
-    if binary.exists():
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise S3ServerError("the local S3 server is built with Go: `go` is not on PATH")
-    root = go_dir(cache_dir)
-
-    def build() -> None:
-        built = root / "build"
-        run_quietly(
-            [go, "install", f"{VERSITYGW}@{VERSITYGW_VERSION}"],
-            S3ServerError,
-            f"go install {VERSITYGW}@{VERSITYGW_VERSION} failed",
-            env={
-                "GOPATH": str(root / "gopath"),
-                "GOBIN": str(built),
-                "GOMODCACHE": str(root / "modcache"),
-                "GOCACHE": str(root / "gocache"),
-                "GOFLAGS": "-modcacherw",  # so the cache can be deleted without chmod
-            },
-        )
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(built / "versitygw", binary)  # named by version: a bump rebuilds
-
-    fetch_once(
-        f"versitygw {VERSITYGW_VERSION}",
-        binary,
-        root / ".lock",
-        build,
-        f"building versitygw {VERSITYGW_VERSION} into {shown(root)} "
-        "(first run only, about two minutes)…",
+    return go_install(
+        VERSITYGW,
+        VERSITYGW_VERSION,
+        versitygw_binary(cache_dir),
+        go_dir(cache_dir),
+        S3ServerError,
+        "about two minutes",
     )
-    return binary
 
 
 @dataclass(frozen=True)
