@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.tools import SCHEMA_LOCATION, helm, kubeconform, schemas
+from tests.deploy.tools import KUBERNETES, SCHEMA_LOCATION, helm, kubeconform, schemas
 from uplink.cli.reference import variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +45,11 @@ KAFKA_AUTH = {
 }
 
 
-def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+def run_helm(verb: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # A helm built by `go install` assumes Kubernetes 1.20: say which one the schemas are of.
+    version = f"--kube-version={KUBERNETES[1]}"
     return subprocess.run(
-        [str(helm()), *args], capture_output=True, text=True, check=False, cwd=ROOT
+        [str(helm()), verb, version, *args], capture_output=True, text=True, check=False, cwd=ROOT
     )
 
 
@@ -60,8 +62,10 @@ def render(values: Path | None, *flags: str, crds: bool = True) -> str:
     return result.stdout
 
 
+@cache
 def objects(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    """The objects of a rendering (shared between tests: read them, never change them)."""
+    return [doc for doc in yaml.load_all(text, Loader=yaml.CSafeLoader) if doc]
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
