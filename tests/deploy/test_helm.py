@@ -18,11 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.tools import KUBERNETES, SCHEMA_LOCATION, helm, kubeconform, schemas
+from tests.deploy.tools import CHART, SCHEMA_LOCATION, kubeconform, run_helm, schemas
 from uplink.cli.reference import variables
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "helm" / "uplink"
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 # Where KEDA and the Prometheus operator are installed: the APIs the chart looks for.
 CRDS = [
@@ -43,14 +41,6 @@ KAFKA_AUTH = {
     "UPLINK_KAFKA_SASL_OAUTH_SCOPE",
     "UPLINK_KAFKA_AWS_REGION",
 }
-
-
-def run_helm(verb: str, *args: str) -> subprocess.CompletedProcess[str]:
-    # A helm built by `go install` assumes Kubernetes 1.20: say which one the schemas are of.
-    version = f"--kube-version={KUBERNETES[1]}"
-    return subprocess.run(
-        [str(helm()), verb, version, *args], capture_output=True, text=True, check=False, cwd=ROOT
-    )
 
 
 @cache

@@ -54,6 +54,10 @@ CRDS = {
 SCHEMA_LOCATION = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 
 
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "uplink"
+
+
 class ToolError(UplinkError):
     """A deployment tool could not be built or its schemas fetched."""
 
@@ -67,6 +71,15 @@ def helm(cache_dir: Path | None = None) -> Path:
     cache_dir = cache_dir or default_cache_dir()
     binary = go_dir(cache_dir) / "bin" / f"helm-{HELM_VERSION}"
     return go_install(HELM, HELM_VERSION, binary, go_dir(cache_dir), ToolError, "minutes")
+
+
+def run_helm(verb: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``helm VERB ARGS`` from the repository's root, for the Kubernetes version of the schemas
+    (a helm built by ``go install`` assumes 1.20 otherwise)."""
+    version = f"--kube-version={KUBERNETES[1]}"
+    return subprocess.run(
+        [str(helm()), verb, version, *args], capture_output=True, text=True, check=False, cwd=ROOT
+    )
 
 
 def kubeconform(cache_dir: Path | None = None) -> Path:
