@@ -291,3 +291,30 @@ def test_the_prometheus_rule_is_the_alert_rules_file() -> None:
     }
     assert jobs == {f"uplink-{name}" for name in ["ingress", *WORKERS]}
     assert monitor["spec"]["jobLabel"] == "uplink/job"
+
+
+def test_oauthbearer_passes_the_token_endpoint_and_the_client_secret_by_reference() -> None:
+    oauth = [
+        "--set=kafka.securityProtocol=SASL_SSL",
+        "--set=kafka.sasl.mechanism=OAUTHBEARER",
+        "--set=kafka.sasl.oauth.tokenUrl=https://idp.example/token",
+        "--set=kafka.sasl.oauth.clientId=uplink",
+        "--set=kafka.sasl.oauth.scope=kafka",
+    ]
+    mtls = CHART / "examples" / "strimzi-mtls.yaml"  # its CA, without its client certificate
+    docs = objects(render(mtls, "--set=kafka.tls.clientCert.secretName=", *oauth))
+    for name, pod in pods(docs):
+        (container,) = pod["containers"]
+        passed = env(container)
+        assert passed["UPLINK_KAFKA_SASL_MECHANISM"]["value"] == "OAUTHBEARER", name
+        assert passed["UPLINK_KAFKA_SASL_OAUTH_TOKEN_URL"]["value"] == "https://idp.example/token"
+        secret = passed["UPLINK_KAFKA_SASL_OAUTH_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert secret == {"name": "uplink", "key": "kafka-oauth-client-secret"}
+        assert "UPLINK_KAFKA_SSL_CERTFILE" not in passed
+    for scaled in of_kind(docs, "ScaledObject"):
+        assert scaled["spec"]["triggers"][0]["metadata"]["sasl"] == "oauthbearer"
+    for auth in of_kind(docs, "TriggerAuthentication"):
+        parameters = {ref["parameter"] for ref in auth["spec"]["env"]}
+        assert parameters == {"oauthTokenEndpointUri", "username", "scopes"}
+        secrets = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
+        assert secrets == {"password", "ca"}
