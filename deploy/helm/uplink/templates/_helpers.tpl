@@ -69,7 +69,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The Kafka client settings every uplink process reads (non-secret and secret). */}}
 {{- define "uplink.kafkaEnv" -}}
-{{- $k := .Values.kafka }}
+{{- $k := .Values.kafka -}}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ required "kafka.bootstrapServers: the Kafka cluster's host:port list" $k.bootstrapServers | quote }}
 - name: UPLINK_KAFKA_CLIENT_ID
