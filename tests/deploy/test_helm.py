@@ -272,6 +272,16 @@ def test_every_variable_passed_is_one_uplink_reads(example: Path) -> None:
             assert not unread, (name, sorted(unread))
 
 
+def test_without_the_hook_the_ingress_creates_the_topics() -> None:
+    docs = objects(render(EXAMPLES[0], "--set=topics.hook.enabled=false"))
+    assert not of_kind(docs, "Job")
+    (ingress,) = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ingress")
+    ]
+    (container,) = ingress["spec"]["template"]["spec"]["containers"]
+    assert env(container)["UPLINK_CREATE_TOPICS"]["value"] == "true"
+
+
 def test_the_topics_hook_runs_uplink_topics_before_install_and_upgrade(example: Path) -> None:
     (job,) = of_kind(objects(render(example)), "Job")
     annotations = job["metadata"]["annotations"]
