@@ -54,7 +54,7 @@ LABELS = {
     "bare": "bare Starlette (reads body, 200)",
     "bare-asgi": "bare raw ASGI app on uvicorn (reads body, 200)",
     "bare-rsgi": "bare RSGI app on granian (reads body, 200)",
-    "ingress": "uplink ingress",
+    "ingress": "uplink ingress on uvicorn",
     "ingress-granian": "uplink ingress on granian (RSGI)",
     "camel": "Apache Camel 4.22.0 peer",
     "go": "Go peer (net/http + franz-go)",

@@ -398,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingress.add_argument("--workers", type=int, default=1, help="server processes")
     ingress.add_argument(
         "--server",
-        choices=["uvicorn", "granian"],
-        default="uvicorn",
-        help="uvicorn (ASGI), or granian on its RSGI interface (pip install granian)",
+        choices=["granian", "uvicorn"],
+        default="granian",
+        help='granian on its RSGI interface (the faster: bench/RESULTS.md, "Ingress load"), '
+        "or uvicorn (ASGI)",
     )
     ingress.add_argument("--access-log", action="store_true")
     ingress.set_defaults(run=_ingress)
