@@ -514,6 +514,9 @@ def main() -> None:
         answered: collections.Counter[str] = collections.Counter()
         classpath = camel_classpath() if args.peer == "camel" else ""
         go = go_binary() if args.peer == "go" else ""
+        # A topic of this run's own: a broker given by KAFKA_BOOTSTRAP_SERVERS may hold earlier
+        # runs' records, and the check below counts the topic's records.
+        peer_topic = f"bench.{args.peer}.{int(time.time())}"
         servers_run = args.servers.split(",")
         try:
             ingress = "ingress.app:app_from_env"
@@ -572,17 +575,17 @@ def main() -> None:
                 warm = wrk(servers[name][1], script, 3, args.connections)  # warm-up
                 answered[name] += int(warm["requests"] - warm["non2xx"])
             if args.peer == "camel":
-                create_topic(bootstrap, "bench.camel")
+                create_topic(bootstrap, peer_topic)
                 port = free_port()
                 process = subprocess.Popen(
-                    camel_cmd(classpath, port, bootstrap, "bench.camel"), cwd=tmp
+                    camel_cmd(classpath, port, bootstrap, peer_topic), cwd=tmp
                 )
                 servers["camel"] = (process, f"http://127.0.0.1:{port}")
                 wait_http(f"{servers['camel'][1]}/readyz")
                 warm = wrk(servers["camel"][1], script, args.peer_warmup, args.connections)
                 answered["camel"] += int(warm["requests"] - warm["non2xx"])
             if args.peer == "go":
-                create_topic(bootstrap, "bench.go")
+                create_topic(bootstrap, peer_topic)
                 port = free_port()
                 process = subprocess.Popen(
                     [
@@ -592,7 +595,7 @@ def main() -> None:
                         "-bootstrap",
                         bootstrap,
                         "-topic",
-                        "bench.go",
+                        peer_topic,
                     ],
                     cwd=tmp,
                 )
@@ -620,13 +623,13 @@ def main() -> None:
             if args.peer is not None:
                 # The answers were real: a 200 is a record in the topic. wrk stops with requests
                 # in flight, so the topic may hold up to a connection's worth more per wrk run.
-                records = record_count(bootstrap, f"bench.{args.peer}")
+                records = record_count(bootstrap, peer_topic)
                 runs = args.rounds + 1
                 checks[args.peer] = (records, answered[args.peer], runs * args.connections)
                 if not 0 <= records - answered[args.peer] <= runs * args.connections:
                     sys.exit(
                         f"{args.peer}: {answered[args.peer]} 200s but {records} records in "
-                        f"bench.{args.peer}"
+                        f"{peer_topic}"
                     )
             if args.profile and args.workers == 1:  # py-spy follows the one server process
                 process, base = servers["ingress"]
