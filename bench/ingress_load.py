@@ -950,6 +950,8 @@ def write_results(
     section = "\n".join(lines)
     # One row and section per connection count: the bar holds at 64 and at 256.
     name = "Ingress load" if args.connections == 64 else f"Ingress load, {args.connections} conns"
+    if args.workers != 1:
+        name += f", {args.workers} workers"
     write_run(
         name,
         figure=f"{LABELS[best]} at {100 * ratio:.1f} % of a bare Starlette endpoint at "
