@@ -58,8 +58,9 @@ class PushEndpoint:
 
     async def handle(self, exchange: Exchange) -> None:
         """A push, from either server (``exchange``: its request and the way to answer it)."""
-        headers = exchange.headers
-        if self._auth is not None and not self._auth.allows(headers, exchange.query_string):
+        # The headers only when asked for: on RSGI they are built on first use.
+        auth = self._auth
+        if auth is not None and not auth.allows(exchange.headers, exchange.query_string):
             # Not quarantined: anyone on the internet could fill the topic with junk.
             return await self._answer(exchange, 401, {"error": "unauthorized"})
         received_at = time.time_ns() // 1_000_000
@@ -71,13 +72,19 @@ class PushEndpoint:
             return None
         except BodyTooLarge as exc:
             return await self._quarantine(
-                exchange, headers, exc.prefix, str(exc), received_at, status=413, truncated=True
+                exchange,
+                exchange.headers,
+                exc.prefix,
+                str(exc),
+                received_at,
+                status=413,
+                truncated=True,
             )
         try:
             record = self._codec.parse(body, received_at)
         except NotAPush as exc:
             return await self._quarantine(
-                exchange, headers, body, exc.reason, received_at, status=400
+                exchange, exchange.headers, body, exc.reason, received_at, status=400
             )
 
         if self._registration is not None and not self._registration.done:
