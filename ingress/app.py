@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ingress.meta import META_PATH, Handshake, MetaEndpoint
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
@@ -42,10 +42,10 @@ class IngressApp(Starlette):
     uvicorn.
     """
 
-    def __init__(self, push: ASGIApp, meta: ASGIApp | None = None, **kwargs: Any) -> None:
+    def __init__(self, push: PushEndpoint, meta: PushEndpoint | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._push = push
-        self._meta = meta  # POST /v1/meta, when Meta's webhook is configured: the same shortcut
+        self.push = push
+        self.meta = meta  # POST /v1/meta, when Meta's webhook is configured: the same shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -55,13 +55,13 @@ class IngressApp(Starlette):
         ):
             path = scope["path"]
             if path == PUSH_PATH:
-                return await self._push(scope, receive, send)
-            if path == META_PATH and self._meta is not None:
-                return await self._meta(scope, receive, send)
+                return await self.push(scope, receive, send)
+            if path == META_PATH and self.meta is not None:
+                return await self.meta(scope, receive, send)
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None) -> Starlette:
+def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None) -> IngressApp:
     """Build the ingress: every collaborator is made here and passed in."""
     created = topology.ingress(settings.topics, settings.kafka.max_request_size).creates
 

@@ -25,14 +25,13 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
 
-from ingress.body import read_body
 from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered
+from ingress.exchange import Exchange
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.push import PushEndpoint
-from ingress.responses import JSON_HEADERS, respond
+from ingress.responses import JSON_HEADERS
 from ingress.signature import SignatureCheck
 from schemas import NotAPush, PushCodec
 from schemas.meta import MetaEventCodec, MetaWebhook, StatusCodec
@@ -84,27 +83,31 @@ class MetaEndpoint(PushEndpoint):
         # With a registry: the three schemas' ids, without which no record is written (503).
         self._registrations = tuple(registrations)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"])
+    async def handle(self, exchange: Exchange) -> None:
+        headers = exchange.headers
         received_at = time.time_ns() // 1_000_000
         try:
-            body = await read_body(receive, self._settings.max_body_bytes)
+            body = await exchange.body(self._settings.max_body_bytes)
         except ClientDisconnect:
             log.info("client disconnected before sending the whole webhook")
             return None
         except BodyTooLarge as exc:
-            return await self._answer(send, 413, {"error": "body too large", "reason": str(exc)})
+            return await self._answer(
+                exchange, 413, {"error": "body too large", "reason": str(exc)}
+            )
         problem = self._signature.problem(headers, body)
         if problem is not None:
-            return await self._answer(send, 401, {"error": "unauthorized", "reason": problem})
+            return await self._answer(exchange, 401, {"error": "unauthorized", "reason": problem})
         try:
             webhook = self._webhook.parse(body, received_at)
         except NotAPush as exc:
-            return await self._quarantine(send, headers, body, exc.reason, received_at, status=400)
+            return await self._quarantine(
+                exchange, headers, body, exc.reason, received_at, status=400
+            )
 
         for pending in (r for r in self._registrations if not r.done):
             reason = f"schema not registered: {pending.subject}: {pending.problem}"
-            return await self._unavailable(send, NotRegistered(reason))
+            return await self._unavailable(exchange, NotRegistered(reason))
         topics = self._topics
         sends = [
             *(
@@ -143,7 +146,7 @@ class MetaEndpoint(PushEndpoint):
             raise next(e for e in errors if not isinstance(e, NotDurable))
         if failed:
             log.info("%d of %d records of a webhook not durable: 503", len(failed), len(sends))
-            return await self._unavailable(send, failed[0])
+            return await self._unavailable(exchange, failed[0])
         self._produce_seconds.observe(time.perf_counter() - started)
         counts = self._metrics.meta_records
         counts["message"] += len(webhook.messages)
@@ -155,4 +158,4 @@ class MetaEndpoint(PushEndpoint):
             "events": len(webhook.events),
         }
         self._answered[200] += 1
-        await respond(send, 200, JSON_HEADERS, orjson.dumps(answer))
+        await exchange.respond(200, JSON_HEADERS, orjson.dumps(answer))

@@ -15,11 +15,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
-from ingress.body import read_body
 from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded, Unreachable
+from ingress.exchange import AsgiExchange, Exchange
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
-from ingress.responses import JSON_HEADERS, respond
+from ingress.responses import JSON_HEADERS
 from schemas import NotAPush, PushCodec
 from uplink.registry.client import Registration
 from uplink.settings import IngressSettings
@@ -54,45 +54,60 @@ class PushEndpoint:
         self._answered = metrics.pushes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"])
-        if self._auth is not None and not self._auth.allows(headers, scope["query_string"]):
+        await self.handle(AsgiExchange(scope, receive, send))
+
+    async def handle(self, exchange: Exchange) -> None:
+        """A push, from either server (``exchange``: its request and the way to answer it)."""
+        # The headers only when asked for: on RSGI they are built on first use.
+        auth = self._auth
+        if auth is not None and not auth.allows(exchange.headers, exchange.query_string):
             # Not quarantined: anyone on the internet could fill the topic with junk.
-            return await self._answer(send, 401, {"error": "unauthorized"})
+            return await self._answer(exchange, 401, {"error": "unauthorized"})
         received_at = time.time_ns() // 1_000_000
         try:
-            body = await read_body(receive, self._settings.max_body_bytes)
+            body = await exchange.body(self._settings.max_body_bytes)
         except ClientDisconnect:
             # Gone before the body arrived: nothing was accepted, the provider retries.
             log.info("client disconnected before sending the whole body")
             return None
         except BodyTooLarge as exc:
             return await self._quarantine(
-                send, headers, exc.prefix, str(exc), received_at, status=413, truncated=True
+                exchange,
+                exchange.headers,
+                exc.prefix,
+                str(exc),
+                received_at,
+                status=413,
+                truncated=True,
             )
         try:
             record = self._codec.parse(body, received_at)
         except NotAPush as exc:
-            return await self._quarantine(send, headers, body, exc.reason, received_at, status=400)
+            return await self._quarantine(
+                exchange, exchange.headers, body, exc.reason, received_at, status=400
+            )
 
         if self._registration is not None and not self._registration.done:
             problem = self._registration.problem
-            return await self._unavailable(send, NotRegistered(f"schema not registered: {problem}"))
+            return await self._unavailable(
+                exchange, NotRegistered(f"schema not registered: {problem}")
+            )
         started = time.perf_counter()
         try:
             await self._producer.send(
                 self._topics.messages, self._codec.encode(record), key=self._codec.key(record)
             )
         except NotDurable as exc:
-            return await self._unavailable(send, exc)
+            return await self._unavailable(exchange, exc)
         self._produce_seconds.observe(time.perf_counter() - started)
         self._answered[200] += 1
-        await respond(
-            send, 200, JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
+        await exchange.respond(
+            200, JSON_HEADERS, b'{"messageId":' + orjson.dumps(record["messageId"]) + b"}"
         )
 
     async def _quarantine(
         self,
-        send: Send,
+        exchange: Exchange,
         request_headers: dict[bytes, bytes],
         body: bytes,
         reason: str,
@@ -114,13 +129,13 @@ class PushEndpoint:
             await self._producer.send(self._topics.quarantine, body, headers=headers)
         except NotDurable as exc:
             # The body must not be lost: the provider's retry is its way back in.
-            return await self._unavailable(send, exc)
+            return await self._unavailable(exchange, exc)
         self._metrics.quarantined["too_large" if truncated else "not_a_push"] += 1
         log.info("quarantined a body (%d bytes): %s", len(body), reason)
         error = "body too large" if truncated else "not a push"
-        await self._answer(send, status, {"error": error, "reason": reason})
+        await self._answer(exchange, status, {"error": error, "reason": reason})
 
-    async def _unavailable(self, send: Send, exc: NotDurable) -> None:
+    async def _unavailable(self, exchange: Exchange, exc: NotDurable) -> None:
         cause = (
             "overloaded"
             if isinstance(exc, Overloaded)
@@ -133,8 +148,8 @@ class PushEndpoint:
         self._metrics.shed[cause] += 1
         self._answered[503] += 1
         payload = orjson.dumps({"error": "not durable, retry later", "reason": str(exc)})
-        await respond(send, 503, self._unavailable_headers, payload)
+        await exchange.respond(503, self._unavailable_headers, payload)
 
-    async def _answer(self, send: Send, status: int, payload: dict[str, str]) -> None:
+    async def _answer(self, exchange: Exchange, status: int, payload: dict[str, str]) -> None:
         self._answered[status] += 1
-        await respond(send, status, JSON_HEADERS, orjson.dumps(payload))
+        await exchange.respond(status, JSON_HEADERS, orjson.dumps(payload))

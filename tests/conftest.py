@@ -132,31 +132,81 @@ def ingress_settings(kafka_bootstrap: str, topics: Topics) -> IngressSettings:
     return IngressSettings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap), topics=topics)
 
 
+# The servers the ingress runs on (`uplink ingress --server`); a test runs on both with
+# @pytest.mark.parametrize("server", SERVERS, indirect=True), else on uvicorn.
+SERVERS = ["uvicorn", "granian"]
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[Server]:
-    """Serve ASGI apps with uvicorn on loopback in this event loop; returns their base URL."""
+def server(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "uvicorn"))
+
+
+@pytest.fixture
+async def serve(server: str) -> AsyncIterator[Server]:
+    """Serve ASGI apps on loopback in this event loop; returns their base URL. With the
+    ``server`` granian, the ingress (an ``IngressApp``) is served by granian, embedded, on its
+    RSGI interface, as ``uplink ingress --server granian`` serves it."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    embedded: list[tuple[Any, Any, asyncio.Task[None]]] = []
 
     async def start(app: Any) -> str:
         port = free_port()
+        if server == "granian":
+            return await start_granian(app, port)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
         )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        servers.append((server, task))
+        running = uvicorn.Server(config)
+        task = asyncio.create_task(running.serve())
+        servers.append((running, task))
         async with asyncio.timeout(30):
-            while not server.started:
+            while not running.started:
                 if task.done():
                     task.result()  # startup failed: raise why
                 await asyncio.sleep(0.01)
         return f"http://127.0.0.1:{port}"
 
+    async def start_granian(app: Any, port: int) -> str:
+        from granian.constants import HTTPModes, Interfaces
+        from granian.server.embed import Server as Embedded
+
+        from ingress.rsgi import RsgiIngress
+
+        rsgi = RsgiIngress(app)
+        await rsgi.startup()
+        embedded_server = Embedded(
+            rsgi,
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.RSGI,
+            http=HTTPModes.http1,
+            websockets=False,
+            log_enabled=False,
+        )
+        task = asyncio.create_task(embedded_server.serve())
+        embedded.append((embedded_server, rsgi, task))
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client, asyncio.timeout(30):
+            while True:  # bound at once, served once the worker runs: until then, refused
+                if task.done():
+                    task.result()  # startup failed: raise why
+                try:
+                    if (await client.get(f"{url}/healthz")).status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    await asyncio.sleep(0.01)
+
     yield start
-    for server, _ in servers:
-        server.should_exit = True
+    for uvicorn_server, _ in servers:
+        uvicorn_server.should_exit = True
     for _, task in servers:
         await task
+    for embedded_server, _, _ in embedded:
+        embedded_server.stop()
+    for _, rsgi, task in embedded:
+        await task
+        await rsgi.shutdown()
 
 
 async def wait_ready(client: httpx.AsyncClient, base_url: str, timeout: float = 60) -> None:

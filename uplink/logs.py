@@ -150,9 +150,9 @@ def config(level: str, fmt: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},
-        # uvicorn's loggers hand their records to the root's handler, in the same format.
+        # The servers' loggers hand their records to the root's handler, in the same format.
         "loggers": {
             name: {"handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "_granian", "granian.access")
         },
     }

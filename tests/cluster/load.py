@@ -179,7 +179,8 @@ class Figures:
 
 
 class Ingress:
-    """`uplink ingress` as its own process on loopback (one uvicorn worker), as deployed."""
+    """`uplink ingress` as its own process on loopback (one worker of the default server), as
+    deployed."""
 
     def __init__(self, bootstrap: str, topics: Topics, port: int, log: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -204,11 +205,25 @@ class Ingress:
         return self._process.pid
 
     def rss(self) -> int:
-        """Resident memory of the process now, bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        """Resident memory now, bytes: the process and its worker processes (granian serves
+        from a child of the process it was started as)."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+                if stat.parent.name != str(self.pid) and parent != str(self.pid):
+                    continue
+                status = (stat.parent / "status").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            total += next(
+                int(line.split()[1]) * 1024
+                for line in status.splitlines()
+                if line.startswith("VmRSS:")
+            )
+        if total == 0:
+            raise AssertionError("no VmRSS")
+        return total
 
     async def start(self) -> None:
         self._log = self._log_path.open("wb")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ingress.app import create_app
-from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from tests.conftest import EXAMPLES, SERVERS, Reader, Server, wait_ready
 from uplink.settings import IngressSettings, Secret
 
 pytestmark = pytest.mark.anyio
@@ -25,6 +25,7 @@ async def guarded(serve: Server, ingress_settings: IngressSettings) -> tuple[str
     return url, settings
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 @pytest.mark.parametrize(
     ("headers", "query"),
     [
@@ -49,6 +50,7 @@ async def test_missing_or_wrong_token_is_401_and_nothing_is_kept(
     assert await read_records(settings.topics.quarantine) == []
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 @pytest.mark.parametrize(
     ("headers", "query"),
     [({"authorization": "Bearer s3cret-token"}, ""), ({}, "?token=s3cret-token")],

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from ingress.app import create_app
-from tests.conftest import EXAMPLES, Server, wait_ready
+from tests.conftest import EXAMPLES, SERVERS, Server, wait_ready
 from uplink.broker import free_port
 from uplink.settings import IngressSettings, KafkaSettings
 
@@ -15,6 +15,7 @@ pytestmark = pytest.mark.anyio
 BODY = EXAMPLES.joinpath("text.json").read_bytes()
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_metrics_count_what_was_answered(
     serve: Server, ingress_settings: IngressSettings
 ) -> None:
@@ -32,6 +33,7 @@ async def test_metrics_count_what_was_answered(
     assert "uplink_ingress_in_flight 0.0" in metrics
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_without_a_broker_pushes_get_503_with_retry_after_and_not_ready(
     serve: Server, ingress_settings: IngressSettings
 ) -> None:

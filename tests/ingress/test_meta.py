@@ -17,7 +17,7 @@ from consumers.runtime import Handler, Inbound, Positions, Worker
 from ingress.app import create_app
 from schemas import PushCodec
 from schemas.meta import MetaEventCodec, StatusCodec
-from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from tests.conftest import EXAMPLES, SERVERS, Reader, Server, wait_ready
 from tests.consumers.conftest import ensure_worker_topics
 from uplink.registry.client import SchemaRegistry, subject
 from uplink.settings import (
@@ -80,6 +80,7 @@ def test_every_type_of_metas_reference_has_an_example() -> None:
     }, names  # fmt: skip
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_the_handshake_echoes_the_challenge_only_for_our_token(ingress: str) -> None:
     async with httpx.AsyncClient() as client:
 
@@ -114,6 +115,7 @@ async def test_the_route_is_not_served_without_an_app_secret(
         assert (await client.post(f"{url}/v1/uplink", content=b"{}")).status_code == 400
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_missing_or_wrong_signatures_get_401_and_are_not_kept_a_rotated_one_is_accepted(
     ingress: str, ingress_settings: IngressSettings, read_records: Reader
 ) -> None:

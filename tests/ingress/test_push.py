@@ -9,7 +9,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from ingress.app import create_app
 from schemas import PushCodec
-from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from tests.conftest import EXAMPLES, SERVERS, Reader, Server, wait_ready
 from uplink.settings import IngressSettings
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +30,7 @@ def test_every_spec_example_is_here() -> None:
     assert len(names) == 13, names
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_spec_examples_are_kept_byte_for_byte(
     ingress: str, ingress_settings: IngressSettings, read_records: Reader
 ) -> None:
@@ -100,6 +101,7 @@ async def test_unknown_message_types_flow_through(
     assert decoded["raw"] == reaction
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_only_a_post_to_the_push_path_is_a_push(
     ingress: str, ingress_settings: IngressSettings, read_records: Reader
 ) -> None:

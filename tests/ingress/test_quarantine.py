@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ingress.app import create_app
-from tests.conftest import EXAMPLES, Reader, Server, wait_ready
+from tests.conftest import EXAMPLES, SERVERS, Reader, Server, wait_ready
 from uplink.settings import IngressSettings
 
 pytestmark = pytest.mark.anyio
@@ -25,6 +25,7 @@ BAD_BODIES = {
 }
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 @pytest.mark.parametrize("case", sorted(BAD_BODIES))
 async def test_bad_body_is_400_and_quarantined(
     case: str,
@@ -52,6 +53,7 @@ async def test_bad_body_is_400_and_quarantined(
     assert await read_records(ingress_settings.topics.messages) == []
 
 
+@pytest.mark.parametrize("server", SERVERS, indirect=True)
 async def test_too_large_is_413_before_the_rest_is_sent_and_quarantined(
     serve: Server, ingress_settings: IngressSettings, read_records: Reader
 ) -> None:

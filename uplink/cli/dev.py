@@ -62,7 +62,8 @@ class Part:
     name: str
     argv: list[str]
     # Exit codes of a clean stop after SIGTERM. uvicorn re-raises the SIGTERM it handled once
-    # its shutdown is complete, so the ingress ends with -SIGTERM (tests/ingress/test_shutdown.py).
+    # its shutdown is complete, so the ingress on uvicorn ends with -SIGTERM; on granian with 0
+    # (tests/ingress/test_shutdown.py).
     clean: tuple[int, ...] = (0,)
     # Where it answers once it is up: the ingress's /readyz (200 once its producer is
     # connected), a worker's metrics port (opened by the launcher once its consumers started).

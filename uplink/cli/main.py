@@ -77,13 +77,35 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _ingress(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from uplink.settings import IngressSettings
 
     # Validated here, before any worker process starts; each builds its own from the same
-    # environment (ingress.app.app_from_env), as uvicorn's factory takes no arguments.
+    # environment (ingress.app.app_from_env, ingress.rsgi.app_from_env): the servers' factories
+    # take no arguments.
     settings = IngressSettings.from_env(args.environ)
+    # In-flight pushes get their answer before the producer is flushed and closed.
+    grace = int(settings.produce_timeout) + 5
+    if args.server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces, Loops
+
+        Granian(
+            "ingress.rsgi:app_from_env",
+            factory=True,
+            address=args.host,
+            port=args.port,
+            interface=Interfaces.RSGI,
+            workers=args.workers,
+            loop=Loops.uvloop,
+            http=HTTPModes.http1,
+            websockets=False,
+            log_dictconfig=args.log_config,
+            log_access=args.access_log,
+            workers_kill_timeout=grace,
+        ).serve()
+        return 0
+    import uvicorn
+
     uvicorn.run(
         "ingress.app:app_from_env",
         factory=True,
@@ -95,8 +117,7 @@ def _ingress(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=args.access_log,
         log_config=args.log_config,
-        # In-flight pushes get their answer before the producer is flushed and closed.
-        timeout_graceful_shutdown=int(settings.produce_timeout) + 5,
+        timeout_graceful_shutdown=grace,
     )
     return 0
 
@@ -374,7 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingress = verbs.add_parser("ingress", help="serve POST /v1/uplink (settings from env)")
     ingress.add_argument("--host", default="0.0.0.0")
     ingress.add_argument("--port", type=int, default=8080)
-    ingress.add_argument("--workers", type=int, default=1)
+    ingress.add_argument("--workers", type=int, default=1, help="server processes")
+    ingress.add_argument(
+        "--server",
+        choices=["granian", "uvicorn"],
+        default="granian",
+        help='granian on its RSGI interface (the faster: bench/RESULTS.md, "Ingress load"), '
+        "or uvicorn (ASGI)",
+    )
     ingress.add_argument("--access-log", action="store_true")
     ingress.set_defaults(run=_ingress)
 
