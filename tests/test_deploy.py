@@ -220,7 +220,7 @@ def test_start_order_waits_for_a_healthy_broker_and_the_topics(
             "kafka": {"condition": "service_healthy"},
             "topics": {"condition": "service_completed_successfully"},
             **stored,
-            "registry": {"condition": "service_started"},
+            "registry": {"condition": "service_healthy"},
         }, name
         assert services[name]["restart"] == "unless-stopped", name
 

@@ -57,7 +57,7 @@ class Stack:
             found[name] = value.strip('"')
         return found
 
-    def compose(self, action: str, *args: str, timeout: float = 900) -> None:
+    def compose(self, action: str, *args: str, timeout: float = 1200) -> None:
         """``scripts/compose ACTION [--cluster] ARGS`` for this project; its output, on failure."""
         command = [str(ROOT / "scripts" / "compose"), action]
         if self.cluster:

@@ -39,9 +39,10 @@ def crash(container: Container) -> None:
 
     From inside the container, not through the engine: `docker kill` (and podman's) counts as
     the user stopping the container, which no restart policy undoes; a process that died is
-    what `restart: unless-stopped` is for. ``kill -1`` spares PID 1 (the init) and the caller.
+    what `restart: unless-stopped` is for. Pid -1 is every process but PID 1 (the init, which
+    then exits as its child did) and the caller.
     """
-    container.exec_run(["sh", "-c", "kill -s KILL -1"], detach=True)
+    container.exec_run(["sh", "-c", "kill -s KILL -- -1"], detach=True)
 
 
 def await_restarted(container: Container, timeout: float = 180) -> None:
