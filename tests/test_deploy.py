@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from consumers.runtime.metrics import WorkerMetrics
 from ingress.app import create_app
 from tests.conftest import Server, wait_ready
 from tests.servers.kafka import DEFAULT_IMAGE
-from tests.servers.registry import APICURIO_VERSION
+from tests.servers.registry import APICURIO_VERSION, LocalRegistry
 from uplink.broker import free_port
 from uplink.broker.local import KAFKA_VERSION
 from uplink.cli.main import build_parser
@@ -219,13 +220,14 @@ def test_start_order_waits_for_a_healthy_broker_and_the_topics(
             "kafka": {"condition": "service_healthy"},
             "topics": {"condition": "service_completed_successfully"},
             **stored,
-            "registry": {"condition": "service_started"},
+            "registry": {"condition": "service_healthy"},
         }, name
         assert services[name]["restart"] == "unless-stopped", name
 
 
 def test_healthchecks_ask_the_right_port(services: dict[str, dict[str, Any]]) -> None:
-    assert "kafka-broker-api-versions" in " ".join(services["kafka"]["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/9092" in " ".join(services["kafka"]["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/9000" in " ".join(services["registry"]["healthcheck"]["test"])
     ingress = services["ingress"]
     port = ingress["command"][ingress["command"].index("--port") + 1]
     assert f"http://127.0.0.1:{port}/readyz" in " ".join(ingress["healthcheck"]["test"])
@@ -240,7 +242,10 @@ async def run_healthcheck(test: list[str], address: str) -> int:
     ``CMD`` form's arguments at spaces), aimed at ``address`` instead."""
     assert test[0] == "CMD-SHELL"
     (script,) = test[1:]
+    script = script.replace("$$", "$")  # Compose's escape, as the engine receives it
+    host, port = address.rsplit(":", 1)
     command = re.sub(r"127\.0\.0\.1:\d+", address, script)
+    command = re.sub(r"/dev/tcp/127\.0\.0\.1/\d+", f"/dev/tcp/{host}/{port}", command)
     assert command != script, "the healthcheck names no 127.0.0.1 address"
     if command.startswith("python "):  # the image's interpreter; here, this one (stdlib only)
         command = shlex.quote(sys.executable) + command.removeprefix("python")
@@ -264,6 +269,32 @@ async def test_the_ingress_healthcheck_passes_only_while_ready(
     nowhere = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     unready = await serve(create_app(replace(ingress_settings, kafka=nowhere)))
     assert await run_healthcheck(test, unready.removeprefix("http://")) != 0
+
+
+@pytest.mark.kafka
+@pytest.mark.anyio
+async def test_the_broker_healthcheck_passes_only_where_kafka_answers(
+    services: dict[str, dict[str, Any]], kafka_bootstrap: str
+) -> None:
+    test = services["kafka"]["healthcheck"]["test"]
+    assert await run_healthcheck(test, kafka_bootstrap.split(",")[0]) == 0
+    # Something listening that is not Kafka (an HTTP server), and nothing listening.
+    port = free_port()
+    async with MetricsServer(WorkerMetrics("archive").registry, port, host="127.0.0.1"):
+        assert await run_healthcheck(test, f"127.0.0.1:{port}") != 0
+    assert await run_healthcheck(test, f"127.0.0.1:{port}") != 0
+
+
+@pytest.mark.registry
+@pytest.mark.anyio
+async def test_the_registry_healthcheck_asks_its_readiness(
+    services: dict[str, dict[str, Any]], own_registry: Callable[[int], LocalRegistry]
+) -> None:
+    test = services["registry"]["healthcheck"]["test"]
+    registry = own_registry(free_port())
+    assert await run_healthcheck(test, f"127.0.0.1:{registry.management_port}") == 0
+    registry.stop()
+    assert await run_healthcheck(test, f"127.0.0.1:{registry.management_port}") != 0
 
 
 @pytest.mark.anyio

@@ -1,5 +1,5 @@
-"""The engine the compose tests run on: DOCKER_HOST where scripts/test set one, else one that
-scripts/engine sets up (podman's Docker API) for this session."""
+"""The compose tests' fixtures: the engine, and each stack brought up once for its module and
+taken down after it, containers and volumes, whatever happened in between."""
 
 from __future__ import annotations
 
@@ -7,15 +7,22 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import contextmanager
 
+import docker
 import pytest
 
-from tests.compose.stack import ROOT
+from tests.compose.stack import PROJECT_LABEL, ROOT, Stack, scale
+
+# docker-compose.yml scaled as issue 22's scenarios run it.
+SINGLE = {"ingress": 3, "archive": 2, "media": 2, "router": 2}
+# The three-broker profile: two ingress replicas behind the load balancer.
+CLUSTER = {"ingress": 2}
 
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
+    """DOCKER_HOST where scripts/test set one, else one scripts/engine sets up for the session."""
     if os.environ.get("DOCKER_HOST"):
         yield os.environ["DOCKER_HOST"]
         return
@@ -37,8 +44,60 @@ def run_name() -> str:
     return os.environ.get("UPLINK_TEST_RUN") or f"uplink-test-{os.getpid()}"
 
 
-def fault_table() -> Path:
-    """Where the scenarios' rows go (docs/compose.md quotes them)."""
-    path = ROOT / "var" / "compose" / "faults.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def projects_of(docker_host: str, run_name: str) -> set[str]:
+    """The compose projects of this run that still have a container, running or not."""
+    client = docker.DockerClient(base_url=docker_host, version="1.41", timeout=120)
+    try:
+        found = client.containers.list(all=True, filters={"label": PROJECT_LABEL})
+        return {
+            c.labels[PROJECT_LABEL]
+            for c in found
+            if c.labels[PROJECT_LABEL].startswith(f"{run_name}-")
+        }
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(docker_host: str, run_name: str) -> Iterator[None]:
+    """After the session, no container of its stacks, even where a teardown itself failed:
+    what is left is taken down, and the session fails saying so."""
+    yield
+    left = projects_of(docker_host, run_name)
+    for project in left:
+        stack = Stack(project=project, docker_host=docker_host)
+        try:
+            stack.down("-v", "--timeout", "1")
+        finally:
+            stack.close()
+    assert not left, f"compose projects left behind (now taken down): {sorted(left)}"
+
+
+@contextmanager
+def brought_up(stack: Stack, counts: dict[str, int]) -> Iterator[Stack]:
+    """``stack`` up at ``counts``, then down with its volumes, also after a failed test or a
+    failed ``up``; nothing of it may stay."""
+    try:
+        stack.up(*scale(counts))
+        yield stack
+    finally:
+        # The scenarios are over: no graceful stop to wait for.
+        stack.down("-v", "--timeout", "1")
+        left = stack.containers()
+        stack.close()
+        assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture(scope="module")
+def stack(docker_host: str, run_name: str) -> Iterator[Stack]:
+    """docker-compose.yml, scaled as ``SINGLE``."""
+    with brought_up(Stack(project=f"{run_name}-single", docker_host=docker_host), SINGLE) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_host: str, run_name: str) -> Iterator[Stack]:
+    """docker-compose.yml with docker-compose.cluster.yml, scaled as ``CLUSTER``."""
+    project = f"{run_name}-cluster"
+    with brought_up(Stack(project=project, docker_host=docker_host, cluster=True), CLUSTER) as up:
+        yield up

@@ -121,13 +121,13 @@ def traffic(
 
 
 async def retry(
-    client: httpx.AsyncClient, url: str, tally: Tally, rounds: int = 5, pause: float = 5.0
+    client: httpx.AsyncClient, url: str, tally: Tally, within: float = 300.0, pause: float = 5.0
 ) -> None:
-    """The provider's retries, compressed: every push not answered 200, again, until it is (a
-    few rounds, ``pause`` s apart while the stack recovers)."""
-    for _ in range(rounds):
-        if not tally.failed:
-            return
+    """The provider's retries, compressed: every push not answered 200, again, until it is,
+    ``pause`` s apart while the stack recovers, for ``within`` s at most (the provider's own
+    retries span 9 minutes; a busy host's broker can take minutes to answer promptly again)."""
+    deadline = time.monotonic() + within
+    while tally.failed and time.monotonic() < deadline:
         await send(client, url, list(tally.failed.items()), tally, concurrency=50)
         if tally.failed:
             await asyncio.sleep(pause)  # the provider's backoff

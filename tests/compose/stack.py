@@ -38,12 +38,26 @@ class Stack:
     def environ(self) -> dict[str, str]:
         return {
             **os.environ,
+            **self.images(),
             "COMPOSE_PROJECT_NAME": self.project,
             "DOCKER_HOST": self.docker_host,
             "UPLINK_COMMIT_INTERVAL": FLUSH_INTERVAL,
         }
 
-    def compose(self, action: str, *args: str, timeout: float = 900) -> None:
+    def images(self) -> dict[str, str]:
+        """The images the stack's first ``up`` chose (scripts/compose writes them down): a
+        later ``up`` of the scenarios uses them as they are instead of checking every input
+        of every image again."""
+        chosen = ROOT / "var" / "compose" / self.project / "images.env"
+        if not chosen.exists():
+            return {}
+        found = {}
+        for line in chosen.read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            found[name] = value.strip('"')
+        return found
+
+    def compose(self, action: str, *args: str, timeout: float = 1200) -> None:
         """``scripts/compose ACTION [--cluster] ARGS`` for this project; its output, on failure."""
         command = [str(ROOT / "scripts" / "compose"), action]
         if self.cluster:

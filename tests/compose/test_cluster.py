@@ -4,30 +4,14 @@ killed under traffic through the load balancer, and no push answered 200 is lost
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from tests.compose.load import Tally
-from tests.compose.stack import Stack, scale
-from tests.compose.test_stack import Ledger, under_traffic, verify
+from tests.compose.scenario import Ledger, under_traffic, verify
+from tests.compose.stack import Stack
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
-
-SCALE = {"ingress": 2}
-
-
-@pytest.fixture(scope="module")
-def cluster(docker_host: str, run_name: str) -> Iterator[Stack]:
-    stack = Stack(project=f"{run_name}-cluster", docker_host=docker_host, cluster=True)
-    try:
-        stack.up(*scale(SCALE))
-        yield stack
-    finally:
-        stack.down("-v")
-        left = stack.containers()
-        stack.close()
-        assert not left, "containers left behind"
 
 
 def test_a_broker_killed_under_traffic(cluster: Stack) -> None:

@@ -8,46 +8,25 @@ archive, so a scenario also proves the earlier ones' pushes were not archived ag
 from __future__ import annotations
 
 import asyncio
-import collections
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 
 import pytest
+from docker.models.containers import Container
 
-from tests.compose.conftest import fault_table
-from tests.compose.load import Tally, client, pushes, retry, send, traffic
-from tests.compose.stack import LB, Stack, scale
+from tests.compose.conftest import SINGLE
+from tests.compose.load import Tally, client, pushes, retry, send
+from tests.compose.scenario import URL, Ledger, under_traffic, verify
+from tests.compose.stack import Stack, scale
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
-SCALE = {"ingress": 3, "archive": 2, "media": 2, "router": 2}
-URL = f"{LB}/v1/uplink"
 # HAProxy checks each replica every 5 s and takes it out after 2 failures (deploy/haproxy.cfg);
 # the margin is for this loaded machine.
 LB_DETECTS_WITHIN = 10.0 + 15.0
-
-
-@dataclass
-class Ledger:
-    """Every messageId the stack answered 200 so far, across scenarios."""
-
-    durable: set[str] = field(default_factory=set)
-
-
-@pytest.fixture(scope="module")
-def stack(docker_host: str, run_name: str) -> Iterator[Stack]:
-    stack = Stack(project=f"{run_name}-single", docker_host=docker_host)
-    try:
-        stack.up(*scale(SCALE))
-        yield stack
-    finally:
-        # Also after a failed test or a failed `up`: nothing of the run stays behind.
-        stack.down("-v")
-        left = stack.containers()
-        stack.close()
-        assert not left, "containers left behind"
+# After the scaling scenario the stack runs one archive container.
+SCALED_BACK = {**SINGLE, "archive": 1}
+# What `down` and `up` again need to show that offsets and the archive continue.
+ONE_EACH = {"ingress": 1, "archive": 1, "media": 1, "router": 1}
 
 
 @pytest.fixture(scope="module")
@@ -55,43 +34,38 @@ def ledger() -> Ledger:
     return Ledger()
 
 
-def verify(stack: Stack, ledger: Ledger, tally: Tally, fault: str) -> None:
-    """Every push ever answered 200 archived, none twice; the scenario's row of the table."""
-    ledger.durable |= tally.ok
-    counts = stack.await_archived(ledger.durable)
-    lost = ledger.durable - counts.keys()
-    duplicated = {message_id for message_id, n in counts.items() if n > 1}
-    with fault_table().open("a") as table:
-        table.write(
-            f"| {fault} | {tally.sent} | {tally.answered_ok} | {tally.unavailable} "
-            f"| {tally.errors} | {len(lost)} | {len(duplicated)} |\n"
-        )
-    assert not lost, f"{len(lost)} pushes answered 200 are not in the archive"
-    assert not duplicated, f"{len(duplicated)} pushes archived more than once"
+def crash(container: Container) -> None:
+    """SIGKILL to the container's process, as a crash or the kernel's OOM killer deals it.
+
+    From inside the container, not through the engine: `docker kill` (and podman's) counts as
+    the user stopping the container, which no restart policy undoes; a process that died is
+    what `restart: unless-stopped` is for. Pid -1 is every process but PID 1 (the init, which
+    then exits as its child did) and the caller.
+    """
+    container.exec_run(["sh", "-c", "kill -s KILL -- -1"], detach=True)
 
 
-async def under_traffic(
-    seed: int, fault: Callable[[Tally], Awaitable[None]], after: int = 1_500
-) -> Tally:
-    """Pushes flowing while ``fault`` runs (once ``after`` of them were answered) and for
-    ``after`` more once it returned; then the provider's retries of what failed."""
-    tally = Tally()
-    stop = asyncio.Event()
-    async with client() as http:
-        sending = asyncio.create_task(
-            send(http, URL, traffic(seed, stop, after_stop=after, limit=200_000), tally)
+def await_restarted(container: Container, timeout: float = 180) -> None:
+    """The engine started ``container`` again after its crash and its health check passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        container.reload()
+        state = container.attrs["State"]
+        health = (state.get("Health") or {}).get("Status")
+        if container.attrs.get("RestartCount", 0) >= 1 and health == "healthy":
+            return
+        assert time.monotonic() < deadline, (
+            f"{container.name} not restarted and healthy {timeout:.0f} s after its crash: "
+            f"{state.get('Status')}, health {health}, "
+            f"{container.attrs.get('RestartCount')} restarts"
         )
-        await tally.after(after).wait()
-        await fault(tally)
-        stop.set()
-        await sending
-        await retry(http, URL, tally)
-    return tally
+        time.sleep(1)  # the engine's state, read again: it says nothing when a check passes
 
 
 def test_an_ingress_killed_mid_traffic(stack: Stack, ledger: Ledger) -> None:
     """20,000 pushes, 2 % of them sent again (the provider's retry of a push whose 200 was
-    lost); one ingress container SIGKILLed a quarter of the way through."""
+    lost); one ingress container's process SIGKILLed a quarter of the way through: the load
+    balancer stops sending to it, the engine restarts it."""
     items = pushes(20_000, seed=22)
     resent = items[: len(items) // 50]
     # Each retry a few hundred pushes after its original, as the provider's come minutes later.
@@ -105,7 +79,7 @@ def test_an_ingress_killed_mid_traffic(stack: Stack, ledger: Ledger) -> None:
         async with client() as http:
             sending = asyncio.create_task(send(http, URL, stream, tally))
             await tally.after(5_000).wait()
-            await asyncio.to_thread(victim.kill, "SIGKILL")
+            await asyncio.to_thread(crash, victim)
             killed_at = time.monotonic()
             await sending
             await retry(http, URL, tally)
@@ -115,13 +89,14 @@ def test_an_ingress_killed_mid_traffic(stack: Stack, ledger: Ledger) -> None:
     late = [t - killed_at for t in tally.error_times if t - killed_at > LB_DETECTS_WITHIN]
     assert not late, f"the LB still sent to the dead replica {max(late):.1f} s after the kill"
     assert len(tally.ok) == len(items)
+    await_restarted(victim)
     verify(stack, ledger, tally, "an ingress SIGKILLed (of 3)")
 
 
 def test_archive_scaled_to_4_and_back_to_1_under_traffic(stack: Stack, ledger: Ledger) -> None:
     async def rescale(tally: Tally) -> None:
         for archives in (4, 1):
-            await asyncio.to_thread(stack.up, *scale({**SCALE, "archive": archives}))
+            await asyncio.to_thread(stack.up, *scale({**SINGLE, "archive": archives}))
             assert len(stack.running("archive")) == archives
 
     tally = asyncio.run(under_traffic(seed=23, fault=rescale))
@@ -135,7 +110,7 @@ def test_the_broker_restarted_under_traffic(stack: Stack, ledger: Ledger) -> Non
     async def restart(tally: Tally) -> None:
         await asyncio.to_thread(kafka.restart, timeout=60)
         # Back when the load balancer's replicas are ready again (a produce acked).
-        await asyncio.to_thread(stack.up, *scale({**SCALE, "archive": 1}))
+        await asyncio.to_thread(stack.up, *scale(SCALED_BACK))
 
     tally = asyncio.run(under_traffic(seed=24, fault=restart))
     assert tally.unavailable > 0, "no 503 while the broker was down"
@@ -143,20 +118,10 @@ def test_the_broker_restarted_under_traffic(stack: Stack, ledger: Ledger) -> Non
     verify(stack, ledger, tally, "the broker restarted")
 
 
-ARCHIVE_FILE = re.compile(r"(?P<partition>\d+)[^/]*?(?P<offset>\d+)\D*$")
-
-
-def first_offsets(files: list[str]) -> dict[str, list[str]]:
-    by_directory: dict[str, list[str]] = collections.defaultdict(list)
-    for name in files:
-        by_directory[name.rsplit("/", 1)[0]].append(name.rsplit("/", 1)[1])
-    return by_directory
-
-
 def test_down_and_up_again_on_the_same_volumes(stack: Stack, ledger: Ledger) -> None:
     before = set(stack.archive_files())
     stack.down()
-    stack.up(*scale({**SCALE, "archive": 1}))
+    stack.up(*scale(ONE_EACH))
     after_restart = set(stack.archive_files())
     assert before <= after_restart, "archive files lost with the containers"
 
