@@ -257,7 +257,7 @@ def _trace(args: argparse.Namespace) -> int:
             _emit([found.row()], True, [])
         else:
             _print_trace(found.row())
-        return 0 if found.sightings else EXIT_NOT_FOUND
+        return 0 if found.found else EXIT_NOT_FOUND
 
     try:
         return asyncio.run(run())
@@ -266,7 +266,7 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _print_trace(row: dict[str, Any]) -> None:
-    if not row["found"]:
+    if not row["found"] and not row["statuses"]:
         print(f"{row['messageId']}: not found in the window")
         return
     for seen in row["found"]:
@@ -280,6 +280,12 @@ def _print_trace(row: dict[str, Any]) -> None:
     for output in row["outputs"]:
         target = f" -> {output['endpoint']}" if output["endpoint"] else ""
         print(f"router: {output['topic']}[{output['partition']}]@{output['offset']}{target}")
+    for status in row["statuses"]:
+        errors = f" ({'; '.join(e for e in status['errors'] if e)})" if status["errors"] else ""
+        print(
+            f"status: {status['status']} at {status['time']} for {status['recipient']}{errors} "
+            f"({status['at']})"
+        )
 
 
 def _conversation(args: argparse.Namespace) -> int:

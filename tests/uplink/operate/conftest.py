@@ -40,6 +40,7 @@ def environ(settings: WorkerSettings | IngressSettings) -> dict[str, str]:
         "UPLINK_TOPIC_MESSAGES": topics.messages,
         "UPLINK_TOPIC_QUARANTINE": topics.quarantine,
         "UPLINK_TOPIC_MEDIA": topics.media,
+        "UPLINK_TOPIC_STATUSES": topics.statuses,
         "UPLINK_TOPIC_DLQ": topics.dlq_pattern,
         "UPLINK_TOPIC_REDRIVE": topics.redrive_pattern,
         "UPLINK_MESSAGES_PARTITIONS": str(topics.messages_partitions),

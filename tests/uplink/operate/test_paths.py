@@ -22,6 +22,7 @@ from tests.consumers.router.test_handler import (
     running_router,
     send_pushes,
 )
+from tests.ingress.test_meta import meta_settings, signed
 from tests.uplink.operate.conftest import OperateSettings, Uplink
 from uplink.settings import IngressSettings, Secret
 
@@ -213,3 +214,65 @@ async def test_trace_tells_processed_pending_and_dead_lettered_and_conversation_
     table = await uplink(settings, "conversation", "639518159038", "91856321412")
     assert table.out.splitlines()[0].split()[:3] == ["TIME", "TYPE", "TEXT"]
     assert len(table.out.splitlines()) == 8
+
+
+def meta_statuses(wamid: str, *states: tuple[str, str]) -> bytes:
+    """One webhook POST of Meta's carrying the statuses ``(status, timestamp)`` of ``wamid``
+    (a message the business sent), the reference's failed example's errors on a failure."""
+    failed = orjson.loads(EXAMPLES.joinpath("meta", "status_failed.json").read_bytes())
+    [example] = failed["entry"][0]["changes"][0]["value"]["statuses"]
+    body = orjson.loads(EXAMPLES.joinpath("meta", "status_delivered.json").read_bytes())
+    value = body["entry"][0]["changes"][0]["value"]
+    value["statuses"] = [
+        {
+            "id": wamid,
+            "status": state,
+            "timestamp": at,
+            "recipient_id": "16505551234",
+            **({"errors": example["errors"]} if state == "failed" else {}),
+        }
+        for state, at in states
+    ]
+    return orjson.dumps(body)
+
+
+async def test_trace_of_a_meta_message_shows_its_statuses(
+    operate_settings: OperateSettings, serve: Server, uplink: Uplink, read_records: Reader
+) -> None:
+    settings = operate_settings("router")
+    ingress = meta_settings(IngressSettings(kafka=settings.kafka, topics=settings.topics))
+    url = await serve(create_app(ingress))
+    inbound = EXAMPLES.joinpath("meta", "text.json").read_bytes()
+    reply, other = "wamid.reply-to-text", "wamid.another-reply"
+    posts = [
+        inbound,
+        meta_statuses(reply, ("sent", "1750276000"), ("delivered", "1750276002")),
+        meta_statuses(other, ("sent", "1750276003"), ("failed", "1750276004")),
+        meta_statuses(reply, ("read", "1750276010")),
+    ]
+    async with httpx.AsyncClient() as client:
+        await wait_ready(client, url)
+        for body in posts:
+            answer = await client.post(f"{url}/v1/meta", content=body, headers=signed(body))
+            assert answer.status_code == 200, answer.text
+    await read_records(settings.topics.statuses, count=5)
+    conversation = ["--business", "15550783881", "--from", "16505551234"]
+
+    traced = await uplink(settings, "trace", reply, "--json", *conversation)
+    assert traced.code == 0, traced
+    [row] = lines(traced.out)
+    assert row["found"] == []  # a message the business sent: not a push, its statuses only
+    statuses = row["statuses"]
+    assert isinstance(statuses, list)
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    assert statuses[2]["time"] == "2025-06-18T19:46:50.000Z"
+    assert all(s["recipient"] == "16505551234" for s in statuses)
+    assert settings.topics.statuses in traced.err  # read the statuses topic, and said so
+
+    failed = await uplink(settings, "trace", other)  # no phones: every partition is read
+    assert failed.code == 0, failed
+    assert "status: failed" in failed.out and "healthy ecosystem" in failed.out
+
+    text = await uplink(settings, "trace", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQTEXT", "--json")
+    [row] = lines(text.out)
+    assert len(row["found"]) == 1 and row["statuses"] == []  # type: ignore[arg-type]
