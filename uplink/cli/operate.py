@@ -241,13 +241,7 @@ def _trace(args: argparse.Namespace) -> int:
         since, until = around - window, around + window
     else:
         since, until = int(time.time() * 1000) - window, None
-    outputs = list(args.output or [])
-    if args.rules:
-        from consumers.router.rules import load_rules
-        from consumers.router.settings import RouterSettings
-
-        rules = load_rules(Path(args.rules), env)
-        outputs += sorted(rules.topics) + RouterSettings.from_env(env).delay_topics
+    outputs = _router_outputs(env, args.rules, args.output or [])
 
     async def run() -> int:
         async with _codec(env) as codec:
@@ -263,6 +257,19 @@ def _trace(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     finally:
         _read(scan)
+
+
+def _router_outputs(env: dict[str, str], rules_file: str | None, extra: list[str]) -> list[str]:
+    """Where the router may have put a push: its delay topics (its settings name them) and the
+    output topics of its rules file (``--rules``, else the router's own UPLINK_ROUTER_RULES)."""
+    from consumers.router.rules import load_rules
+    from consumers.router.settings import RouterSettings
+
+    router = RouterSettings.from_env(env, rules=rules_file)
+    outputs = list(extra)
+    if router.rules:
+        outputs += sorted(load_rules(Path(router.rules), env).topics)
+    return [*dict.fromkeys([*outputs, *router.delay_topics])]
 
 
 def _print_trace(row: dict[str, Any]) -> None:
@@ -357,7 +364,10 @@ def add_verbs(verbs: Any) -> None:
     trace.add_argument("--from", dest="sender", help="the sender's phone (with --business)")
     trace.add_argument("--around", help="a time near the push (default: the last --window)")
     trace.add_argument("--window", default="24h", help="how far around it to look (24h)")
-    trace.add_argument("--rules", help="the router's rules file: look in its output topics")
+    trace.add_argument(
+        "--rules",
+        help="the router's rules file: look in its output topics (default UPLINK_ROUTER_RULES)",
+    )
     trace.add_argument("--output", action="append", help="an output topic to look in")
     trace.add_argument("--group", action="append", help=group_help)
     trace.add_argument("--json", action="store_true", help="one JSON object")

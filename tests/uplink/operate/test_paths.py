@@ -4,12 +4,14 @@ quarantined by a real ingress, pushes processed, pending and dead-lettered by a 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from consumers.router.rules import load_rules
 from consumers.router.settings import RouterSettings
 from ingress.app import create_app
 from schemas import PushCodec
@@ -276,3 +278,54 @@ async def test_trace_of_a_meta_message_shows_its_statuses(
     text = await uplink(settings, "trace", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQTEXT", "--json")
     [row] = lines(text.out)
     assert len(row["found"]) == 1 and row["statuses"] == []  # type: ignore[arg-type]
+
+
+async def test_trace_finds_the_router_outputs_from_the_routers_own_settings(
+    operate_settings: OperateSettings, serve: Server, uplink: Uplink, tmp_path: Path
+) -> None:
+    settings = operate_settings("router", commit_interval=0.2)
+    receiver = Receiver(failures=1)  # the first attempt fails: the delivery is parked
+    url = await serve(receiver.app())
+    output = settings.topics.messages + ".texts"
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        f"""
+        [default]
+        drop = true
+        [endpoint.crm]
+        url = "{url}/hook"
+        secret = "{SECRET}"
+        [[rule]]
+        name = "texts"
+        match = {{ type = "text" }}
+        actions = [{{ topic = "{output}" }}, {{ post = "crm" }}]
+        """
+    )
+    delay_pattern = settings.topics.messages + ".d{step}"
+    router = RouterSettings(delays=(0.2,), delay_pattern=delay_pattern)
+    await send_pushes(settings, [conversation_push("text", "routed-text")])
+    async with running_router(settings, router, load_rules(rules_file, {})):
+        await receiver.wait_for(lambda: receiver.accepted["routed-text"] == 1)
+
+    # The operator's shell has the router's settings, as for every other verb: no flags.
+    env = {
+        "UPLINK_ROUTER_RULES": str(rules_file),
+        "UPLINK_TOPIC_ROUTER_DELAY": delay_pattern,
+        "UPLINK_ROUTER_DELAYS": "0.2",
+    }
+    traced = await uplink(
+        settings, "trace", "routed-text", "--json", "--group", f"router={settings.group}", env=env
+    )
+    assert traced.code == 0, traced
+    [row] = lines(traced.out)
+    outputs = row["outputs"]
+    assert isinstance(outputs, list)
+    by_topic = {o["topic"]: o for o in outputs}
+    assert set(by_topic) == {output, router.delay_topic(1)}, outputs
+    assert by_topic[output]["rule"] == "texts"
+    assert by_topic[router.delay_topic(1)]["endpoint"] == "crm"
+
+    table = await uplink(settings, "trace", "routed-text", env=env)
+    assert f"router: {output}[" in table.out and "-> crm" in table.out
+    without = await uplink(settings, "trace", "routed-text", "--json")  # no rules: delay topics
+    assert [o["topic"] for o in lines(without.out)[0]["outputs"]] == []  # type: ignore[union-attr]
