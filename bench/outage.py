@@ -275,7 +275,7 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, object]:
         broker_log.close()
 
     pushes = provider.pushes
-    first = killed + DEFAULTS.produce_timeout + DEFAULTS.unreachable_after + 1
+    first = killed + DEFAULTS.produce_timeout + DEFAULTS.kafka.unreachable_after + 1
     late_503 = [p.seconds for p in pushes if p.status == 503 and first <= p.started < restarted]
     ok = {p.message_id for p in pushes if p.status == 200}
     refused = {p.message_id for p in pushes if p.status == 503}
@@ -387,7 +387,8 @@ def write_results(args: argparse.Namespace, f: dict[str, object]) -> None:
             f"(SIGKILL) after {args.before:g} s, started again after {args.outage:g} s, the load "
             f"{args.after:g} s more. Ingress and archive at their defaults, log level INFO "
             f"(produce timeout {DEFAULTS.produce_timeout:g} s, unreachable after "
-            f"{DEFAULTS.unreachable_after:g} s, reminder every {DEFAULTS.outage_reminder:g} s).",
+            f"{DEFAULTS.kafka.unreachable_after:g} s, reminder every "
+            f"{DEFAULTS.kafka.outage_reminder:g} s).",
             "",
             *table,
             "",
