@@ -110,6 +110,8 @@ async def test_each_worker_logs_a_lost_cluster_once_and_under_50_lines(
             "UPLINK_TOPIC_META_EVENTS": topics.meta_events,
             "UPLINK_TOPIC_DLQ": f"{topics.messages}.{{worker}}.dlq",
             "UPLINK_TOPIC_REDRIVE": f"{topics.messages}.{{worker}}.redrive",
+            "UPLINK_MESSAGES_PARTITIONS": str(topics.messages_partitions),
+            "UPLINK_TOPIC_PARTITIONS": str(topics.partitions),
             "UPLINK_KAFKA_UNREACHABLE_AFTER": str(UNREACHABLE_AFTER),
             "UPLINK_OUTAGE_REMINDER": str(REMINDER),
             "UPLINK_LOG_LEVEL": "INFO",
@@ -132,6 +134,8 @@ async def test_each_worker_logs_a_lost_cluster_once_and_under_50_lines(
         )
         # Texts: the media worker has nothing to fetch (the examples' media URLs are not ours).
         await send_pushes(worker, [example_raw("text", f"before-{n}") for n in range(20)])
+        texts = f"{topics.messages}.texts"
+        await read_records(texts, count=20, timeout=120, bootstrap=broker.bootstrap_servers)
 
         at_kill = {name: len(p.lines()) for name, p in processes.items()}
         await asyncio.to_thread(broker.kill)
@@ -143,7 +147,7 @@ async def test_each_worker_logs_a_lost_cluster_once_and_under_50_lines(
             await process.until("Kafka reachable again", since=at_kill[name])
         # Back at work: a push sent now is routed (what the workers write until then counts).
         await send_pushes(worker, [example_raw("text", "after")])
-        await read_records(f"{topics.messages}.texts", count=21, bootstrap=broker.bootstrap_servers)
+        await read_records(texts, count=21, timeout=120, bootstrap=broker.bootstrap_servers)
         for name, process in processes.items():
             outage = process.lines(at_kill[name])
             said = "\n".join(outage)
