@@ -286,6 +286,8 @@ def _print_trace(row: dict[str, Any]) -> None:
         print(f"media: {media['type']} {media['uri']} sha256 {media['sha256']} ({media['at']})")
     for output in row["outputs"]:
         target = f" -> {output['endpoint']}" if output["endpoint"] else ""
+        if output["settled"]:
+            target += f" (its first attempt's late answer: {output['settled']})"
         print(f"router: {output['topic']}[{output['partition']}]@{output['offset']}{target}")
     for status in row["statuses"]:
         errors = f" ({'; '.join(e for e in status['errors'] if e)})" if status["errors"] else ""

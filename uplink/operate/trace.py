@@ -271,6 +271,8 @@ class Tracer:
                             "offset": record.offset,
                             "rule": last_header(record.headers, "uplink-rule"),
                             "endpoint": last_header(record.headers, "uplink-endpoint"),
+                            # A parked delivery's late answer (consumers/router/settlements.py)
+                            "settled": last_header(record.headers, "uplink-settled"),
                         }
                     )
         return outputs
