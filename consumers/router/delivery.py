@@ -64,6 +64,12 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     return None
 
 
+def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """Where a push entered the router: the ``uplink-source`` it carries already (a re-driven
+    record keeps its first), else the record itself as ``topic/partition@offset``."""
+    return header(record, H_SOURCE) or f"{record.topic}/{record.partition}@{record.offset}"
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """``v1=`` + hex HMAC-SHA256 over ``<timestamp>.<body>`` (the receiver recomputes it)."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -218,8 +224,8 @@ class Delivery:
 
     @property
     def source(self) -> str:
-        """The input record, as the ``uplink-source`` header names it."""
-        return f"{self.record.topic}/{self.record.partition}@{self.record.offset}"
+        """The input record, as its parked copy's ``uplink-source`` names it."""
+        return source_of(self.record)
 
 
 AnsweredLate = Callable[[Delivery], None]
@@ -311,7 +317,7 @@ def delay_headers(
 ) -> Headers:
     kept = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
     if not any(k == H_SOURCE for k, _ in kept):
-        kept.append((H_SOURCE, f"{record.topic}/{record.partition}@{record.offset}".encode()))
+        kept.append((H_SOURCE, source_of(record).encode()))
     return [
         *kept,
         (H_ENDPOINT, endpoint.encode()),

@@ -443,7 +443,14 @@ class Router(Handler):
         and either settles the parked copy (settlements.py)."""
         task = asyncio.create_task(self._settle(delivery))
         self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        task.add_done_callback(self._settle_done)
+
+    def _settle_done(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its parked copy is sent again when due (same Idempotency-Key), and a refusal
+            # dead-lettered then.
+            log.warning("a late answer was not settled", exc_info=task.exception())
 
     async def _settle(self, delivery: Delivery) -> None:
         attempt = delivery.attempt
@@ -461,13 +468,10 @@ class Router(Handler):
         owner sends again, with the same Idempotency-Key)."""
         if not self._settling:
             return
-        done, pending = await asyncio.wait(set(self._settling), timeout=SETTLE_SECONDS)
+        _, pending = await asyncio.wait(set(self._settling), timeout=SETTLE_SECONDS)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("a late answer was not settled", exc_info=task.exception())
 
     async def _dead_letter(self, delivery: Delivery) -> None:
         reason = delivery.attempt.reason if delivery.attempt is not None else ""

@@ -18,10 +18,12 @@ copies are sent again, with the same ``Idempotency-Key``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumers.router.delivery import (
     H_ENDPOINT,
@@ -33,6 +35,8 @@ from consumers.router.delivery import (
 )
 from uplink.kafka import KafkaClients, Producer
 from uplink.resources import Resource
+
+log = logging.getLogger(__name__)
 
 # A read of a partition's tail that brings nothing for this long stops there (the rest is not
 # readable yet: a transaction still open); the copy is then sent again, as without a settlement.
@@ -103,8 +107,13 @@ class Settlements(Resource):
         found = self._known.get(key)
         if found is not None:
             return found
+        tp = TopicPartition(copy.topic, copy.partition)
         async with self._lock:
-            await self._read(TopicPartition(copy.topic, copy.partition), copy.offset + 1)
+            try:
+                await self._read(tp, copy.offset + 1)
+            except KafkaError as exc:
+                # Not known to be settled: sent again, as without settlements (same key).
+                log.warning("settlements of %s not read (%r): sending again", tp, exc)
         return self._known.get(key)
 
     async def _read(self, tp: TopicPartition, start: int) -> None:
