@@ -220,17 +220,22 @@ def router(
     codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
     deliverer = Deliverer(rules.endpoints, metrics, clients=http)
-    handler = Router(
-        rules,
-        settings,
-        router,
-        deliverer,
-        process.dead_letters,
-        metrics,
-        codec,
-        process.clients,
-        settlements=process.producer,
-    )
+
+    def routing(worker: WorkerSettings, redrive: bool) -> Router:
+        return Router(
+            rules,
+            worker,
+            router,
+            deliverer,
+            process.dead_letters,
+            metrics,
+            codec,
+            process.clients,
+            redrive=redrive,
+            settlements=process.producer,
+        )
+
+    handler = routing(settings, redrive=False)
     settlements = Settlements(process.clients)
     redeliveries = Redeliveries(
         router,
@@ -243,17 +248,8 @@ def router(
     retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
     routes = topology.router(settings, rules.topics, router.delay_topics)
     retries = topology.redeliveries(settings, router.delay_topics)
-    redriven = Router(
-        rules,
-        dataclasses.replace(settings, group_id=redrive_group(settings.group)),
-        router,
-        deliverer,
-        process.dead_letters,
-        metrics,
-        codec,
-        process.clients,
-        redrive=True,
-        settlements=process.producer,
+    redriven = routing(
+        dataclasses.replace(settings, group_id=redrive_group(settings.group)), redrive=True
     )
     again, redrives = process.redrive(redriven, codec)
     return process.assembly(
