@@ -119,10 +119,12 @@ class Settlements(Resource):
     async def _read(self, tp: TopicPartition, start: int) -> None:
         consumer = self._consumer
         begin = max(start, self._read_to.get(tp, 0))
-        consumer.assign([tp])
+        # Assigned only with something to read (uplink/operate/window.py says why), and paused
+        # once read, so the consumer fetches nothing in between.
         end = (await consumer.end_offsets([tp]))[tp]
         if begin >= end:
             return
+        consumer.assign([tp])
         consumer.seek(tp, begin)
         idle_since = time.monotonic()
         while await consumer.position(tp) < end:
@@ -131,8 +133,10 @@ class Settlements(Resource):
             if records:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > IDLE_SECONDS:
+                consumer.pause(tp)
                 return  # read again from ``begin`` next time
             for record in records:
                 if record.offset < end:
                     self.note(record)
+        consumer.pause(tp)
         self._read_to[tp] = end
