@@ -78,8 +78,8 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         max_in_flight=settings.max_in_flight,
         linger_ms=settings.linger_ms,
         batch_bytes=settings.batch_bytes,
-        unreachable_after=settings.unreachable_after,
-        remind_every=settings.outage_reminder,
+        unreachable_after=settings.kafka.unreachable_after,
+        remind_every=settings.kafka.outage_reminder,
         summary=summary,
         prepare=(
             (lambda: ensure_topics(settings.kafka, settings.topics, created))

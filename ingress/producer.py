@@ -15,7 +15,7 @@ from ingress.accumulator import buffered, withdraw_refused
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded, Unreachable
 from uplink._partition import partition
-from uplink.kafka import KafkaClients
+from uplink.kafka import KafkaClients, broker_answers
 from uplink.reachability import Reachability
 from uplink.resources import Resource
 
@@ -196,12 +196,7 @@ class DurableProducer(Resource):
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""
         producer = self._producer
-        if producer is None:
-            return False
-        try:
-            async with asyncio.timeout(timeout):
-                await producer.client.fetch_all_metadata()
-        except (TimeoutError, KafkaError):
+        if producer is None or not await broker_answers(producer.client, timeout):
             return False
         self.reachability.answered()
         return True

@@ -8,13 +8,15 @@ for consumers) are set here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from uplink._partition import partition
 from uplink.resources import Resource
@@ -60,6 +62,16 @@ def java_partitioner(key: bytes | None, all_partitions: list[int], available: li
     return all_partitions[partition(key, len(all_partitions))]
 
 
+async def broker_answers(client: AIOKafkaClient, timeout: float) -> bool:
+    """A metadata round trip: whether a broker answers within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await client.fetch_all_metadata()
+    except (TimeoutError, KafkaError):
+        return False
+    return True
+
+
 class Producer(Resource):
     """One started producer (acks=all, idempotent) whose ``send`` returns once the broker has
     the record. ``start()``/``stop()`` (both safe twice) or ``async with``; shared by the parts
@@ -84,6 +96,11 @@ class Producer(Resource):
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+    async def check(self, timeout: float) -> bool:
+        """Whether a broker answers it now (the process's reachability probe)."""
+        producer = self._producer
+        return producer is not None and await broker_answers(producer.client, timeout)
 
     async def send(
         self,

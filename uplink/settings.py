@@ -63,6 +63,8 @@ MiB = 1024 * 1024
 # Every command that talks to Kafka but ``archive cat`` (which reads files only) reads the
 # topic names; ``replay`` is told its topic.
 _TOPIC_READERS = ("ingress", "archive", "media", "router", "topics")
+# The processes that watch the cluster and log its loss once (uplink/reachability.py).
+_OUTAGE_READERS = ("ingress", "archive", "media", "router")
 # Who reads records or writes them with a registry's framing.
 _REGISTRY_READERS = ("ingress", "archive", "media", "router", "replay")
 
@@ -219,6 +221,23 @@ class KafkaSettings:
         ALL,
         "the producer's largest request; it must hold a record with the body twice (raw, typed)",
         default=4 * MiB,
+        check=positive,
+    )
+    unreachable_after: float = variable(
+        "UPLINK_KAFKA_UNREACHABLE_AFTER",
+        SECONDS,
+        _OUTAGE_READERS,
+        "how long without an answer from any broker before the cluster counts as lost: the "
+        "ingress answers pushes 503 at once, and every process logs it once",
+        default=3.0,
+        check=positive,
+    )
+    outage_reminder: float = variable(
+        "UPLINK_OUTAGE_REMINDER",
+        SECONDS,
+        _OUTAGE_READERS,
+        "seconds between the log's reminders while Kafka is lost",
+        default=60.0,
         check=positive,
     )
 
@@ -463,22 +482,6 @@ class IngressSettings:
         INGRESS,
         "seconds, sent in `Retry-After` with every 503",
         default=5,
-        check=positive,
-    )
-    unreachable_after: float = variable(
-        "UPLINK_KAFKA_UNREACHABLE_AFTER",
-        SECONDS,
-        INGRESS,
-        "how long without an answer from any broker before pushes get 503 at once",
-        default=3.0,
-        check=positive,
-    )
-    outage_reminder: float = variable(
-        "UPLINK_OUTAGE_REMINDER",
-        SECONDS,
-        INGRESS,
-        "seconds between the log's reminders while Kafka is lost",
-        default=60.0,
         check=positive,
     )
     # 0: while a produce request is in flight, the next batch fills anyway (docs/benchmarks.md).

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 _HOUR_S = 3600
 # Datum bytes queued for the writer thread before records wait for it to catch up.
 _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+# A file's own line is DEBUG: at INFO, one line sums up the files published over this long, so
+# the normal work never buries what an operator has to read (an outage's lines).
+SUMMARY_EVERY = 60.0
 
 
 def archive_key(topic: str, partition: int, first_offset: int, hour: datetime.datetime) -> str:
@@ -276,6 +280,34 @@ _END_PLACEHOLDER = (
 _END_AT = len(_END_PLACEHOLDER) - END_WIDTH
 
 
+class PublishedSummary:
+    """Files published, summed up in one INFO line at most every ``every`` seconds (when the
+    next file is published past it)."""
+
+    def __init__(
+        self, every: float = SUMMARY_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every = every
+        self._clock = clock
+        self._since = clock()
+        self._files = 0
+        self._records = 0
+
+    def add(self, records: int) -> None:
+        self._files += 1
+        self._records += records
+        now = self._clock()
+        if now - self._since >= self._every:
+            log.info(
+                "archived %d records in %d files in the last %.0fs",
+                self._records,
+                self._files,
+                now - self._since,
+                extra={"records": self._records, "files": self._files},
+            )
+            self._since, self._files, self._records = now, 0, 0
+
+
 class ArchiveFiles(Handler):
     """The archive ``Handler`` for the consumer runtime; ``stop()`` ends its writer thread.
 
@@ -306,6 +338,7 @@ class ArchiveFiles(Handler):
         self._swept: set[TopicPartition] = set()
         # One thread: blocks of a file land in order, and fsyncs never stall the event loop.
         self._writer = _Writer(max_backlog=max(1, _MAX_BACKLOG_BYTES // settings.block_bytes))
+        self._summary = PublishedSummary()
 
     async def start(self) -> None:
         await self._store.start()
@@ -410,10 +443,11 @@ class ArchiveFiles(Handler):
             if following is not None:
                 await following.discard()
             return Rewind({tp: winner}, {})
-        log.info(
+        log.debug(
             "archived %d records to %s",
             current.records,
             where,
             extra={"topic": tp.topic, "partition": tp.partition, "records": current.records},
         )
+        self._summary.add(current.records)
         return None

@@ -20,7 +20,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -46,9 +46,28 @@ H_ATTEMPTS = "uplink-attempts"  # attempts made (or started) so far
 H_DUE = "uplink-due"  # epoch ms of the next attempt
 H_REASON = "uplink-reason"  # why the last attempt failed
 H_SOURCE = "uplink-source"  # topic/partition@offset of the input record
-_OWN_HEADERS = frozenset({H_ENDPOINT, H_RULE, H_ATTEMPTS, H_DUE, H_REASON})
+# On a settlement: the final answer (delivered, refused) to a first attempt that was still in
+# flight when its delivery was parked (settlements.py).
+H_SETTLED = "uplink-settled"
+_OWN_HEADERS = frozenset({H_ENDPOINT, H_RULE, H_ATTEMPTS, H_DUE, H_REASON, H_SETTLED})
+IN_FLIGHT = "still in flight at commit"  # the reason of a delivery parked with its POST going
 
 Headers = list[tuple[str, bytes]]
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """The header's first value (the router's own headers appear once)."""
+    for key, value in record.headers or ():
+        if key == name:
+            text: str = value.decode("utf-8", "replace")
+            return text
+    return None
+
+
+def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """Where a push entered the router: the ``uplink-source`` it carries already (a re-driven
+    record keeps its first), else the record itself as ``topic/partition@offset``."""
+    return header(record, H_SOURCE) or f"{record.topic}/{record.partition}@{record.offset}"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -200,25 +219,32 @@ class Delivery:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     # Still in flight when its partition was committed: parked, and settled by its answer.
     parked: bool = False
+    # Parked: whether its copy reached the delay topic (its transaction committed).
+    copy: asyncio.Future[bool] | None = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The input record, as its parked copy's ``uplink-source`` names it."""
+        return source_of(self.record)
 
 
-RefusedLate = Callable[[Delivery], Awaitable[None]]
+AnsweredLate = Callable[[Delivery], None]
 
 
 class FirstAttempts:
     """First attempts in the background; ``settle`` hands back what a commit must park.
 
-    An attempt still in flight at the commit is parked; if it is then refused, ``refused_late``
-    dead-letters it at once (its parked copy is skipped: the deliverer keeps the answer)."""
+    An attempt still in flight at the commit is parked; its final answer (delivered, refused)
+    is handed to ``answered_late``, which settles the parked copy (settlements.py)."""
 
     def __init__(
         self,
         deliverer: Deliverer,
         max_pending: int = 1000,
-        refused_late: RefusedLate | None = None,
+        answered_late: AnsweredLate | None = None,
     ) -> None:
         self._deliverer = deliverer
-        self._refused_late = refused_late
+        self._answered_late = answered_late
         self._max_pending = max_pending  # per endpoint; beyond it a delivery is parked at once
         self._pending: dict[str, int] = {}
         self._by_partition: dict[TopicPartition, list[Delivery]] = {}
@@ -240,9 +266,9 @@ class FirstAttempts:
         delivery.attempt = await self._deliverer.post(
             delivery.endpoint, delivery.body, delivery.message_id, delivery.rule
         )
-        late = self._refused_late
-        if delivery.parked and delivery.attempt.verdict is Verdict.REFUSED and late is not None:
-            await late(delivery)
+        late = self._answered_late
+        if delivery.parked and delivery.attempt.verdict is not Verdict.RETRY and late is not None:
+            late(delivery)
 
     def _finished(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -265,6 +291,7 @@ class FirstAttempts:
         for delivery in deliveries:
             if delivery.attempt is None:
                 delivery.parked = True
+                delivery.copy = asyncio.get_running_loop().create_future()
                 unsettled.append(delivery)
             elif delivery.attempt.verdict is not Verdict.DELIVERED:
                 unsettled.append(delivery)
@@ -290,7 +317,7 @@ def delay_headers(
 ) -> Headers:
     kept = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
     if not any(k == H_SOURCE for k, _ in kept):
-        kept.append((H_SOURCE, f"{record.topic}/{record.partition}@{record.offset}".encode()))
+        kept.append((H_SOURCE, source_of(record).encode()))
     return [
         *kept,
         (H_ENDPOINT, endpoint.encode()),

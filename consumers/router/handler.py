@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -35,6 +36,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from consumers.router.delivery import (
     H_ENDPOINT,
     H_RULE,
+    IN_FLIGHT,
     Deliverer,
     Delivery,
     FirstAttempts,
@@ -47,16 +49,19 @@ from consumers.router.exceptions import RouterError
 from consumers.router.metrics import RouterMetrics
 from consumers.router.rules import DEFAULT, VIEW, PostTo, Rules, ToTopic
 from consumers.router.settings import RouterSettings
+from consumers.router.settlements import write_settlement
 from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.handler import Handler, Inbound
 from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
-from uplink.kafka import KafkaClients
+from uplink.kafka import KafkaClients, Producer
 from uplink.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "uplink-source"
+# How long a stopping router waits for the settlements of late answers it has (settlements.py).
+SETTLE_SECONDS = 10.0
 
 
 class KeyHashes:
@@ -165,7 +170,7 @@ class TransactionalOutputs:
     def has_outputs(self, tp: TopicPartition) -> bool:
         return tp in self._buffered
 
-    def commit(self, tp: TopicPartition, position: int, group: str) -> None:
+    def commit(self, tp: TopicPartition, position: int, group: str) -> asyncio.Task[None]:
         """Start committing ``tp``'s buffered outputs with its position, in the background;
         the previous commit of ``tp`` must be settled."""
         if tp in self._commits:
@@ -174,6 +179,7 @@ class TransactionalOutputs:
         task = asyncio.create_task(self._commit(tp, outputs, position, group))
         self._commits[tp] = task
         task.add_done_callback(lambda done: self._committed(tp, done))
+        return task
 
     def _committed(self, tp: TopicPartition, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -284,8 +290,15 @@ class Router(Handler):
         codec: PushCodec,
         clients: KafkaClients | None = None,
         redrive: bool = False,
+        settlements: Producer | None = None,
     ) -> None:
         self._rules = rules
+        # Where a late answer settles its parked copy for whichever process re-sends it
+        # (settlements.py); None: only this process's deliverer remembers it.
+        self._settlements = settlements
+        # Parked copies in the partition's next transaction, and settlements being written.
+        self._copies: dict[TopicPartition, list[asyncio.Future[bool]]] = {}
+        self._settling: set[asyncio.Task[None]] = set()
         # The reader of the re-drive topic: a dead letter naming the endpoint that refused it
         # is that one delivery again, not the push routed anew (`uplink dlq redrive`).
         self._redrive = redrive
@@ -301,7 +314,7 @@ class Router(Handler):
         self._outputs = TransactionalOutputs(
             worker, settings, self._failed, clients or KafkaClients(worker.kafka)
         )
-        self._first = FirstAttempts(deliverer, refused_late=self._dead_letter)
+        self._first = FirstAttempts(deliverer, answered_late=self._answered_late)
         self._owned: set[TopicPartition] = set()
         # Positions whose transaction waits for the partition's previous one (``flush``), and
         # partitions handed over with their last transaction failed (reported at ``stop``).
@@ -324,7 +337,11 @@ class Router(Handler):
         a partition still owned failed (its next owner routes those records again). The
         deliverer is its maker's to stop (after this)."""
         await self._first.stop()
-        await self._outputs.stop()
+        try:
+            await self._outputs.stop()
+        finally:
+            self._copied(list(self._copies), committed=None)
+            await self._settled()
         if self._failed or self._lost:
             failed = sorted(self._failed | self._lost)
             names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in failed)
@@ -404,10 +421,57 @@ class Router(Handler):
             self._deferred.pop(tp, None)
             await outputs.settle(tp)  # a failure raises (and marked the partition failed)
             if outputs.has_outputs(tp):
-                outputs.commit(tp, position, self._worker.group)
+                self._copied([tp], outputs.commit(tp, position, self._worker.group))
             else:
                 plain[tp] = position
         return plain
+
+    def _copied(
+        self, partitions: list[TopicPartition], committed: asyncio.Task[None] | None
+    ) -> None:
+        """The parked copies of ``partitions`` go with ``committed`` (None: they never will):
+        each learns whether it reached the delay topic when the transaction ends."""
+        for tp in partitions:
+            copies = self._copies.pop(tp, [])
+            if committed is None:
+                _resolve(copies, False)
+            elif copies:
+                committed.add_done_callback(_when_committed(copies))
+
+    def _answered_late(self, delivery: Delivery) -> None:
+        """The final answer to a delivery parked in flight: a refusal is dead-lettered at once,
+        and either settles the parked copy (settlements.py)."""
+        task = asyncio.create_task(self._settle(delivery))
+        self._settling.add(task)
+        task.add_done_callback(self._settle_done)
+
+    def _settle_done(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its parked copy is sent again when due (same Idempotency-Key), and a refusal
+            # dead-lettered then.
+            log.warning("a late answer was not settled", exc_info=task.exception())
+
+    async def _settle(self, delivery: Delivery) -> None:
+        attempt = delivery.attempt
+        if attempt is not None and attempt.verdict is Verdict.REFUSED:
+            await self._dead_letter(delivery)
+        copy = delivery.copy
+        if self._settlements is None or copy is None:
+            return
+        # After the copy: the re-sender looks for it in the copy's partition, past the copy.
+        if await copy:
+            await write_settlement(self._settlements, self._settings.delay_topic(1), delivery)
+
+    async def _settled(self) -> None:
+        """At stop: the settlements under way are written (bounded; what is not, the next
+        owner sends again, with the same Idempotency-Key)."""
+        if not self._settling:
+            return
+        _, pending = await asyncio.wait(set(self._settling), timeout=SETTLE_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _dead_letter(self, delivery: Delivery) -> None:
         reason = delivery.attempt.reason if delivery.attempt is not None else ""
@@ -422,10 +486,14 @@ class Router(Handler):
         if attempt is not None and attempt.verdict is Verdict.REFUSED:
             await self._dead_letter(delivery)
             return
-        reason = attempt.reason if attempt is not None else "still in flight at commit"
+        reason = attempt.reason if attempt is not None else IN_FLIGHT
         attempts = 0 if attempt is not None and attempt.reason.startswith("too many") else 1
         if tp in self._failed:
+            if delivery.copy is not None:
+                _resolve([delivery.copy], False)
             return  # its offsets will not be committed: the push is routed again
+        if delivery.copy is not None:
+            self._copies.setdefault(tp, []).append(delivery.copy)
         self._outputs.add(
             tp,
             parked(self._settings, record, delivery.endpoint, delivery.rule, attempts, reason, 1),
@@ -449,15 +517,29 @@ class Router(Handler):
                 position = self._deferred.pop(tp, None)
                 if position is not None and tp not in self._failed:
                     await self._outputs.settle(tp)
-                    self._outputs.commit(tp, position, self._worker.group)
+                    self._copied([tp], self._outputs.commit(tp, position, self._worker.group))
                 await self._outputs.settle(tp)
             except RouterError:
                 # Not committed: its next owner routes these records again.
                 log.warning("%s handed over with its last transaction failed", tp, exc_info=True)
                 self._lost.add(tp)
             finally:
+                self._copied([tp], committed=None)  # not in a transaction: never will be
                 await self._outputs.discard(tp)
                 self._failed.discard(tp)
+
+
+def _when_committed(copies: list[asyncio.Future[bool]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(transaction: asyncio.Task[None]) -> None:
+        _resolve(copies, not transaction.cancelled() and transaction.exception() is None)
+
+    return done
+
+
+def _resolve(copies: list[asyncio.Future[bool]], reached: bool) -> None:
+    for copy in copies:
+        if not copy.done():
+            copy.set_result(reached)
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:

@@ -22,14 +22,19 @@ from consumers.router.delivery import (
     H_ATTEMPTS,
     H_DUE,
     H_ENDPOINT,
+    H_REASON,
     H_RULE,
+    H_SETTLED,
+    IN_FLIGHT,
     Deliverer,
     Verdict,
+    header,
     park,
     parked,
 )
 from consumers.router.metrics import RouterMetrics
 from consumers.router.settings import RouterSettings
+from consumers.router.settlements import Settlements
 from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.handler import Inbound
 from consumers.runtime.outcomes import Postpone
@@ -46,14 +51,6 @@ def retry_group(group: str) -> str:
     return f"{group}.retry"
 
 
-def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            text: str = value.decode("utf-8", "replace")
-            return text
-    return None
-
-
 class Redeliveries(Concurrent):
     """Re-delivers each parked delivery when it is due. A revoked partition's re-deliveries are
     cancelled, and at stop those in flight too: uncommitted, so the next owner re-delivers them
@@ -67,8 +64,12 @@ class Redeliveries(Concurrent):
         dead_letters: DeadLetters,
         metrics: RouterMetrics,
         clock: Callable[[], float] = time.time,
+        settlements: Settlements | None = None,
     ) -> None:
         self._settings = settings
+        # Answers to first attempts that came after their delivery was parked, from whichever
+        # router process posted them.
+        self._settlements = settlements
         self._deliverer = deliverer
         self._producer = producer  # to the next delay topic
         self._dead_letters = dead_letters
@@ -79,6 +80,10 @@ class Redeliveries(Concurrent):
 
     async def handle(self, inbound: Inbound) -> Postpone | None:
         record = inbound.record
+        if header(record, H_SETTLED) is not None:
+            if self._settlements is not None:
+                self._settlements.note(record)
+            return None  # a settlement (settlements.py): nothing to send
         due_ms = int(header(record, H_DUE) or 0)
         now_ms = int(self._clock() * 1000)
         if due_ms > now_ms:
@@ -104,6 +109,12 @@ class Redeliveries(Concurrent):
         await self._deliverer.posted(endpoint, message_id)  # its first attempt, if still going
         if self._deliverer.answer(endpoint, message_id) is not None:
             return  # settled since it was parked: delivered, or refused and dead-lettered then
+        if (
+            self._settlements is not None
+            and header(record, H_REASON) == IN_FLIGHT
+            and await self._settlements.find(record, endpoint) is not None
+        ):
+            return  # settled so by the router process that posted it
         attempt = await self._deliverer.post(endpoint, raw, message_id, rule)
         attempts += 1
         if attempt.verdict is Verdict.DELIVERED:

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from uplink.settings import CommitPolicy
-from uplink.variables import SECONDS, SECONDS_LIST, TEXT, at_least_zero, read, validate, variable
+from uplink.variables import (
+    PATH,
+    SECONDS,
+    SECONDS_LIST,
+    TEXT,
+    at_least_zero,
+    read,
+    validate,
+    variable,
+)
 
 # Commits end the router's transactions: a short interval keeps routed records visible to
 # read_committed readers soon after they arrive; ``every`` also caps a transaction's growth.
@@ -30,6 +39,16 @@ def _step_pattern(value: str) -> str | None:
 class RouterSettings:
     """The router's own settings; its rules come from the rules file."""
 
+    # One setting for the router and the operator's `uplink trace`, which looks for a push in
+    # the output topics of the same file.
+    rules: str | None = variable(
+        "UPLINK_ROUTER_RULES",
+        PATH,
+        ROUTER,
+        "the rules file (TOML); `uplink trace` looks in its output topics",
+        default=None,
+        flag="--rules",
+    )
     delays: tuple[float, ...] = variable(
         "UPLINK_ROUTER_DELAYS",
         SECONDS_LIST,

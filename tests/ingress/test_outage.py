@@ -97,11 +97,13 @@ async def test_a_lost_broker_is_answered_at_once_and_its_refused_records_withdra
     await asyncio.to_thread(broker.start)
     try:
         ingress = IngressSettings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+            kafka=KafkaSettings(
+                bootstrap_servers=broker.bootstrap_servers,
+                unreachable_after=UNREACHABLE_AFTER,
+                outage_reminder=REMINDER,
+            ),
             topics=topics,
             produce_timeout=PRODUCE_TIMEOUT,
-            unreachable_after=UNREACHABLE_AFTER,
-            outage_reminder=REMINDER,
             max_in_flight=64,
         )
         url = await serve(create_app(ingress))
@@ -201,10 +203,9 @@ async def test_a_broker_back_within_the_window_refuses_no_push(
     await asyncio.to_thread(broker.start)
     try:
         ingress = IngressSettings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers, unreachable_after=3.0),
             topics=topics,
             produce_timeout=5.0,
-            unreachable_after=3.0,
         )
         url = await serve(create_app(ingress))
         async with httpx.AsyncClient(timeout=30) as client:

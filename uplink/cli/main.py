@@ -124,7 +124,10 @@ def _ingress(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from consumers.router.rules import example_rules
+    from consumers.router.settings import RouterSettings
     from uplink.cli import dev
+
+    rules = RouterSettings.from_env(args.environ, rules=args.rules).rules
 
     settings = dev.DevSettings(
         var_dir=Path(args.var_dir),
@@ -132,7 +135,7 @@ def _dev(args: argparse.Namespace) -> int:
         port=args.port,
         kafka_port=args.kafka_port,
         metrics_port=args.metrics_port,
-        rules=Path(args.rules) if args.rules else example_rules(),
+        rules=Path(rules) if rules else example_rules(),
         log_format=args.log_format,
         log_level=args.log_level,
     )
@@ -281,21 +284,21 @@ def _router(args: argparse.Namespace) -> int:
         return _router_check(args)
     if args.action is not None:
         raise ConfigError("router", f"unknown action {args.action!r} (check)")
-    if not args.rules:
-        raise ConfigError("--rules", "the router needs a rules file")
     from consumers.router.rules import load_rules
     from consumers.router.settings import COMMITS, RouterSettings
     from uplink.cli import workers
     from uplink.cli.launcher import launch
 
-    rules = load_rules(Path(args.rules), args.environ)  # an invalid file stops start-up here
+    router = RouterSettings.from_env(args.environ, rules=args.rules)
+    if not router.rules:
+        raise ConfigError("--rules", "the router needs a rules file (or UPLINK_ROUTER_RULES)")
+    rules = load_rules(Path(router.rules), args.environ)  # an invalid file stops start-up here
     settings = WorkerSettings.from_env(
         "router",
         args.environ,
         COMMITS,
         **({"metrics_port": args.metrics_port} if args.metrics_port else {}),
     )
-    router = RouterSettings.from_env(args.environ)
     return launch(lambda: workers.router(settings, router, rules))
 
 

@@ -241,13 +241,7 @@ def _trace(args: argparse.Namespace) -> int:
         since, until = around - window, around + window
     else:
         since, until = int(time.time() * 1000) - window, None
-    outputs = list(args.output or [])
-    if args.rules:
-        from consumers.router.rules import load_rules
-        from consumers.router.settings import RouterSettings
-
-        rules = load_rules(Path(args.rules), env)
-        outputs += sorted(rules.topics) + RouterSettings.from_env(env).delay_topics
+    outputs = _router_outputs(env, args.rules, args.output or [])
 
     async def run() -> int:
         async with _codec(env) as codec:
@@ -257,7 +251,7 @@ def _trace(args: argparse.Namespace) -> int:
             _emit([found.row()], True, [])
         else:
             _print_trace(found.row())
-        return 0 if found.sightings else EXIT_NOT_FOUND
+        return 0 if found.found else EXIT_NOT_FOUND
 
     try:
         return asyncio.run(run())
@@ -265,8 +259,21 @@ def _trace(args: argparse.Namespace) -> int:
         _read(scan)
 
 
+def _router_outputs(env: dict[str, str], rules_file: str | None, extra: list[str]) -> list[str]:
+    """Where the router may have put a push: its delay topics (its settings name them) and the
+    output topics of its rules file (``--rules``, else the router's own UPLINK_ROUTER_RULES)."""
+    from consumers.router.rules import load_rules
+    from consumers.router.settings import RouterSettings
+
+    router = RouterSettings.from_env(env, rules=rules_file)
+    outputs = list(extra)
+    if router.rules:
+        outputs += sorted(load_rules(Path(router.rules), env).topics)
+    return [*dict.fromkeys([*outputs, *router.delay_topics])]
+
+
 def _print_trace(row: dict[str, Any]) -> None:
-    if not row["found"]:
+    if not row["found"] and not row["statuses"]:
         print(f"{row['messageId']}: not found in the window")
         return
     for seen in row["found"]:
@@ -279,7 +286,15 @@ def _print_trace(row: dict[str, Any]) -> None:
         print(f"media: {media['type']} {media['uri']} sha256 {media['sha256']} ({media['at']})")
     for output in row["outputs"]:
         target = f" -> {output['endpoint']}" if output["endpoint"] else ""
+        if output["settled"]:
+            target += f" (its first attempt's late answer: {output['settled']})"
         print(f"router: {output['topic']}[{output['partition']}]@{output['offset']}{target}")
+    for status in row["statuses"]:
+        errors = f" ({'; '.join(e for e in status['errors'] if e)})" if status["errors"] else ""
+        print(
+            f"status: {status['status']} at {status['time']} for {status['recipient']}{errors} "
+            f"({status['at']})"
+        )
 
 
 def _conversation(args: argparse.Namespace) -> int:
@@ -351,7 +366,10 @@ def add_verbs(verbs: Any) -> None:
     trace.add_argument("--from", dest="sender", help="the sender's phone (with --business)")
     trace.add_argument("--around", help="a time near the push (default: the last --window)")
     trace.add_argument("--window", default="24h", help="how far around it to look (24h)")
-    trace.add_argument("--rules", help="the router's rules file: look in its output topics")
+    trace.add_argument(
+        "--rules",
+        help="the router's rules file: look in its output topics (default UPLINK_ROUTER_RULES)",
+    )
     trace.add_argument("--output", action="append", help="an output topic to look in")
     trace.add_argument("--group", action="append", help=group_help)
     trace.add_argument("--json", action="store_true", help="one JSON object")

@@ -23,12 +23,14 @@ from consumers.router.metrics import RouterMetrics
 from consumers.router.redelivery import Redeliveries, retry_group
 from consumers.router.rules import Rules
 from consumers.router.settings import RouterSettings
+from consumers.router.settlements import Settlements
 from consumers.runtime import DeadLetters, Handler, Worker, WorkerMetrics
 from schemas import MediaCodec, PushCodec
 from uplink import topology
 from uplink.cli.launcher import Assembly
 from uplink.http import HttpClients
 from uplink.kafka import KafkaClients, Producer
+from uplink.reachability import Reachability
 from uplink.registry.client import (
     START_TIMEOUT,
     Registration,
@@ -63,6 +65,11 @@ class _Process:
         return cls(
             settings, clients, producer, metrics, DeadLetters(settings, producer, metrics), registry
         )
+
+    def pending(self) -> str:
+        """What waits for the cluster, for the outage's reminders."""
+        behind = sum(self.metrics.lag.values())
+        return f"{behind} records behind the partitions' ends as last measured"
 
     def codec(self) -> PushCodec:
         """The codec of the pushes it reads: records of any known writer schema, in either
@@ -102,14 +109,22 @@ class _Process:
     def assembly(
         self, workers: list[Worker], resources: list[Resource], topology: Topology
     ) -> Assembly:
-        """The process: its registry client and producer start first and stop last."""
+        """The process: its registry client and producer start first and stop last; the
+        watch on the cluster (its loss logged once, reminded, its return) right after the
+        producer, whose connection it probes."""
         settings = self.settings
         first: list[Resource] = [self.registry] if self.registry is not None else []
+        watch = Reachability(
+            self.producer.check,
+            after=settings.kafka.unreachable_after,
+            remind_every=settings.kafka.outage_reminder,
+            summary=self.pending,
+        )
         return Assembly(
             settings.kafka,
             settings.topics,
             workers,
-            resources=[*first, self.producer, *resources],
+            resources=[*first, self.producer, watch, *resources],
             topology=topology,
             registry=self.metrics.registry,
             metrics_port=settings.metrics_port,
@@ -205,23 +220,36 @@ def router(
     codec = process.codec()
     metrics = RouterMetrics(process.metrics.registry)
     deliverer = Deliverer(rules.endpoints, metrics, clients=http)
-    handler = Router(
-        rules, settings, router, deliverer, process.dead_letters, metrics, codec, process.clients
+
+    def routing(worker: WorkerSettings, redrive: bool) -> Router:
+        return Router(
+            rules,
+            worker,
+            router,
+            deliverer,
+            process.dead_letters,
+            metrics,
+            codec,
+            process.clients,
+            redrive=redrive,
+            settlements=process.producer,
+        )
+
+    handler = routing(settings, redrive=False)
+    settlements = Settlements(process.clients)
+    redeliveries = Redeliveries(
+        router,
+        deliverer,
+        process.producer,
+        process.dead_letters,
+        metrics,
+        settlements=settlements,
     )
-    redeliveries = Redeliveries(router, deliverer, process.producer, process.dead_letters, metrics)
     retrying = dataclasses.replace(settings, group_id=retry_group(settings.group))
     routes = topology.router(settings, rules.topics, router.delay_topics)
     retries = topology.redeliveries(settings, router.delay_topics)
-    redriven = Router(
-        rules,
-        dataclasses.replace(settings, group_id=redrive_group(settings.group)),
-        router,
-        deliverer,
-        process.dead_letters,
-        metrics,
-        codec,
-        process.clients,
-        redrive=True,
+    redriven = routing(
+        dataclasses.replace(settings, group_id=redrive_group(settings.group)), redrive=True
     )
     again, redrives = process.redrive(redriven, codec)
     return process.assembly(
@@ -230,6 +258,6 @@ def router(
             process.worker(redeliveries, codec, retries.reads, settings=retrying, dedupe=False),
             again,
         ],
-        [deliverer, handler, redeliveries, redriven],
+        [deliverer, handler, settlements, redeliveries, redriven],
         routes | retries | redrives,
     )

@@ -4,8 +4,10 @@ With the conversation's phones, only the conversation's partition is read (the k
 the ingress's producer did); otherwise every partition over the window. For each group: processed
 (its committed position is past the record), pending (how many records before it are still to
 be processed), or dead-lettered (with the reason, found in the worker's DLQ after the record's
-time). Then what the media worker stored for it (``uplink.media.v1``) and, given the router's
-output topics, where the router sent it (outputs carry ``uplink-source``).
+time). Then what the media worker stored for it (``uplink.media.v1``), where the router sent it
+(its output and delay topics: their records carry ``uplink-source``), and, for a message of
+Meta's webhook, its statuses (``uplink.statuses.v1``: keyed by the conversation as the pushes
+are, so the phones pick one partition there too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotA
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas import MediaCodec, PushCodec, SchemaError
+from schemas.meta import StatusCodec
 from uplink.kafka import KafkaClients, java_partitioner
 from uplink.operate.deadletters import WORKERS
 from uplink.operate.records import last_header, message_id_of
@@ -74,6 +77,12 @@ class Trace:
     sightings: list[Sighting] = field(default_factory=list)
     media: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """The push is in the window, or (a message the business sent) a status of it."""
+        return bool(self.sightings or self.statuses)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -81,6 +90,7 @@ class Trace:
             "found": [s.row() for s in self.sightings],
             "media": self.media,
             "outputs": self.outputs,
+            "statuses": self.statuses,
         }
 
 
@@ -132,6 +142,7 @@ class Tracer:
             async for record in reader.read(topic, since_ms, until_ms, chosen):
                 if message_id_of(self._codec, record.value) == message_id:
                     found.sightings.append(Sighting(record))
+            found.statuses = await self._statuses(reader, message_id, since_ms, until_ms, key)
             if not found.sightings:
                 return found
             first = min(s.record.timestamp for s in found.sightings)
@@ -203,6 +214,43 @@ class Tracer:
                 )
         return stored
 
+    async def _statuses(
+        self,
+        reader: TopicReader,
+        message_id: str,
+        since_ms: int,
+        until_ms: int | None,
+        key: bytes | None,
+    ) -> list[dict[str, Any]]:
+        """The statuses of ``message_id`` (a wamid) in the window, in the order they arrived."""
+        topic = self._topics.statuses
+        if topic not in await reader.consumer.topics():
+            return []
+        partitions = await reader.partitions(topic)
+        chosen = [partition_of(key, partitions)] if key is not None else partitions
+        codec = StatusCodec()
+        statuses: list[dict[str, Any]] = []
+        async for record in reader.read(topic, since_ms, until_ms, chosen):
+            try:
+                status = codec.decode(record.value or b"")
+            except SchemaError:
+                continue
+            if status.get("id") != message_id:
+                continue
+            errors = status.get("errors") or []
+            statuses.append(
+                {
+                    "status": status.get("status"),
+                    "time": iso(int(status["timestamp"]) * 1000)
+                    if status.get("timestamp") is not None
+                    else None,
+                    "recipient": status.get("recipient_id"),
+                    "errors": [e.get("title") or e.get("message") for e in errors],
+                    "at": f"{record.topic}/{record.partition}@{record.offset}",
+                }
+            )
+        return statuses
+
     async def _outputs(
         self, reader: TopicReader, found: Trace, since_ms: int, output_topics: Sequence[str]
     ) -> list[dict[str, Any]]:
@@ -223,6 +271,8 @@ class Tracer:
                             "offset": record.offset,
                             "rule": last_header(record.headers, "uplink-rule"),
                             "endpoint": last_header(record.headers, "uplink-endpoint"),
+                            # A parked delivery's late answer (consumers/router/settlements.py)
+                            "settled": last_header(record.headers, "uplink-settled"),
                         }
                     )
         return outputs

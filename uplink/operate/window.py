@@ -143,7 +143,9 @@ class TopicReader:
         consumer = self._consumer
         chosen = list(partitions) if partitions is not None else await self.partitions(topic)
         tps = [TopicPartition(topic, p) for p in chosen]
-        consumer.assign(tps)
+        # Offsets first, unassigned: only partitions with records to read are assigned. (An
+        # assignment dropped before the consumer ever fetched leaves aiokafka's fetcher in a
+        # state where stopping the consumer waits for ever.)
         ends = await consumer.end_offsets(tps)
         if since_ms is None:
             starts = await consumer.beginning_offsets(tps)
@@ -154,9 +156,12 @@ class TopicReader:
         for tp in tps:
             self.scan.ranges[(tp.topic, tp.partition)] = (starts[tp], ends[tp])
             if starts[tp] < ends[tp]:
-                consumer.seek(tp, starts[tp])
                 todo.add(tp)
-        consumer.pause(*(tp for tp in tps if tp not in todo))
+        if not todo:
+            return
+        consumer.assign(sorted(todo))
+        for tp in todo:
+            consumer.seek(tp, starts[tp])
         idle_since = time.monotonic()
         while todo:
             batches = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from consumers.archive.files import ArchiveFiles, _Writer, event_hour, hour_start
+from consumers.archive.files import (
+    ArchiveFiles,
+    PublishedSummary,
+    _Writer,
+    event_hour,
+    hour_start,
+)
 from consumers.archive.settings import ArchiveSettings
 from consumers.runtime import Inbound, Positions, Rewind, Worker
 from schemas import PushCodec
@@ -392,3 +399,19 @@ async def test_a_zombie_never_overwrites_and_the_loser_resumes_after_the_winner(
     kept = list(fastavro.reader(io.BytesIO(data)))  # type: ignore[arg-type]
     assert [r["messageId"] for r in kept] == [f"z{n}" for n in range(winner)]  # the winner's
     assert fastavro.reader(io.BytesIO(data)).metadata["uplink.end"] == f"{winner:020d}"
+
+
+def test_files_published_are_summed_up_once_a_minute_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    summary = PublishedSummary(every=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="consumers.archive.files"):
+        for second in range(0, 150, 5):  # a file every 5 s for 150 s
+            now[0] = float(second)
+            summary.add(100)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "archived 1300 records in 13 files in the last 60s",
+        "archived 1200 records in 12 files in the last 60s",
+    ]

@@ -288,13 +288,15 @@ async def test_endpoint_down_for_good_ends_in_dlq_while_another_keeps_receiving(
     read_records: Reader,
 ) -> None:
     settings = make_worker_settings("router", commit_interval=0.2)
-    down, healthy = Receiver(failures=1_000_000, status=500), Receiver()
+    # Down: every POST hangs until ``release``, then fails (500) from then on.
+    down, healthy = Receiver(failures=1_000_000, status=500, hang=True), Receiver()
     down_url, healthy_url = await serve(down.app()), await serve(healthy.app())
     rules = make_rules(
         f"""
         [endpoint.down]
         url = "{down_url}/hook"
         secret = "{SECRET}"
+        timeout = 300.0
         [endpoint.healthy]
         url = "{healthy_url}/hook"
         secret = "{SECRET}"
@@ -307,12 +309,11 @@ async def test_endpoint_down_for_good_ends_in_dlq_while_another_keeps_receiving(
     )
     sent = await send_pushes(settings, [example_raw("image", f"down-{n}") for n in range(30)])
     async with running_router(settings, router_settings, rules) as (_, metrics, _router):
-        started = time.monotonic()  # once its three consumers have started
+        # The healthy endpoint gets everything while the other has answered nothing yet.
         await healthy.wait_for(lambda: set(healthy.accepted) == set(sent))
-        healthy_done = time.monotonic() - started
+        assert not down.release.is_set() and sum(down.tries.values()) <= len(sent)
+        down.release.set()
         dlq = await read_records(settings.dlq, count=len(sent), timeout=60)
-    # The healthy endpoint got everything long before the failing one ran out of retries.
-    assert healthy_done < sum(router_settings.delays)
     assert all(healthy.accepted[m] == 1 for m in sent)
     assert all(verify(h, b) for h, b in healthy.requests)
     assert all(down.tries[m] == 4 for m in sent)
@@ -359,7 +360,8 @@ async def test_a_hanging_endpoint_does_not_slow_delivery_to_another(
     router_settings: RouterSettings,
     serve: Server,
 ) -> None:
-    # Eight commits of five records: each would wait on the stuck endpoint if commits did.
+    # Eight commits of five records: the first would wait for ever on the stuck endpoint if
+    # commits waited for its attempts.
     settings = make_worker_settings("router", commit_interval=0.2, commit_every=5, max_batch=5)
     stuck, healthy = Receiver(failures=1_000_000, hang=True), Receiver()
     stuck_url, healthy_url = await serve(stuck.app()), await serve(healthy.app())
@@ -368,7 +370,7 @@ async def test_a_hanging_endpoint_does_not_slow_delivery_to_another(
         [endpoint.stuck]
         url = "{stuck_url}/hook"
         secret = "{SECRET}"
-        timeout = 1.0
+        timeout = 300.0
         concurrency = 2
         [endpoint.healthy]
         url = "{healthy_url}/hook"
@@ -387,11 +389,9 @@ async def test_a_hanging_endpoint_does_not_slow_delivery_to_another(
     finally:
         stuck.release.set()
     assert all(healthy.accepted[m] == 1 for m in sent)
-    # Had each commit waited for the stuck endpoint's attempts (1 s timeouts), the healthy
-    # deliveries would have spread over at least 7 s.
-    span = healthy.times[-1] - healthy.times[0]
-    assert span < 3.5, f"healthy deliveries spread over {span:.1f}s"
-    assert len(stuck.requests) >= 2  # it was tried, and hung
+    # Every record was read past eight commits while the stuck endpoint answered nothing: had
+    # a commit waited for its attempts, the router would still be at the first five.
+    assert not stuck.accepted and len(stuck.requests) >= 2  # it was tried, and hung
 
 
 async def test_a_new_owner_fences_the_previous_one_whose_transaction_then_counts_for_nothing(

@@ -40,6 +40,7 @@ def environ(settings: WorkerSettings | IngressSettings) -> dict[str, str]:
         "UPLINK_TOPIC_MESSAGES": topics.messages,
         "UPLINK_TOPIC_QUARANTINE": topics.quarantine,
         "UPLINK_TOPIC_MEDIA": topics.media,
+        "UPLINK_TOPIC_STATUSES": topics.statuses,
         "UPLINK_TOPIC_DLQ": topics.dlq_pattern,
         "UPLINK_TOPIC_REDRIVE": topics.redrive_pattern,
         "UPLINK_MESSAGES_PARTITIONS": str(topics.messages_partitions),
@@ -50,11 +51,11 @@ def environ(settings: WorkerSettings | IngressSettings) -> dict[str, str]:
 @pytest.fixture
 def uplink(capsys: pytest.CaptureFixture[str]) -> Uplink:
     """``uplink ARGV...`` in a thread (the command runs its own event loop), with its exit
-    code, stdout and stderr."""
+    code, stdout and stderr; ``env`` adds to the deployment's environment."""
 
-    async def run(settings: WorkerSettings, *argv: str) -> Ran:
+    async def run(settings: WorkerSettings, *argv: str, env: dict[str, str] | None = None) -> Ran:
         capsys.readouterr()
-        code = await asyncio.to_thread(main, list(argv), environ(settings))
+        code = await asyncio.to_thread(main, list(argv), {**environ(settings), **(env or {})})
         out, err = capsys.readouterr()
         return Ran(code, out, err)
 

@@ -162,6 +162,61 @@ async def test_a_refusal_that_arrives_after_its_delivery_was_parked_is_dead_lett
     assert len(await read_records(settings.dlq, timeout=2)) == 1
 
 
+async def test_a_late_answer_settles_the_parked_copy_in_another_router_process(
+    operate_settings: OperateSettings, serve: Server, read_records: Reader
+) -> None:
+    settings = operate_settings("router", commit_interval=0.2)
+    router = RouterSettings(
+        delays=(0.5,), delay_pattern=settings.topics.messages + ".d{step}", flush_grace=0.05
+    )
+    # Each answers its first POST late: one a refusal, the other a success.
+    refusing = Receiver(failures=1, status=400, hang=True)
+    accepting = Receiver(failures=1, status=200, hang=True)
+    rules = make_rules(
+        f"""
+        [endpoint.refusing]
+        url = "{await serve(refusing.app())}/hook"
+        secret = "{SECRET}"
+        [endpoint.accepting]
+        url = "{await serve(accepting.app())}/hook"
+        secret = "{SECRET}"
+        [[rule]]
+        name = "all"
+        match = {{}}
+        actions = [{{ post = "refusing" }}, {{ post = "accepting" }}]
+        """
+    )
+    [message_id] = await send_pushes(settings, [example_raw("text", "late-answers")])
+    delay_topic = router.delay_topic(1)
+
+    # The process that posts: its retry loop is not running, the next process's is.
+    posting = workers.router(settings, router, rules)
+    posting.workers.pop(1)
+    ready = asyncio.Event()
+    running = asyncio.create_task(launcher.run(posting, ready=ready.set))
+    try:
+        await refusing.wait_for(lambda: refusing.tries[message_id] == 1)
+        await accepting.wait_for(lambda: accepting.tries[message_id] == 1)
+        parked = await read_records(delay_topic, count=2, timeout=30)
+        assert all(dict(r.headers)["uplink-reason"] == b"still in flight at commit" for r in parked)
+        refusing.release.set()
+        accepting.release.set()
+        [letter] = await read_records(settings.dlq, count=1, timeout=30)
+        assert b"HTTP 400" in dict(letter.headers)["uplink-dlq-reason"]
+        *_, first, second = await read_records(delay_topic, count=4, timeout=30)
+        settled = {dict(r.headers)["uplink-settled"] for r in (first, second)}
+        assert settled == {b"refused", b"delivered"}
+    finally:
+        posting.request_stop()
+        await running
+
+    # Another process, with nothing in memory, comes to the parked copies when they are due.
+    async with running_router(settings, router, rules):
+        await wait_until(lambda: drained(settings, retry_group(settings.group), router))
+    assert refusing.tries[message_id] == 1 and accepting.tries[message_id] == 1
+    assert len(await read_records(settings.dlq, timeout=2)) == 1
+
+
 async def test_a_media_dead_letter_is_redriven_once_the_host_is_allowed(
     operate_settings: OperateSettings,
     serve: Server,

@@ -4,12 +4,14 @@ quarantined by a real ingress, pushes processed, pending and dead-lettered by a 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from consumers.router.rules import load_rules
 from consumers.router.settings import RouterSettings
 from ingress.app import create_app
 from schemas import PushCodec
@@ -22,6 +24,7 @@ from tests.consumers.router.test_handler import (
     running_router,
     send_pushes,
 )
+from tests.ingress.test_meta import meta_settings, signed
 from tests.uplink.operate.conftest import OperateSettings, Uplink
 from uplink.settings import IngressSettings, Secret
 
@@ -213,3 +216,116 @@ async def test_trace_tells_processed_pending_and_dead_lettered_and_conversation_
     table = await uplink(settings, "conversation", "639518159038", "91856321412")
     assert table.out.splitlines()[0].split()[:3] == ["TIME", "TYPE", "TEXT"]
     assert len(table.out.splitlines()) == 8
+
+
+def meta_statuses(wamid: str, *states: tuple[str, str]) -> bytes:
+    """One webhook POST of Meta's carrying the statuses ``(status, timestamp)`` of ``wamid``
+    (a message the business sent), the reference's failed example's errors on a failure."""
+    failed = orjson.loads(EXAMPLES.joinpath("meta", "status_failed.json").read_bytes())
+    [example] = failed["entry"][0]["changes"][0]["value"]["statuses"]
+    body = orjson.loads(EXAMPLES.joinpath("meta", "status_delivered.json").read_bytes())
+    value = body["entry"][0]["changes"][0]["value"]
+    value["statuses"] = [
+        {
+            "id": wamid,
+            "status": state,
+            "timestamp": at,
+            "recipient_id": "16505551234",
+            **({"errors": example["errors"]} if state == "failed" else {}),
+        }
+        for state, at in states
+    ]
+    return orjson.dumps(body)
+
+
+async def test_trace_of_a_meta_message_shows_its_statuses(
+    operate_settings: OperateSettings, serve: Server, uplink: Uplink, read_records: Reader
+) -> None:
+    settings = operate_settings("router")
+    ingress = meta_settings(IngressSettings(kafka=settings.kafka, topics=settings.topics))
+    url = await serve(create_app(ingress))
+    inbound = EXAMPLES.joinpath("meta", "text.json").read_bytes()
+    reply, other = "wamid.reply-to-text", "wamid.another-reply"
+    posts = [
+        inbound,
+        meta_statuses(reply, ("sent", "1750276000"), ("delivered", "1750276002")),
+        meta_statuses(other, ("sent", "1750276003"), ("failed", "1750276004")),
+        meta_statuses(reply, ("read", "1750276010")),
+    ]
+    async with httpx.AsyncClient() as client:
+        await wait_ready(client, url)
+        for body in posts:
+            answer = await client.post(f"{url}/v1/meta", content=body, headers=signed(body))
+            assert answer.status_code == 200, answer.text
+    await read_records(settings.topics.statuses, count=5)
+    conversation = ["--business", "15550783881", "--from", "16505551234"]
+
+    traced = await uplink(settings, "trace", reply, "--json", *conversation)
+    assert traced.code == 0, traced
+    [row] = lines(traced.out)
+    assert row["found"] == []  # a message the business sent: not a push, its statuses only
+    statuses = row["statuses"]
+    assert isinstance(statuses, list)
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    assert statuses[2]["time"] == "2025-06-18T19:46:50.000Z"
+    assert all(s["recipient"] == "16505551234" for s in statuses)
+    assert settings.topics.statuses in traced.err  # read the statuses topic, and said so
+
+    failed = await uplink(settings, "trace", other)  # no phones: every partition is read
+    assert failed.code == 0, failed
+    assert "status: failed" in failed.out and "healthy ecosystem" in failed.out
+
+    text = await uplink(settings, "trace", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQTEXT", "--json")
+    [row] = lines(text.out)
+    assert len(row["found"]) == 1 and row["statuses"] == []  # type: ignore[arg-type]
+
+
+async def test_trace_finds_the_router_outputs_from_the_routers_own_settings(
+    operate_settings: OperateSettings, serve: Server, uplink: Uplink, tmp_path: Path
+) -> None:
+    settings = operate_settings("router", commit_interval=0.2)
+    receiver = Receiver(failures=1)  # the first attempt fails: the delivery is parked
+    url = await serve(receiver.app())
+    output = settings.topics.messages + ".texts"
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        f"""
+        [default]
+        drop = true
+        [endpoint.crm]
+        url = "{url}/hook"
+        secret = "{SECRET}"
+        [[rule]]
+        name = "texts"
+        match = {{ type = "text" }}
+        actions = [{{ topic = "{output}" }}, {{ post = "crm" }}]
+        """
+    )
+    delay_pattern = settings.topics.messages + ".d{step}"
+    router = RouterSettings(delays=(0.2,), delay_pattern=delay_pattern)
+    await send_pushes(settings, [conversation_push("text", "routed-text")])
+    async with running_router(settings, router, load_rules(rules_file, {})):
+        await receiver.wait_for(lambda: receiver.accepted["routed-text"] == 1)
+
+    # The operator's shell has the router's settings, as for every other verb: no flags.
+    env = {
+        "UPLINK_ROUTER_RULES": str(rules_file),
+        "UPLINK_TOPIC_ROUTER_DELAY": delay_pattern,
+        "UPLINK_ROUTER_DELAYS": "0.2",
+    }
+    traced = await uplink(
+        settings, "trace", "routed-text", "--json", "--group", f"router={settings.group}", env=env
+    )
+    assert traced.code == 0, traced
+    [row] = lines(traced.out)
+    outputs = row["outputs"]
+    assert isinstance(outputs, list)
+    by_topic = {o["topic"]: o for o in outputs}
+    assert set(by_topic) == {output, router.delay_topic(1)}, outputs
+    assert by_topic[output]["rule"] == "texts"
+    assert by_topic[router.delay_topic(1)]["endpoint"] == "crm"
+
+    table = await uplink(settings, "trace", "routed-text", env=env)
+    assert f"router: {output}[" in table.out and "-> crm" in table.out
+    without = await uplink(settings, "trace", "routed-text", "--json")  # no rules: delay topics
+    assert [o["topic"] for o in lines(without.out)[0]["outputs"]] == []  # type: ignore[union-attr]
