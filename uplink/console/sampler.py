@@ -27,7 +27,7 @@ from aiokafka.errors import (
 
 from uplink.kafka import KafkaClients
 from uplink.operate.records import last_header
-from uplink.operate.window import Record
+from uplink.operate.window import Record, stop_consumer
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Sampler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         if self._admin is not None:
             await self._admin.close()
 
