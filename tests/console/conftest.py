@@ -57,18 +57,3 @@ def artifacts() -> Path:
     )
     where.mkdir(parents=True, exist_ok=True)
     return where
-
-
-
-# DEBUG-ONLY
-import sys as _sys  # noqa: E402
-import traceback as _tb  # noqa: E402
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):  # type: ignore[no-untyped-def]
-    outcome = yield
-    if outcome.excinfo is not None:
-        print("FAILED NOW:", file=_sys.stderr)
-        _tb.print_exception(outcome.excinfo[1], file=_sys.stderr)
-        _sys.stderr.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,8 @@ import orjson
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -72,6 +75,7 @@ def push(kind: str, message_id: str, **message: object) -> bytes:
     body["messageId"] = message_id
     body["businessPhone"] = BUSINESS
     body["from"]["phone"] = CUSTOMER
+    body["timestamp"] = int(time.time())
     for name, value in message.items():
         body["message"][name] = value
     return orjson.dumps(body)
@@ -144,7 +148,9 @@ async def page(
                 await asyncio.sleep(0.5)  # the console's sample interval in this test
     except TimeoutError:
         text = await asyncio.to_thread(lambda: browser.find_element(By.TAG_NAME, "main").text)
-        raise AssertionError(f"{url} not as expected within {timeout} s; it shows:\n{text}") from None
+        raise AssertionError(
+            f"{url} not as expected within {timeout} s; it shows:\n{text}"
+        ) from None
 
 
 def cells(browser: webdriver.Chrome, css: str, attribute: str) -> dict[str, str]:
@@ -159,6 +165,18 @@ def attributes(browser: webdriver.Chrome, css: str, key: str, value: str) -> dic
         str(row.get_attribute(key)): str(row.get_attribute(value))
         for row in browser.find_elements(By.CSS_SELECTOR, css)
     }
+
+
+async def submit(browser: webdriver.Chrome, button: str, title: str) -> None:
+    """Click a form's ``button`` and wait for the page it leads to (titled ``title``...)."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+
+    def arrived() -> None:
+        WebDriverWait(browser, 60).until(staleness_of(old))
+        WebDriverWait(browser, 60).until(lambda driver: driver.title.startswith(title))
+
+    await asyncio.to_thread(arrived)
 
 
 async def shoot(browser: webdriver.Chrome, where: Path, name: str) -> None:
@@ -279,11 +297,11 @@ async def test_the_console_on_the_real_pipeline(
         endpoint.broken.clear()
         await asyncio.to_thread(browser.get, console + "/deadletters?worker=router&since=1h")
         browser.find_element(By.CSS_SELECTOR, f"#letters tr[data-ref='{ref}'] input").click()
-        await asyncio.to_thread(browser.find_element(By.ID, "redrive-selected").click)
+        await submit(browser, "#redrive-selected", "Re-drive")
         assert browser.find_element(By.CSS_SELECTOR, "#reports .count").text == "1"
         assert endpoint.tries["refused-1"] == 1  # a dry run sends nothing
         await shoot(browser, artifacts, "redrive-confirm")
-        await asyncio.to_thread(browser.find_element(By.ID, "confirm").click)
+        await submit(browser, "#confirm", "Re-drive")
         assert browser.find_element(By.TAG_NAME, "h1").text == "Re-driven"
         assert browser.find_element(By.CSS_SELECTOR, "#reports .count").text == "1"
         await endpoint.wait_for(lambda: endpoint.accepted["refused-1"] == 1)
@@ -389,8 +407,7 @@ async def test_without_the_token_every_page_answers_401_on_another_address(
     assert browser.title.startswith("Sign in")
     await shoot(browser, artifacts, "login")
     browser.find_element(By.NAME, "token").send_keys("open sesame")
-    await asyncio.to_thread(browser.find_element(By.CSS_SELECTOR, "form button").click)
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Quarantine"
+    await submit(browser, "form button", "Quarantine")
     [cookie] = browser.get_cookies()
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
     assert "open sesame" not in cookie["value"]

@@ -122,19 +122,24 @@ def _dev(args: argparse.Namespace) -> int:
 def _console(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from consumers.media.settings import MediaSettings
     from uplink.cli.operate import groups_option
     from uplink.console import ConsoleSettings, console_app
-    from uplink.console.settings import media_root
+    from uplink.s3.settings import location
     from uplink.settings import IngressSettings
     from uplink.variables import declaration
 
     environ = args.environ
+    # The media store the media worker writes to: --media-dir, else its UPLINK_MEDIA_DIR.
+    media_dir = declaration(MediaSettings, "root")
+    media = args.media_dir or media_dir.read(environ)
+    where = "--media-dir" if args.media_dir else media_dir.name
     settings = ConsoleSettings.from_env(
         environ,
         host=args.host,
         port=args.port,
         allow_actions=args.allow_actions,
-        media=media_root(environ, args.media_dir),
+        media=location(media, where, environ) if media else None,
         ingress_token=declaration(IngressSettings, "token").read(environ),
         groups={**ConsoleSettings().groups, **(groups_option(args.group) or {})},
     )

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.media.settings import MediaSettings
 from uplink.exceptions import ConfigError
 from uplink.operate.deadletters import WORKERS
 from uplink.operate.quarantine import DEFAULT_INGRESS
-from uplink.s3.settings import Location, location
+from uplink.s3.settings import Location
 from uplink.settings import (
     KafkaSettings,
     RegistrySettings,
@@ -26,7 +25,6 @@ from uplink.variables import (
     SECONDS,
     SECRET,
     URL,
-    declaration,
     http_url,
     positive,
     read,
@@ -102,12 +100,3 @@ class ConsoleSettings:
             "registry": registry_from_env(environ),
         }
         return read(cls, environ, given=parts, explicit=explicit)
-
-
-def media_root(environ: Mapping[str, str], given: str | None = None) -> Location | None:
-    """The media store: ``--media-dir``, else the media worker's ``UPLINK_MEDIA_DIR``."""
-    if given:
-        return location(given, "--media-dir", environ)
-    declared = declaration(MediaSettings, "root")
-    text = declared.read(environ)
-    return None if text is None else location(text, declared.name, environ)

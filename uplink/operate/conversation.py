@@ -36,9 +36,9 @@ class Line:
                 text = text or part.get("caption")
                 media = part.get("filePath") or part.get("id")
                 kind = kind or name
-        stamp = push.get("timestamp")
+        stamp = push.get("timestamp")  # seconds, as the provider sends it
         return {
-            "time": iso(stamp if isinstance(stamp, int) else self.record.timestamp),
+            "time": iso(stamp * 1000 if isinstance(stamp, int) else self.record.timestamp),
             "type": kind,
             "text": text,
             "media": media,
