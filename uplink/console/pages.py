@@ -27,7 +27,7 @@ from uplink.console.charts import sparkline
 from uplink.console.media import MediaReader
 from uplink.console.sampler import RULE, Sampler
 from uplink.console.settings import ConsoleSettings
-from uplink.exceptions import ConfigError
+from uplink.exceptions import ConfigError, KafkaUnavailable
 from uplink.kafka import KafkaClients
 from uplink.operate.conversation import conversation, statuses
 from uplink.operate.deadletters import WORKERS, DeadLetterQueues, Filter, Ref, show_row
@@ -116,6 +116,8 @@ class Console:
                 return self.render(request, "refused.html", refused.status, why=refused.why)
             except ConfigError as bad:
                 return self.render(request, "refused.html", 400, why=str(bad))
+            except KafkaUnavailable as unavailable:  # a topic missing, no broker answering
+                return self.render(request, "refused.html", 503, why=str(unavailable))
 
         return page
 
