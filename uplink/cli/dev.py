@@ -142,6 +142,7 @@ def parts(settings: DevSettings) -> list[Part]:
         Part(
             "console",
             [*uplink, "console", "--port", str(console), *media, "--allow-actions"],
+            clean=(0, -signal.SIGTERM),  # uvicorn's, as the ingress's
             ready_url=f"{local_url('', console)}/healthz",
             ready_status=200,
         ),
