@@ -39,8 +39,15 @@ SPAN_MS = 10 * 3_600_000
 DLQ_PARTITIONS = 3
 
 
-async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCodec) -> int:
-    """The DLQ and the messages topic; returns the record time of the last push."""
+async def fill(
+    kafka: KafkaSettings,
+    topics: Topics,
+    count: int,
+    codec: PushCodec,
+    dead_letters: int | None = None,
+) -> int:
+    """The messages topic and the DLQ (the first ``dead_letters`` pushes, default all of
+    them); returns the record time of the last push."""
     bodies = [
         orjson.loads(p.read_bytes()) for p in sorted((ROOT / "tests/examples").glob("*.json"))
     ]
@@ -64,11 +71,12 @@ async def fill(kafka: KafkaSettings, topics: Topics, count: int, codec: PushCode
                 ("uplink-dlq-partition", b"0"),
                 ("uplink-dlq-offset", str(n).encode()),
             ]
-            pending.append(
-                await producer.send(
-                    topics.dlq("router"), value, key=key, timestamp_ms=stamp, headers=headers
+            if dead_letters is None or n < dead_letters:
+                pending.append(
+                    await producer.send(
+                        topics.dlq("router"), value, key=key, timestamp_ms=stamp, headers=headers
+                    )
                 )
-            )
             pending.append(await producer.send(topics.messages, value, key=key, timestamp_ms=stamp))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)

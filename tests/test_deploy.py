@@ -36,7 +36,7 @@ from uplink.metrics import MetricsServer
 from uplink.settings import IngressSettings, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-UPLINK = ["topics", "ingress", "archive", "media", "router"]  # services running the uplink image
+UPLINK = ["topics", "ingress", "archive", "media", "router", "console"]  # the uplink image's
 WORKERS = {
     "archive": ["archive", "--archive-dir"],
     "media": ["media", "--media-dir"],
@@ -135,6 +135,17 @@ def test_the_load_balancer_publishes_8080_and_checks_every_ingress_replica(
     assert not re.search(r"^\s*nameserver\b.*127\.0\.0\.11", text, re.MULTILINE)
     assert "option httpchk GET /readyz" in text
     assert "bind :8080" in text
+
+
+def test_the_console_is_published_on_loopback_only_and_needs_its_token(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    console = services["console"]
+    [port] = console["ports"]  # docker-compose 1.x resolves it as "host_ip:published:target"
+    assert port.removesuffix("/tcp") == "127.0.0.1:8090:8090"
+    assert console["environment"]["UPLINK_CONSOLE_TOKEN"]
+    args = build_parser().parse_args(console["command"])
+    assert (args.host, args.port, args.allow_actions) == ("0.0.0.0", 8090, False)
 
 
 def test_uplink_services_run_one_image_built_from_the_dockerfile(

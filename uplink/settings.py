@@ -62,11 +62,11 @@ MiB = 1024 * 1024
 
 # Every command that talks to Kafka but ``archive cat`` (which reads files only) reads the
 # topic names; ``replay`` is told its topic.
-_TOPIC_READERS = ("ingress", "archive", "media", "router", "topics")
+_TOPIC_READERS = ("ingress", "archive", "media", "router", "topics", "console")
 # The processes that watch the cluster and log its loss once (uplink/reachability.py).
 _OUTAGE_READERS = ("ingress", "archive", "media", "router")
 # Who reads records or writes them with a registry's framing.
-_REGISTRY_READERS = ("ingress", "archive", "media", "router", "replay")
+_REGISTRY_READERS = ("ingress", "archive", "media", "router", "replay", "console")
 
 
 @dataclass(frozen=True)
@@ -446,8 +446,8 @@ class IngressSettings:
     token: Secret | None = variable(
         "UPLINK_TOKEN",
         SECRET,
-        INGRESS,
-        "the shared token the provider must send on `/v1/uplink`",
+        ("ingress", "console"),
+        "the shared token the provider must send on `/v1/uplink` (the console reposts with it)",
         default=None,
         shown="unset (no auth)",
     )

@@ -20,11 +20,13 @@ from uplink.exceptions import ConfigError
 T = TypeVar("T")
 
 # The processes a variable can be read by: the CLI's verbs that run (``uplink dev`` runs them
-# all, so it reads every variable); ``replay`` is ``uplink archive cat`` and ``replay``.
-PROCESSES = ("ingress", "archive", "media", "router", "topics", "replay")
+# all, so it reads every variable); ``replay`` is ``uplink archive cat`` and ``replay``;
+# ``console`` is the web console (``uplink console``).
+PROCESSES = ("ingress", "archive", "media", "router", "topics", "replay", "console")
 ALL = PROCESSES
 WORKERS = ("archive", "media", "router")
 INGRESS = ("ingress",)
+CONSOLE = ("console",)
 
 _DECLARED = "uplink.variable"
 

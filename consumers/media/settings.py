@@ -121,7 +121,7 @@ class MediaSettings:
     root: Location = variable(
         "UPLINK_MEDIA_DIR",
         LOCATION,
-        MEDIA,
+        ("media", "console"),
         "where objects are kept: a directory, or `s3://bucket/prefix`",
         shown="required",
         flag="--media-dir",

@@ -14,6 +14,7 @@ from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings
 from consumers.router.settings import RouterSettings
 from uplink.cli.reference import page, variables
+from uplink.console.settings import ConsoleSettings
 from uplink.exceptions import ConfigError
 from uplink.s3.settings import S3Settings
 from uplink.settings import IngressSettings, LogSettings, WorkerSettings
@@ -47,6 +48,7 @@ def every_process(environ: dict[str, str]) -> list[object]:
         MediaSettings.from_env(environ, root="var/media"),
         S3Settings.from_env(environ),
         LogSettings.from_env(environ),
+        ConsoleSettings.from_env(environ),
     ]
 
 

@@ -49,6 +49,7 @@ class DevSettings:
     port: int = 8080
     kafka_port: int = 9092
     metrics_port: int = 9101  # archive, media, router on this and the next two; 0: free ports
+    console_port: int = 8090  # the web console, on loopback; 0: a free port
     rules: Path = field(default_factory=example_rules)
     stop_timeout: float = 30.0  # per part, before it is killed
     kafka_timeout: float = 60.0  # until the broker's coordinators and the topics' leaders answer
@@ -104,10 +105,13 @@ def _http_status(url: str) -> int | str:
 
 
 def parts(settings: DevSettings) -> list[Part]:
-    """What runs, in start order: the ingress, then the archive, media and router workers."""
+    """What runs, in start order: the ingress, the archive, media and router workers, then the
+    console (on loopback, actions allowed: the pipeline is the developer's own)."""
     var = settings.var_dir
     base = settings.metrics_port
     metrics = [free_port() for _ in range(3)] if base == 0 else [base, base + 1, base + 2]
+    console = settings.console_port or free_port()
+    media = ["--media-dir", str(var / "media")]
     uplink = [
         sys.executable, "-m", "uplink.cli.main",
         "--log-level", settings.log_level, "--log-format", settings.log_format,
@@ -135,6 +139,13 @@ def parts(settings: DevSettings) -> list[Part]:
                 metrics,
                 strict=True,
             )
+        ),
+        Part(
+            "console",
+            [*uplink, "console", "--port", str(console), *media, "--allow-actions"],
+            clean=(0, -signal.SIGTERM),  # uvicorn's, as the ingress's
+            ready_url=f"{local_url('', console)}/healthz",
+            ready_status=200,
         ),
     ]
 
@@ -408,7 +419,8 @@ uplink dev: the whole pipeline on this machine is up (Ctrl-C stops it, the broke
   archive    {var / "archive"}   (uplink archive cat FILE...)
   media      {var / "media"}
   router     rules in {settings.rules}
-  workers    metrics on {", ".join(str(p.argv[-1]) for p in self._parts[1:])}
+  workers    metrics on {", ".join(str(p.argv[-1]) for p in self._parts[1:4])}
+  console    {self._parts[4].ready_url.removesuffix("healthz")}   (dead letters, traces, chats)
   try:       {self._curl(url)}
 """,
             flush=True,

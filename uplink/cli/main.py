@@ -135,11 +135,47 @@ def _dev(args: argparse.Namespace) -> int:
         port=args.port,
         kafka_port=args.kafka_port,
         metrics_port=args.metrics_port,
+        console_port=args.console_port,
         rules=Path(rules) if rules else example_rules(),
         log_format=args.log_format,
         log_level=args.log_level,
     )
     return dev.run(settings, args.environ)
+
+
+def _console(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from consumers.media.settings import MediaSettings
+    from uplink.cli.operate import groups_option
+    from uplink.console import ConsoleSettings, console_app
+    from uplink.s3.settings import location
+    from uplink.settings import IngressSettings
+    from uplink.variables import declaration
+
+    environ = args.environ
+    # The media store the media worker writes to: --media-dir, else its UPLINK_MEDIA_DIR.
+    media_dir = declaration(MediaSettings, "root")
+    media = args.media_dir or media_dir.read(environ)
+    where = "--media-dir" if args.media_dir else media_dir.name
+    settings = ConsoleSettings.from_env(
+        environ,
+        host=args.host,
+        port=args.port,
+        allow_actions=args.allow_actions,
+        media=location(media, where, environ) if media else None,
+        ingress_token=declaration(IngressSettings, "token").read(environ),
+        groups={**ConsoleSettings().groups, **(groups_option(args.group) or {})},
+    )
+    uvicorn.run(
+        console_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        access_log=False,
+        log_config=args.log_config,
+    )
+    return 0
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -501,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=9101,
         help="archive's metrics port; media and router take the next two (0: free ports)",
     )
+    dev.add_argument(
+        "--console-port", type=int, default=8090, help="the web console's port (0: a free one)"
+    )
 
     media = verbs.add_parser(
         "media", help="media worker (group uplink-media): fetch, verify and keep media"
@@ -513,6 +552,25 @@ def build_parser() -> argparse.ArgumentParser:
     media.set_defaults(run=_media)
 
     dev.set_defaults(run=_dev)
+
+    console = verbs.add_parser(
+        "console",
+        help="the web console: overview, dead letters, quarantine, traces, conversations",
+        description="Serves the console on --host:--port. On any address but loopback "
+        "UPLINK_CONSOLE_TOKEN is required. Re-drives and reposts are off unless --allow-actions.",
+    )
+    console.add_argument("--host", default="127.0.0.1")
+    console.add_argument("--port", type=int, default=8090)
+    console.add_argument(
+        "--allow-actions", action="store_true", help="allow re-drives and reposts (POSTs)"
+    )
+    console.add_argument(
+        "--group", action="append", help="WORKER=GROUP, repeated (default uplink-<worker>)"
+    )
+    console.add_argument(
+        "--media-dir", help="the media store to show media from (or UPLINK_MEDIA_DIR)"
+    )
+    console.set_defaults(run=_console)
 
     from uplink.cli.operate import add_verbs
 

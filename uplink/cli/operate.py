@@ -91,7 +91,7 @@ def _since(text: str, option: str = "--since") -> int | None:
     return None if text == "all" else parse_time(text, option)
 
 
-def _groups(pairs: list[str] | None) -> dict[str, str] | None:
+def groups_option(pairs: list[str] | None) -> dict[str, str] | None:
     """``--group WORKER=GROUP``, repeated: the groups to report on (default uplink-<worker>
     of each worker)."""
     if not pairs:
@@ -245,7 +245,7 @@ def _trace(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _codec(env) as codec:
-            tracer = Tracer(kafka, topics, codec, _groups(args.group), scan=scan)
+            tracer = Tracer(kafka, topics, codec, groups_option(args.group), scan=scan)
             found = await tracer.trace(args.message_id, since, until, key, outputs)
         if args.json:
             _emit([found.row()], True, [])
@@ -305,7 +305,7 @@ def _conversation(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _codec(env) as codec, TopicReader(KafkaClients(kafka), scan) as reader:
-            tracer = Tracer(kafka, topics, codec, _groups(args.group), scan=scan)
+            tracer = Tracer(kafka, topics, codec, groups_option(args.group), scan=scan)
             lines = await conversation(
                 tracer, reader, codec, topics.messages, args.business, args.sender, since
             )

@@ -14,6 +14,7 @@ from dataclasses import MISSING
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
 from consumers.router.settings import RouterSettings
+from uplink.console.settings import ConsoleSettings
 from uplink.s3.settings import CredentialChain, S3Settings
 from uplink.settings import (
     IngressSettings,
@@ -50,6 +51,7 @@ SECTIONS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
         (RouterSettings,),
     ),
     ("Archive", "The archive worker and `uplink archive cat` / `replay`.", (ArchiveSettings,)),
+    ("Console", "The web console (`uplink console`, docs/console.md).", (ConsoleSettings,)),
     (
         "Media",
         "The media worker's downloads.",
@@ -77,7 +79,8 @@ start-up with exit code 2 and a message naming the variable, for example
 a log line, a repr or an error message.
 
 `read by` names the processes: `ingress`, the workers `archive`, `media` and `router`, `topics`
-(`uplink topics`) and `replay` (`uplink archive cat` and `replay`); `all` is every one of them.
+(`uplink topics`), `replay` (`uplink archive cat` and `replay`) and `console` (`uplink console`);
+`all` is every one of them.
 `uplink dev` runs them all, so it reads every variable.
 """
 

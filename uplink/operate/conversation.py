@@ -1,5 +1,7 @@
 """A conversation's pushes in order: its key picks its one partition, which is read over the
-window; each push with its type, text or caption, media reference and what the groups did."""
+window; each push with its type, text or caption, media reference and what the groups did.
+Meta's statuses of the business's own messages to the customer share the conversation's key
+(``StatusCodec.key``): ``statuses`` reads them the same way."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from schemas import PushCodec, SchemaError
+from schemas.meta import StatusCodec
 from uplink.operate.trace import Tracer, conversation_key, partition_of
 from uplink.operate.window import Record, TopicReader, iso
 
@@ -33,9 +36,9 @@ class Line:
                 text = text or part.get("caption")
                 media = part.get("filePath") or part.get("id")
                 kind = kind or name
-        stamp = push.get("timestamp")
+        stamp = push.get("timestamp")  # seconds, as the provider sends it
         return {
-            "time": iso(stamp if isinstance(stamp, int) else self.record.timestamp),
+            "time": iso(stamp * 1000 if isinstance(stamp, int) else self.record.timestamp),
             "type": kind,
             "text": text,
             "media": media,
@@ -72,3 +75,31 @@ async def conversation(
         status = "processed" if not behind else "pending: " + ", ".join(behind)
         lines.append(Line(record, push, status if push is not None else "undecodable"))
     return lines
+
+
+async def statuses(
+    reader: TopicReader, topic: str, business: str, recipient: str, since_ms: int
+) -> list[dict[str, Any]]:
+    """The newest status of each of the business's messages to ``recipient`` since
+    ``since_ms`` (sent, delivered, read, failed), in the order of their first status."""
+    if topic not in await reader.consumer.topics():
+        return []
+    key = conversation_key(business, recipient)
+    partition = partition_of(key, await reader.partitions(topic))
+    codec = StatusCodec()
+    newest: dict[str, dict[str, Any]] = {}
+    async for record in reader.read(topic, since_ms, partitions=[partition]):
+        if record.key != key:
+            continue
+        try:
+            status = codec.decode(record.value or b"")
+        except SchemaError:
+            continue
+        stamp = status.get("timestamp")
+        first = newest.get(status["id"], {}).get("time")
+        newest[status["id"]] = {
+            "id": status["id"],
+            "status": status.get("status"),
+            "time": first or iso(stamp * 1000 if isinstance(stamp, int) else record.timestamp),
+        }
+    return list(newest.values())

@@ -98,11 +98,14 @@ class Filter:
     worker: str | None = None  # None: every worker
     reason: str | None = None  # a substring of the reason, case-insensitive
     since_ms: int | None = None  # None: from the beginning of the DLQs
+    refs: frozenset[Ref] | None = None  # None: any; else only these (a console's selection)
 
     def workers(self) -> list[str]:
         return [self.worker] if self.worker else list(WORKERS)
 
     def matches(self, letter: DeadLetter) -> bool:
+        if self.refs is not None and letter.ref not in self.refs:
+            return False
         return self.reason is None or self.reason.lower() in letter.reason.lower()
 
 

@@ -192,27 +192,11 @@ class Tracer:
     async def _media(
         self, reader: TopicReader, message_id: str, since_ms: int
     ) -> list[dict[str, Any]]:
-        topic = self._topics.media
-        if topic not in await reader.consumer.topics():
-            return []
-        codec = MediaCodec()
-        stored: list[dict[str, Any]] = []
-        async for record in reader.read(topic, since_ms):
-            try:
-                event = codec.decode(record.value or b"")
-            except SchemaError:
-                continue
-            if event.get("messageId") == message_id:
-                stored.append(
-                    {
-                        "uri": event["uri"],
-                        "sha256": event["sha256"],
-                        "size": event["size"],
-                        "type": event["type"],
-                        "at": f"{record.topic}/{record.partition}@{record.offset}",
-                    }
-                )
-        return stored
+        found = await stored_media(reader, self._topics.media, since_ms, {message_id})
+        return [
+            {k: v for k, v in event.items() if k not in ("messageId", "mimeType")}
+            for event in found.get(message_id, [])
+        ]
 
     async def _statuses(
         self,
@@ -313,3 +297,34 @@ def _state(
     return GroupState(
         group, worker, "pending", f"{record.offset - committed} records before it to go"
     )
+
+
+async def stored_media(
+    reader: TopicReader, topic: str, since_ms: int, message_ids: set[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """What the media worker stored since ``since_ms`` (its events in ``topic``), by messageId:
+    of ``message_ids`` only, or of every push."""
+    if topic not in await reader.consumer.topics():
+        return {}
+    codec = MediaCodec()
+    stored: dict[str, list[dict[str, Any]]] = {}
+    async for record in reader.read(topic, since_ms):
+        try:
+            event = codec.decode(record.value or b"")
+        except SchemaError:
+            continue
+        message_id = event.get("messageId")
+        if message_ids is not None and message_id not in message_ids:
+            continue
+        stored.setdefault(str(message_id), []).append(
+            {
+                "messageId": message_id,
+                "uri": event["uri"],
+                "sha256": event["sha256"],
+                "size": event["size"],
+                "type": event["type"],
+                "mimeType": event.get("mimeType"),
+                "at": f"{record.topic}/{record.partition}@{record.offset}",
+            }
+        )
+    return stored

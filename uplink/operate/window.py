@@ -7,6 +7,7 @@ ended), for the operator's "how far it read" line.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 import time
@@ -102,6 +103,25 @@ async def partitions_of(clients: KafkaClients, topic: str) -> list[int]:
     return partitions
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer, patience: float = 1.0) -> None:
+    """``consumer.stop()``, which cannot hang. aiokafka's fetch routine (0.14) cancels its
+    in-flight fetches after an assignment change inside ``suppress(CancelledError)``: a stop
+    that lands then has its cancellation swallowed, and ``stop()`` waits on the routine forever
+    (a read's unsubscribe followed at once by the stop, as a console page does). The routine
+    is cancelled again until the stop ends."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    while True:
+        done, _ = await asyncio.wait({stopping}, timeout=patience)
+        if done:
+            stopping.result()
+            return
+        routine: asyncio.Task[None] | None = getattr(
+            getattr(consumer, "_fetcher", None), "_fetch_task", None
+        )
+        if routine is not None and not routine.done():
+            routine.cancel()
+
+
 class TopicReader:
     """One consumer without a group (nothing committed) for a command's reads; ``async with``."""
 
@@ -118,7 +138,7 @@ class TopicReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:

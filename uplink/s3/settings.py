@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from uplink.exceptions import ConfigError
 from uplink.variables import BOOLEAN, PATH, SECRET, TEXT, URL, Secret, read, validate, variable
 
-STORES = ("archive", "media", "replay")  # the processes that may read or write a bucket
+# The processes that may read or write a bucket (the console reads the media store).
+STORES = ("archive", "media", "replay", "console")
 
 
 def _endpoint(value: str) -> str | None:

@@ -281,7 +281,9 @@ def test_dev_refuses_a_bad_setting_of_any_part_before_starting_anything(tmp_path
 def test_dev_names_the_parts_that_did_not_come_up_and_stops_waiting_for_one_that_exited(
     tmp_path: Path,
 ) -> None:
-    settings = DevSettings(var_dir=tmp_path, port=free_port(), metrics_port=0, ready_timeout=1.0)
+    settings = DevSettings(
+        var_dir=tmp_path, port=free_port(), metrics_port=0, console_port=0, ready_timeout=1.0
+    )
     pipeline = Pipeline(settings, {})
     started = pipeline._parts
     try:
@@ -324,7 +326,7 @@ async def test_dev_runs_the_pipeline_and_resumes_without_loss_or_duplicates(
     var = tmp_path / "var"
     argv = [
         sys.executable, "-m", "uplink.cli.main", "dev", "--port", str(port), "--var-dir", str(var),
-        "--metrics-port", "0", "--rules", str(tmp_path / "rules.toml"),
+        "--metrics-port", "0", "--console-port", "0", "--rules", str(tmp_path / "rules.toml"),
         "--kafka-port", str(kafka_port),
     ]  # fmt: skip
     media_root = var / "media" / "sha256"
@@ -406,7 +408,7 @@ async def test_dev_comes_up_in_an_empty_directory_with_the_rules_it_ships(
     port, kafka_port = free_port(), free_port()
     bootstrap = f"127.0.0.1:{kafka_port}"
     argv = [*command, "dev", "--port", str(port), "--kafka-port", str(kafka_port)]
-    argv += ["--metrics-port", "0"]
+    argv += ["--metrics-port", "0", "--console-port", "0"]
     rules = compile_rules(tomllib.loads(example_rules().read_text()), {}, source="example")
     routed: list[str] = []
 
