@@ -16,7 +16,14 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
 from ingress.body import read_body
-from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded, Unreachable
+from ingress.exceptions import (
+    BodyTooLarge,
+    NotDurable,
+    NotRegistered,
+    Overloaded,
+    Refused,
+    Unreachable,
+)
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
 from ingress.responses import JSON_HEADERS, respond
@@ -128,6 +135,8 @@ class PushEndpoint:
             if isinstance(exc, NotRegistered)
             else "unreachable"
             if isinstance(exc, Unreachable)
+            else "refused"
+            if isinstance(exc, Refused)
             else "kafka"
         )
         self._metrics.shed[cause] += 1

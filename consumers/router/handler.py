@@ -145,7 +145,7 @@ class TransactionalOutputs:
             max_request_size=self._worker.kafka.max_request_size,
         )
         try:
-            await producer.start()  # InitProducerId: fences the previous owner
+            await self._clients.start(producer)  # InitProducerId: fences the previous owner
         except BaseException:
             await producer.stop()
             raise
