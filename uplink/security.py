@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uplink.exceptions import ConfigError
@@ -94,12 +95,20 @@ def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             # Which file: a key that does not match, or a wrong password, is the key's.
             named = "SSL_KEYFILE" if settings.ssl_keyfile else "SSL_CERTFILE"
-            if password is not None and "password" in str(exc).lower():
+            if password is not None and _encrypted(settings.ssl_keyfile or settings.ssl_certfile):
                 named = "SSL_KEY_PASSWORD"
             raise ConfigError(
                 f"{_PREFIX}{named}", f"cannot load the client certificate and key: {exc}"
             ) from None
     return context
+
+
+def _encrypted(path: str) -> bool:
+    """A PEM file with an encrypted private key (then a load that fails is the password's)."""
+    try:
+        return b"ENCRYPTED" in Path(path).read_bytes()
+    except OSError:
+        return False
 
 
 def client_security(settings: KafkaSettings) -> dict[str, Any]:
