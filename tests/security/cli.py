@@ -68,13 +68,13 @@ class Verb:
         assert self.process.returncode is not None
         return Run(self.process.returncode, stdout.decode(), stderr.decode())
 
-    async def stop(self, timeout: float = 60) -> Run:
+    async def stop(self, timeout: float = 120) -> Run:
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         return await self.wait(timeout)
 
 
-async def uplink(env: dict[str, str], *argv: str, timeout: float = 120) -> Run:
+async def uplink(env: dict[str, str], *argv: str, timeout: float = 300) -> Run:
     """Run a verb to its end."""
     return await (await Verb(argv, env).start()).wait(timeout)

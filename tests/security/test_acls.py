@@ -43,7 +43,7 @@ def rules_for(root: str, tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 async def until_ready(client: httpx.AsyncClient, url: str) -> None:
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(180):
         while True:
             try:
                 if (await client.get(f"{url}/readyz")).status_code == 200:
@@ -106,7 +106,7 @@ async def test_the_pipeline_runs_on_exactly_the_documented_acls(
         # Routed in a transaction, media fetched and its event written, archived.
         assert len(await records_of(secured, f"{root}.analytics.v1", 1)) == 1
         assert len(await records_of(secured, f"{root}.media.v1", 1)) == 1
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(180):
             while not list((tmp_path / "archive").rglob("*.avro")):  # noqa: ASYNC110 (polled)
                 await asyncio.sleep(0.2)
     finally:
@@ -152,7 +152,7 @@ async def test_a_worker_without_an_acl_it_needs_exits_78_naming_it(
     )
     if worker == "router":  # its transactions start with a record to route
         await _one_push(secured, root)
-    run = await uplink(env, *argv, timeout=90)
+    run = await uplink(env, *argv, timeout=300)
     assert run.code == 78, run.stderr[-3000:]
     assert f"Kafka refused access to a {said}" in run.stderr
     assert "Traceback" not in run.stderr
@@ -192,7 +192,7 @@ async def test_the_ingress_without_its_write_acl_answers_503_and_says_why(
             body = EXAMPLES.joinpath("text.json").read_bytes()
             assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
             await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(180):
                 while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
             answer = await client.post(f"{url}/v1/uplink", content=body)

@@ -42,7 +42,7 @@ async def records_of(secured: SecuredBroker, topic: str, count: int) -> list[byt
             partitions = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         values: list[bytes] = []
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(180):
             while len(values) < count:
                 batches = await consumer.getmany(timeout_ms=500)
                 values += [r.value for rs in batches.values() for r in rs if r.value is not None]
@@ -214,7 +214,7 @@ async def test_ingress_archive_and_router_on_a_listener_that_requires_client_cer
     ]
     try:
         async with httpx.AsyncClient() as client:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(180):
                 while True:
                     try:
                         if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
@@ -226,7 +226,7 @@ async def test_ingress_archive_and_router_on_a_listener_that_requires_client_cer
             assert answer.status_code == 200, answer.text
         # The router's copy of everything (the example rules' "analytics"), in a transaction.
         assert len(await records_of(secured, f"{ns}.analytics.v1", 1)) == 1
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(180):
             while not list(archive_dir.rglob("*.avro")):  # noqa: ASYNC110 (files: polled)
                 await asyncio.sleep(0.2)
     finally:
