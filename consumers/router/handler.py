@@ -51,6 +51,7 @@ from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.handler import Handler, Inbound
 from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
+from uplink.exceptions import KafkaRefused
 from uplink.kafka import KafkaClients
 from uplink.settings import WorkerSettings
 
@@ -118,6 +119,7 @@ class TransactionalOutputs:
         self._buffered: dict[TopicPartition, list[OutputRecord | Parked]] = {}
         self._commits: dict[TopicPartition, asyncio.Task[None]] = {}
         self._failed = failed
+        self.refused: BaseException | None = None  # Kafka refused a transaction (an ACL)
         self._partitioner = KeyHashes()
 
     def prepare(self, partitions: list[TopicPartition]) -> None:
@@ -178,6 +180,8 @@ class TransactionalOutputs:
     def _committed(self, tp: TopicPartition, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._failed.add(tp)  # its next record stops the worker (Router.handle)
+            if isinstance(task.exception(), KafkaRefused):
+                self.refused = task.exception()  # raised as the cause: a configuration error
 
     async def _commit(
         self, tp: TopicPartition, outputs: list[OutputRecord | Parked], position: int, group: str
@@ -249,7 +253,7 @@ class TransactionalOutputs:
             return
         try:
             producer = await task
-        except (KafkaError, asyncio.CancelledError):
+        except (KafkaError, KafkaRefused, asyncio.CancelledError):
             return  # never started: nothing to close
         try:
             await producer.stop()
@@ -328,14 +332,14 @@ class Router(Handler):
         if self._failed or self._lost:
             failed = sorted(self._failed | self._lost)
             names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in failed)
-            raise RouterError(f"transactions of {names} not committed")
+            raise RouterError(f"transactions of {names} not committed") from self._outputs.refused
 
     # --- Handler -----------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> Positions | None:
         tp, record = inbound.tp, inbound.record
         if tp in self._failed:
-            raise RouterError(f"{tp}: an earlier transaction failed")
+            raise RouterError(f"{tp}: an earlier transaction failed") from self._outputs.refused
         if self._redrive:
             endpoint = _header(record, H_ENDPOINT)
             if endpoint is not None:

@@ -13,6 +13,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -112,6 +113,7 @@ class IdentityProvider(BlockingResource):
             "sub": subject,
             "iat": now,
             "exp": now + int(client.lifetime),
+            "jti": uuid.uuid4().hex,  # each token its own, also two issued in one second
             **({"scope": scope} if scope else {}),
         }
         signing = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
