@@ -33,7 +33,7 @@ from aiokafka.protocol.admin import SaslAuthenticateRequest, SaslHandShakeReques
 from uplink.exceptions import AuthenticationRefused, AuthorizationRefused, KafkaRefused
 from uplink.settings import KafkaSettings
 
-_ACLS = 'its ACLs (docs/security.md, "ACLs")'
+_ACLS = 'docs/security.md, "ACLs"'
 _AUTHORIZATIONS: dict[type[KafkaError], str] = {
     TopicAuthorizationFailedError: "a topic",
     GroupAuthorizationFailedError: "a consumer group",
@@ -58,7 +58,7 @@ def refusal(exc: BaseException, settings: KafkaSettings | None = None) -> KafkaR
             if isinstance(each, kind):
                 return AuthorizationRefused(
                     f"Kafka refused access to {what}{_who(settings)}: {_said(each)}",
-                    f"the principal's ACLs on {what[2:]} ({_ACLS[4:]}",
+                    f"the principal's ACLs on {what[2:]} ({_ACLS})",
                 )
     return None
 

@@ -78,3 +78,11 @@ class Verb:
 async def uplink(env: dict[str, str], *argv: str, timeout: float = 300) -> Run:
     """Run a verb to its end."""
     return await (await Verb(argv, env).start()).wait(timeout)
+
+
+def stopped_cleanly(verb: Verb, run: Run) -> bool:
+    """Ended by the SIGTERM ``stop`` sent after a clean stop: exit code 0, or, for the ingress,
+    uvicorn's re-raise of the signal once the application has shut down."""
+    if verb.argv[0] == "ingress":
+        return run.code in (0, -signal.SIGTERM) and "Application shutdown complete" in run.stderr
+    return run.code == 0

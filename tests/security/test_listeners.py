@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.router.rules import example_rules
 from tests.conftest import EXAMPLES
-from tests.security.cli import Verb, namespace_env, uplink
+from tests.security.cli import Verb, namespace_env, stopped_cleanly, uplink
 from tests.servers.secured import FORGED, SHORT_LIFETIME, SHORT_LIVED, SecuredBroker
 from uplink.broker import free_port
 from uplink.exceptions import AuthenticationRefused
@@ -232,4 +232,4 @@ async def test_ingress_archive_and_router_on_a_listener_that_requires_client_cer
     finally:
         ended = [await part.stop() for part in parts]
     for part, run in zip(parts, ended, strict=True):
-        assert run.code == 0, (part.argv, run.stderr[-2000:])
+        assert stopped_cleanly(part, run), (part.argv, run.code, run.stderr[-2000:])
