@@ -63,6 +63,13 @@ class KafkaClients:
         # Imported here: uplink.refusals builds on the settings' client options too.
         from uplink.refusals import diagnose, refusal
 
+        if self.settings.sasl_mechanism in _TOKENS:
+            # aiokafka does not read the broker's answer to a token (an error status, RFC 7628)
+            # and goes on as if accepted: the broker then drops the connection, which looks
+            # like an outage. Asked first, here, so a refused token stops start-up.
+            refused = await diagnose(self.settings, tls=False)
+            if refused is not None:
+                raise refused
         try:
             await client.start()
         except KafkaError as exc:
@@ -72,13 +79,6 @@ class KafkaClients:
             if refused is not None:
                 raise refused from exc
             raise
-        if self.settings.sasl_mechanism in _TOKENS:
-            # aiokafka does not read the broker's answer to a token (an error status, RFC 7628),
-            # and goes on as if accepted: the broker then drops the connection, which looks
-            # like an outage. Asked once, here, so a refused token stops start-up.
-            refused = await diagnose(self.settings, tls=False)
-            if refused is not None:
-                raise refused
 
 
 def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
