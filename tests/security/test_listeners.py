@@ -162,7 +162,9 @@ async def test_the_msk_iam_token_reaches_the_broker_as_an_oauthbearer_token(
             await clients.start(admin)
     finally:
         await admin.close()
-    assert secured.log_text().count(malformed) > before
+    async with asyncio.timeout(30):  # the broker's log is written as its lines come
+        while secured.log_text().count(malformed) <= before:  # noqa: ASYNC110 (a file: polled)
+            await asyncio.sleep(0.1)
 
 
 async def test_uplink_topics_refused_certificate_exits_78_naming_it(
