@@ -128,8 +128,19 @@ async def _probe(settings: KafkaSettings, host: str, port: int, tls: bool) -> Ka
         return refusal(exc, settings)
     except OSError:
         return None
-    connection.close()
+    await _close(connection)
     return None
+
+
+async def _close(connection: AIOKafkaConnection) -> None:
+    """Close and wait (briefly) until the transport is gone: a TLS connection's shutdown takes
+    a few turns of the loop, and a probe's caller may end the loop right after."""
+    connection.close()
+    closed = getattr(connection, "_closed_fut", None)  # aiokafka's: set on connection_lost
+    if closed is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await asyncio.shield(closed)
 
 
 def _connection(options: dict[str, Any]) -> dict[str, Any]:
@@ -212,4 +223,4 @@ async def _oauthbearer(
             )
         return None
     finally:
-        connection.close()
+        await _close(connection)
