@@ -37,7 +37,7 @@ from uplink.topics import ensure_topics
 async def bare_loop(kafka: KafkaSettings, topic: str, count: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka.bootstrap_servers,
+        **kafka.client_options(),
         group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -53,9 +53,7 @@ async def fill(
     ]
     now = time.time_ns() // 1_000_000
     start = now - SPAN_MS
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, linger_ms=50, max_batch_size=1 << 20
-    )
+    producer = AIOKafkaProducer(**kafka.client_options(), linger_ms=50, max_batch_size=1 << 20)
     await producer.start()
     try:
         pending = []

@@ -47,9 +47,7 @@ async def fill(
     """Produce a record of each push: to ``partition`` (default: by key), with record time
     ``timestamp(n)`` for the n-th (default: now)."""
     now = time.time_ns() // 1_000_000
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, linger_ms=20, max_batch_size=1 << 20
-    )
+    producer = AIOKafkaProducer(**kafka.client_options(), linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
         pending = []

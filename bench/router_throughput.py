@@ -164,14 +164,14 @@ async def bare_loop(
     group = f"bench-bare-{uuid.uuid4().hex[:6]}"
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka.bootstrap_servers,
+        **kafka.client_options(),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **kafka.client_options(),
         acks="all",
         enable_idempotence=True,
         linger_ms=0,  # the router's producer settings, for a like-for-like baseline

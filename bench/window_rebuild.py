@@ -39,7 +39,7 @@ def pushes(count: int) -> Iterator[dict[str, Any]]:
 
 async def bare_loop(kafka: KafkaSettings, tp: TopicPartition, count: int) -> float:
     """Seconds to read the partition's ``count`` records from its start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign([tp])

@@ -93,6 +93,7 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         buffered=lambda: producer.buffered,
         withdrawn=lambda: producer.withdrawn,
         reachable=lambda: producer.reachability.reachable,
+        refusals=lambda: producer.refusals,
     )
     codec = PushCodec()
     meta = settings.meta
@@ -121,8 +122,12 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         for pending in (r for r in registrations if not r.done):
             reason = f"schema not registered: {pending.subject}: {pending.problem}"
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
-        if await producer.check():
+        if await producer.check() and producer.refused is None:
             return JSONResponse({"status": "ready"})
+        refused = producer.refused
+        if refused is not None:
+            said = {"reason": refused.reason, "refused": refused.refused, "check": refused.check}
+            return JSONResponse({"status": "not ready", **said}, 503)
         return JSONResponse({"status": "not ready", "reason": "Kafka not reachable"}, 503)
 
     async def metrics_endpoint(request: Request) -> Response:

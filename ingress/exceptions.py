@@ -23,6 +23,11 @@ class Unreachable(NotDurable):
     """No broker has answered for a while: refused at once rather than after the timeout."""
 
 
+class Refused(NotDurable):
+    """Kafka refused our credentials or the write (an ACL): a configuration error on our side;
+    503 all the same, so the provider's retries may land once it is fixed."""
+
+
 class NotRegistered(NotDurable):
     """The push schema is not registered yet (a registry is configured): no record can be
     framed with its id, so none is written."""

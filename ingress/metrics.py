@@ -32,6 +32,7 @@ class IngressMetrics:
         buffered: Callable[[], float] = lambda: 0,
         withdrawn: Callable[[], float] = lambda: 0,
         reachable: Callable[[], bool] = lambda: True,
+        refusals: Callable[[], Counter[str]] = Counter,
     ) -> None:
         self.pushes: Counter[int] = Counter()  # by HTTP status code
         self.quarantined: Counter[str] = Counter()  # by reason: not_a_push, too_large
@@ -43,6 +44,7 @@ class IngressMetrics:
         self._buffered = buffered
         self._withdrawn = withdrawn
         self._reachable = reachable
+        self._refusals = refusals
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -75,7 +77,14 @@ class IngressMetrics:
             "Pushes answered 503 because they could not be made durable",
             "cause",
             self.shed,
-            ("kafka", "unreachable", "overloaded", "schema"),
+            ("kafka", "unreachable", "overloaded", "schema", "refused"),
+        )
+        yield _by_label(
+            "uplink_ingress_kafka_refusals",
+            "Times Kafka refused our credentials (authentication) or a write (authorization)",
+            "kind",
+            self._refusals(),
+            ("authentication", "authorization"),
         )
         yield GaugeMetricFamily(
             "uplink_ingress_kafka_reachable",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -13,13 +14,17 @@ from aiokafka.errors import KafkaError, UnsupportedVersionError
 
 from ingress.accumulator import buffered, withdraw_refused
 from ingress.deadlines import DeadlineExceeded, Deadlines
-from ingress.exceptions import NotDurable, Overloaded, Unreachable
+from ingress.exceptions import NotDurable, Overloaded, Refused, Unreachable
 from uplink._partition import partition
+from uplink.exceptions import AuthenticationRefused, KafkaRefused
 from uplink.kafka import KafkaClients, broker_answers
 from uplink.reachability import Reachability
+from uplink.refusals import diagnose, refusal
 from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
+
+_DIAGNOSE_EVERY = 5.0  # seconds
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -35,6 +40,9 @@ class DurableProducer(Resource):
     (``Unreachable``) rather than wait out the timeout, until a broker answers again. The record
     of a send that timed out is withdrawn from the producer's buffer while it has not been sent
     (ingress/accumulator.py), so the buffer does not grow with an outage's length.
+
+    Kafka refusing our credentials or an ACL is told apart from an outage: ``refused`` holds
+    the refusal (for /readyz) until a broker accepts us again, and ``refusals`` counts them.
     """
 
     def __init__(
@@ -63,6 +71,9 @@ class DurableProducer(Resource):
         self._closed = False
         self._withdraw_soon = False
         self.withdrawn = 0  # records of refused sends dropped before they were ever sent
+        self.refused: KafkaRefused | None = None
+        self.refusals: Counter[str] = Counter()  # by kind: authentication, authorization
+        self._diagnosed = -_DIAGNOSE_EVERY  # when ``check`` last asked why Kafka did not answer
         self.reachability = Reachability(
             self.check, after=unreachable_after, remind_every=remind_every, summary=summary
         )
@@ -109,15 +120,18 @@ class DurableProducer(Resource):
             try:
                 if self._prepare is not None:
                     await self._prepare()
-                await producer.start()
+                await self._clients.start(producer)
             except UnsupportedVersionError:
                 await producer.stop()
                 # "the idempotent producer where the broker allows": fall back to plain acks=all.
                 log.warning("broker refuses the idempotent producer; using acks=all without it")
                 idempotent = False
                 continue
-            except KafkaError as exc:
+            except (KafkaError, KafkaRefused) as exc:
                 await producer.stop()
+                refused = refusal(exc, self._clients.settings)
+                if refused is not None:
+                    self._refusal(refused)
                 # Said once; the reachability log reminds of it while it lasts.
                 level = logging.DEBUG if said else logging.WARNING
                 log.log(level, "Kafka not ready (%r); retrying in %.1fs", exc, delay)
@@ -133,6 +147,7 @@ class DurableProducer(Resource):
                 await producer.stop()
                 return
             self._producer = producer
+            self.refused = None
             self.reachability.answered()  # starting fetched the cluster's metadata
             log.info("producer connected to %s", self._clients.settings.bootstrap_servers)
             return
@@ -145,6 +160,8 @@ class DurableProducer(Resource):
         if producer is None:
             raise NotDurable("not connected to Kafka yet")
         reachability = self.reachability
+        if isinstance(self.refused, AuthenticationRefused) and not reachability.reachable:
+            raise Refused(str(self.refused))
         if not reachability.reachable:
             raise Unreachable(f"no Kafka broker has answered for {reachability.silent_for:.0f}s")
         if self._in_flight >= self._max_in_flight:
@@ -161,13 +178,25 @@ class DurableProducer(Resource):
                 )
                 await delivery
             reachability.answered()
+            self.refused = None  # a write went through: whatever was refused is not any more
         except DeadlineExceeded:
             self._withdraw_later()
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
         except KafkaError as exc:
+            refused = refusal(exc, self._clients.settings)
+            if refused is not None:
+                self._refusal(refused)
+                raise Refused(str(refused)) from exc
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
+
+    def _refusal(self, refused: KafkaRefused) -> None:
+        if self.refused is None or str(self.refused) != str(refused):
+            log.error("%s", refused)  # said when it changes, not for every push it refuses
+        self.refused = refused
+        kind = "authentication" if isinstance(refused, AuthenticationRefused) else "authorization"
+        self.refusals[kind] += 1
 
     def _withdraw_later(self) -> None:
         """Withdraw refused records once the deadline sweep's other cancelled sends have run
@@ -196,10 +225,26 @@ class DurableProducer(Resource):
     async def check(self, timeout: float = 2.0) -> bool:
         """A metadata round trip: is a broker answering right now?"""
         producer = self._producer
-        if producer is None or not await broker_answers(producer.client, timeout):
+        if producer is None:
+            return False
+        if not await broker_answers(producer.client, timeout):
+            await self._diagnose()
             return False
         self.reachability.answered()
+        if isinstance(self.refused, AuthenticationRefused):
+            self.refused = None  # connected: the credentials are accepted again
         return True
+
+    async def _diagnose(self) -> None:
+        """Why no broker answers, when it is Kafka refusing our credentials (rotated, revoked);
+        asked at most every few seconds: a probe is a connection of its own."""
+        now = asyncio.get_running_loop().time()
+        if now - self._diagnosed < _DIAGNOSE_EVERY:
+            return
+        self._diagnosed = now
+        refused = await diagnose(self._clients.settings)
+        if refused is not None:
+            self._refusal(refused)
 
     async def stop(self) -> None:
         """Flush what is buffered (in-flight pushes still get their answer) and disconnect."""

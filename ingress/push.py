@@ -15,7 +15,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from ingress.auth import TokenAuth
-from ingress.exceptions import BodyTooLarge, NotDurable, NotRegistered, Overloaded, Unreachable
+from ingress.exceptions import (
+    BodyTooLarge,
+    NotDurable,
+    NotRegistered,
+    Overloaded,
+    Refused,
+    Unreachable,
+)
 from ingress.exchange import AsgiExchange, Exchange
 from ingress.metrics import IngressMetrics
 from ingress.producer import DurableProducer
@@ -143,6 +150,8 @@ class PushEndpoint:
             if isinstance(exc, NotRegistered)
             else "unreachable"
             if isinstance(exc, Unreachable)
+            else "refused"
+            if isinstance(exc, Refused)
             else "kafka"
         )
         self._metrics.shed[cause] += 1

@@ -3,7 +3,8 @@
 ``KafkaClients`` is the seam: each part that talks to Kafka gets one (the wiring builds it from
 the settings) and asks it for producers, consumers and admin clients, so the connection options
 and uplink's defaults (acks=all and idempotence for producers, manual commits and read_committed
-for consumers) are set here and nowhere else.
+for consumers) are set here and nowhere else. ``start`` starts any of them, telling Kafka's
+refusal of our credentials (a configuration error) from an outage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from uplink._partition import partition
 from uplink.resources import Resource
@@ -25,6 +26,8 @@ from uplink.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+
+_TOKENS = ("OAUTHBEARER", "AWS_MSK_IAM")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,31 @@ class KafkaClients:
 
     def admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(**self.settings.client_options())
+
+    async def start(
+        self, client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient
+    ) -> None:
+        """``client.start()``; a failure that is Kafka refusing us raises ``KafkaRefused``
+        (from the error), any other is raised as it is."""
+        # Imported here: uplink.refusals builds on the settings' client options too.
+        from uplink.refusals import diagnose, refusal
+
+        if self.settings.sasl_mechanism in _TOKENS:
+            # aiokafka does not read the broker's answer to a token (an error status, RFC 7628)
+            # and goes on as if accepted: the broker then drops the connection, which looks
+            # like an outage. Asked first, here, so a refused token stops start-up.
+            refused = await diagnose(self.settings, tls=False)
+            if refused is not None:
+                raise refused
+        try:
+            await client.start()
+        except KafkaError as exc:
+            refused = refusal(exc, self.settings)
+            if refused is None and isinstance(exc, KafkaConnectionError):
+                refused = await diagnose(self.settings)
+            if refused is not None:
+                raise refused from exc
+            raise
 
 
 def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -86,7 +114,7 @@ class Producer(Resource):
         if self._producer is None:
             producer = self._clients.producer(**self._options)
             try:
-                await producer.start()
+                await self._clients.start(producer)
             except BaseException:
                 await producer.stop()
                 raise

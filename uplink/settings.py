@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from uplink.exceptions import ConfigError
@@ -168,10 +169,15 @@ def _servers(text: str) -> str | None:
 
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM")
 
 
 def _protocol(value: str) -> str | None:
     return None if value in _PROTOCOLS else f"{value!r} is not one of {sorted(_PROTOCOLS)}"
+
+
+def _mechanism(value: str) -> str | None:
+    return None if value in MECHANISMS else f"{value!r} is not one of {', '.join(MECHANISMS)}"
 
 
 @dataclass(frozen=True)
@@ -198,13 +204,58 @@ class KafkaSettings:
         check=_protocol,
     )
     sasl_mechanism: str | None = variable(
-        "UPLINK_KAFKA_SASL_MECHANISM", TEXT, ALL, "the SASL mechanism (with SASL_*)", default=None
+        "UPLINK_KAFKA_SASL_MECHANISM",
+        UPPER,
+        ALL,
+        "with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (with the user and password), "
+        "OAUTHBEARER (with the token URL, client id and secret) or AWS_MSK_IAM (the AWS SDK's "
+        "credentials; `pip install uplink[msk]`)",
+        default=None,
+        check=_mechanism,
     )
     sasl_username: str | None = variable(
-        "UPLINK_KAFKA_SASL_USERNAME", TEXT, ALL, "the SASL user", default=None
+        "UPLINK_KAFKA_SASL_USERNAME", TEXT, ALL, "the SASL user (PLAIN, SCRAM)", default=None
     )
     sasl_password: Secret | None = variable(
-        "UPLINK_KAFKA_SASL_PASSWORD", SECRET, ALL, "the SASL password", default=None
+        "UPLINK_KAFKA_SASL_PASSWORD", SECRET, ALL, "the SASL password (PLAIN, SCRAM)", default=None
+    )
+    oauth_token_url: str | None = variable(
+        "UPLINK_KAFKA_SASL_OAUTH_TOKEN_URL",
+        URL,
+        ALL,
+        "OAUTHBEARER: the OIDC token endpoint (client-credentials grant)",
+        default=None,
+        check=http_url,
+    )
+    oauth_client_id: str | None = variable(
+        "UPLINK_KAFKA_SASL_OAUTH_CLIENT_ID",
+        TEXT,
+        ALL,
+        "OAUTHBEARER: the client id at the token endpoint",
+        default=None,
+    )
+    oauth_client_secret: Secret | None = variable(
+        "UPLINK_KAFKA_SASL_OAUTH_CLIENT_SECRET",
+        SECRET,
+        ALL,
+        "OAUTHBEARER: the client secret at the token endpoint",
+        default=None,
+    )
+    oauth_scope: str | None = variable(
+        "UPLINK_KAFKA_SASL_OAUTH_SCOPE",
+        TEXT,
+        ALL,
+        "OAUTHBEARER: the scope to ask for (space-separated)",
+        default=None,
+        shown="none asked",
+    )
+    aws_region: str | None = variable(
+        "UPLINK_KAFKA_AWS_REGION",
+        TEXT,
+        ALL,
+        "AWS_MSK_IAM: the cluster's region",
+        default=None,
+        shown="`AWS_REGION`, else `AWS_DEFAULT_REGION` (the AWS SDK's)",
     )
     ssl_cafile: str | None = variable(
         "UPLINK_KAFKA_SSL_CAFILE",
@@ -213,6 +264,36 @@ class KafkaSettings:
         "a CA bundle to trust for SSL",
         default=None,
         shown="system CAs",
+    )
+    ssl_certfile: str | None = variable(
+        "UPLINK_KAFKA_SSL_CERTFILE",
+        PATH,
+        ALL,
+        "the client certificate (PEM, its chain after it; the key too, when no key file)",
+        default=None,
+        shown="none (no client certificate)",
+    )
+    ssl_keyfile: str | None = variable(
+        "UPLINK_KAFKA_SSL_KEYFILE",
+        PATH,
+        ALL,
+        "the client certificate's private key (PEM)",
+        default=None,
+        shown="in the certificate file",
+    )
+    ssl_key_password: Secret | None = variable(
+        "UPLINK_KAFKA_SSL_KEY_PASSWORD",
+        SECRET,
+        ALL,
+        "the password of an encrypted private key",
+        default=None,
+    )
+    ssl_check_hostname: bool = variable(
+        "UPLINK_KAFKA_SSL_CHECK_HOSTNAME",
+        BOOLEAN,
+        ALL,
+        "false: trust a broker certificate whose names do not match its address (tests only)",
+        default=True,
     )
     # A push is at most max_body_bytes of raw JSON plus its typed view: leave room for both.
     max_request_size: int = variable(
@@ -243,32 +324,25 @@ class KafkaSettings:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ConfigError(
-                "UPLINK_KAFKA_SASL_MECHANISM",
-                "SASL needs UPLINK_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD",
-            )
+        from uplink.security import check
+
+        check(self)
+
+    @cached_property
+    def _security(self) -> dict[str, Any]:
+        # Built once per settings: one token provider, whose token every client reuses.
+        from uplink.security import client_security
+
+        return client_security(self)
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments every aiokafka client takes."""
-        options: dict[str, Any] = {
+        """Keyword arguments every aiokafka client takes: the address and the security (TLS,
+        SASL, the token provider) of ``uplink.security``, the one place that builds them."""
+        return {
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
+            **self._security,
         }
-        if self.sasl_mechanism:
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = (
-                self.sasl_password.reveal() if self.sasl_password else None
-            )
-        if self.security_protocol.endswith("SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
-        return options
 
 
 GRAPH_URL = "https://graph.facebook.com"
@@ -536,7 +610,11 @@ class IngressSettings:
 
 
 def kafka_from_env(environ: Mapping[str, str]) -> KafkaSettings:
-    return read(KafkaSettings, environ)
+    from uplink.s3.settings import S3Settings
+
+    # MSK IAM's region defaults to the AWS SDK's, whose variables the S3 settings declare.
+    region = declaration(S3Settings, "region").read(environ)
+    return read(KafkaSettings, environ, defaults={"aws_region": region} if region else None)
 
 
 def topics_from_env(environ: Mapping[str, str]) -> Topics:

@@ -24,9 +24,10 @@ async def ensure_topics(
     as ``topics`` says; returns the names created."""
     if specs is None:
         specs = shared(topics, kafka.max_request_size)
-    admin = KafkaClients(kafka).admin()
-    await admin.start()
+    clients = KafkaClients(kafka)
+    admin = clients.admin()
     try:
+        await clients.start(admin)
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
         created: list[str] = []

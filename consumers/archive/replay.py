@@ -156,7 +156,7 @@ async def replay(
     in its framing (Confluent, once its registration gave it an id); returns (count, unreadable
     files)."""
     producer = clients.producer(linger_ms=5)
-    await producer.start()
+    await clients.start(producer)
     sent, failures = 0, []
     try:
         async for path, data in files:

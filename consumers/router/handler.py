@@ -54,6 +54,7 @@ from consumers.runtime.deadletters import DeadLetters
 from consumers.runtime.handler import Handler, Inbound
 from consumers.runtime.outcomes import Positions
 from schemas import PushCodec
+from uplink.exceptions import KafkaRefused
 from uplink.kafka import KafkaClients, Producer
 from uplink.settings import WorkerSettings
 
@@ -123,6 +124,7 @@ class TransactionalOutputs:
         self._buffered: dict[TopicPartition, list[OutputRecord | Parked]] = {}
         self._commits: dict[TopicPartition, asyncio.Task[None]] = {}
         self._failed = failed
+        self.refused: BaseException | None = None  # Kafka refused a transaction (an ACL)
         self._partitioner = KeyHashes()
 
     def prepare(self, partitions: list[TopicPartition]) -> None:
@@ -150,7 +152,7 @@ class TransactionalOutputs:
             max_request_size=self._worker.kafka.max_request_size,
         )
         try:
-            await producer.start()  # InitProducerId: fences the previous owner
+            await self._clients.start(producer)  # InitProducerId: fences the previous owner
         except BaseException:
             await producer.stop()
             raise
@@ -184,6 +186,8 @@ class TransactionalOutputs:
     def _committed(self, tp: TopicPartition, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._failed.add(tp)  # its next record stops the worker (Router.handle)
+            if isinstance(task.exception(), KafkaRefused):
+                self.refused = task.exception()  # raised as the cause: a configuration error
 
     async def _commit(
         self, tp: TopicPartition, outputs: list[OutputRecord | Parked], position: int, group: str
@@ -255,7 +259,7 @@ class TransactionalOutputs:
             return
         try:
             producer = await task
-        except (KafkaError, asyncio.CancelledError):
+        except (KafkaError, KafkaRefused, asyncio.CancelledError):
             return  # never started: nothing to close
         try:
             await producer.stop()
@@ -345,14 +349,14 @@ class Router(Handler):
         if self._failed or self._lost:
             failed = sorted(self._failed | self._lost)
             names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in failed)
-            raise RouterError(f"transactions of {names} not committed")
+            raise RouterError(f"transactions of {names} not committed") from self._outputs.refused
 
     # --- Handler -----------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> Positions | None:
         tp, record = inbound.tp, inbound.record
         if tp in self._failed:
-            raise RouterError(f"{tp}: an earlier transaction failed")
+            raise RouterError(f"{tp}: an earlier transaction failed") from self._outputs.refused
         if self._redrive:
             endpoint = _header(record, H_ENDPOINT)
             if endpoint is not None:

@@ -25,8 +25,9 @@ async def rebuild_window(
     window = DedupeWindow(settings.dedupe_window_ms)
     if position <= 0:
         return window
-    reader = (clients or KafkaClients(settings.kafka)).consumer()
-    await reader.start()
+    clients = clients or KafkaClients(settings.kafka)
+    reader = clients.consumer()
+    await clients.start(reader)
     try:
         reader.assign([tp])
         last = await _record_at(reader, tp, position - 1)

@@ -113,7 +113,7 @@ class Worker(Resource):
         # Set before start(): the group's first join already calls the rebalance listener.
         self._consumer = consumer
         try:
-            await consumer.start()
+            await self._clients.start(consumer)
         except BaseException:
             self._consumer = None
             await consumer.stop()

@@ -13,6 +13,7 @@ import pytest
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaSettings
 from consumers.router.settings import RouterSettings
+from tests.servers.pki import Authority
 from uplink.cli.reference import page, variables
 from uplink.console.settings import ConsoleSettings
 from uplink.exceptions import ConfigError
@@ -23,7 +24,9 @@ from uplink.variables import HEADER, Secret
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("uplink", "ingress", "consumers", "schemas")
 # Python constants whose names look like variables: not read from the environment.
-CONSTANTS = {"KAFKA_VERSION", "UPLINK_SOURCE"}
+# Names that are not uplink's variables: a SASL mechanism's, and one the AWS SDK's credential
+# chain reads itself (named in a message, for the MSK IAM signer).
+CONSTANTS = {"KAFKA_VERSION", "UPLINK_SOURCE", "AWS_MSK_IAM", "AWS_PROFILE"}
 
 
 class RecordingEnviron(dict[str, str]):
@@ -88,7 +91,7 @@ def test_every_variable_the_code_names_is_declared() -> None:
     assert undeclared == {}
 
 
-def test_no_secret_shows_in_any_settings_object() -> None:
+def test_no_secret_shows_in_any_settings_object(tmp_path: Path) -> None:
     secrets = [declared for declared in variables() if declared.secret]
     assert {declared.name for declared in secrets} >= {
         "UPLINK_TOKEN",
@@ -105,6 +108,18 @@ def test_no_secret_shows_in_any_settings_object() -> None:
         "UPLINK_SCHEMA_REGISTRY_URL": "http://127.0.0.1:8081",
         "UPLINK_SCHEMA_REGISTRY_USERNAME": "uplink",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    }
+    # Kafka's: OAUTHBEARER's client secret, and a client key encrypted with its password.
+    issued = Authority(tmp_path).issue(
+        "uplink", password=environ["UPLINK_KAFKA_SSL_KEY_PASSWORD"].encode()
+    )
+    environ |= {
+        "UPLINK_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "UPLINK_KAFKA_SASL_MECHANISM": "OAUTHBEARER",
+        "UPLINK_KAFKA_SASL_OAUTH_TOKEN_URL": "https://issuer.example/token",
+        "UPLINK_KAFKA_SASL_OAUTH_CLIENT_ID": "uplink",
+        "UPLINK_KAFKA_SSL_CERTFILE": str(issued.cert),
+        "UPLINK_KAFKA_SSL_KEYFILE": str(issued.key),
     }
     built = every_process(environ)
     shown = " ".join(repr(settings) + str(settings) for settings in built)

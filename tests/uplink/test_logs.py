@@ -42,7 +42,7 @@ def test_json_lines_carry_the_message_level_and_extra_fields(
 def test_an_unknown_log_format_stops_start_up_naming_the_setting(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--log-format", "xml", "topics"]) == 2
+    assert main(["--log-format", "xml", "topics"]) == 78
     assert "UPLINK_LOG_FORMAT" in capsys.readouterr().err
 
 

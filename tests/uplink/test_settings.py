@@ -69,7 +69,7 @@ def test_cli_stops_with_the_setting_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("UPLINK_MAX_IN_FLIGHT", "lots")
-    assert main(["ingress", "--port", "1"]) == 2
+    assert main(["ingress", "--port", "1"]) == 78
     assert "UPLINK_MAX_IN_FLIGHT" in capsys.readouterr().err
 
 

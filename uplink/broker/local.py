@@ -65,8 +65,11 @@ class BrokerSettings:
     voters: str | None = None
     cluster_id: str | None = None
     replication: int = 1
-    # Extra server.properties lines (the cluster's failure detection), after uplink's own.
+    # Extra server.properties lines (the cluster's failure detection, a secured broker's
+    # listeners), after uplink's own: a key given again wins.
     overrides: tuple[tuple[str, str], ...] = ()
+    format_options: tuple[str, ...] = ()  # extra StorageTool format arguments (SCRAM users)
+    jvm_options: tuple[str, ...] = ()  # extra -D options (the OAuth URLs Kafka may fetch)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -266,6 +269,7 @@ class LocalBroker(BlockingResource):
                 f"--cluster-id={self.settings.cluster_id or new_cluster_id()}",
                 "-c",
                 str(config),
+                *self.settings.format_options,
             ),
             capture_output=True,
             text=True,
@@ -300,6 +304,7 @@ class LocalBroker(BlockingResource):
                     "-Xms256m",
                     "-XX:+UseG1GC",
                     "-Djava.awt.headless=true",
+                    *self.settings.jvm_options,
                     *self._java(classpath, "kafka.Kafka", str(config))[1:],
                 ],
                 stdout=subprocess.PIPE,

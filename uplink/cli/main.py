@@ -77,12 +77,20 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _ingress(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from uplink.refusals import diagnose
     from uplink.settings import IngressSettings
 
     # Validated here, before any worker process starts; each builds its own from the same
     # environment (ingress.app.app_from_env, ingress.rsgi.app_from_env): the servers' factories
     # take no arguments.
     settings = IngressSettings.from_env(args.environ)
+    # Refused credentials stop it here (exit 78); a broker that does not answer yet does not:
+    # the ingress starts and answers 503 until it does.
+    refused = asyncio.run(diagnose(settings.kafka))
+    if refused is not None:
+        raise refused
     # In-flight pushes get their answer before the producer is flushed and closed.
     grace = int(settings.produce_timeout) + 5
     if args.server == "granian":
@@ -578,16 +586,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit codes (docs/commands.md): 0 done or stopped by a signal, 1 failed, 2 a configuration or
-# usage error, 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable, a
-# transaction that did not commit, a handler's background work that failed).
+# Exit codes (docs/commands.md): 0 done or stopped by a signal, 1 failed, 2 a usage error (the
+# arguments' parser), 75 (EX_TEMPFAIL) failed for now: a restart may succeed (Kafka unreachable,
+# a transaction that did not commit, a handler's background work that failed), 78 (EX_CONFIG) a
+# configuration refused: a bad setting, or Kafka refusing our credentials or an ACL.
 EXIT_FAILED = 1
-EXIT_CONFIG = 2
 EXIT_RETRIABLE = 75
+EXIT_CONFIG = 78
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """The ``uplink`` command; the environment is read here, once, and handed down."""
+    from uplink.refusals import refusal
+
     args = build_parser().parse_args(argv)
     args.environ = dict(os.environ if environ is None else environ)
     try:
@@ -603,6 +614,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"uplink: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (UplinkError, KafkaError) as exc:
+        refused = refusal(exc)
+        if refused is not None:
+            print(f"uplink: configuration refused: {_one_line(refused)}", file=sys.stderr)
+            return EXIT_CONFIG
         print(f"uplink: {_one_line(exc)}", file=sys.stderr)
         return EXIT_RETRIABLE if exc.retriable else EXIT_FAILED
     return code

@@ -3,7 +3,7 @@
 Each is a thin shell over ``uplink.operate``: settings read from the environment here, a
 readable table on stdout by default (``--json``: one JSON object a line), and on stderr how far
 it read. Bad input (an unknown worker, a malformed reference, a time it cannot parse) is a
-ConfigError naming it: exit 2, as every verb of ``uplink``.
+ConfigError naming it: exit 78, as every verb of ``uplink``.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ declarations (uplink/variables.py); edit those, not this page. -->
 
 Each process reads its settings from the environment once, at start-up, into a frozen settings
 object; a command-line flag, where there is one, wins over the variable. A bad value stops
-start-up with exit code 2 and a message naming the variable, for example
+start-up with exit code 78 and a message naming the variable, for example
 `uplink: configuration error: UPLINK_MAX_IN_FLIGHT: cannot parse 'lots'`. Secrets never show in
 a log line, a repr or an error message.
 

@@ -113,7 +113,7 @@ class Tracer:
     async def committed(self, tp: TopicPartition) -> dict[str, int | None]:
         """Each group's committed position in ``tp`` (None: nothing committed)."""
         admin = self._clients.admin()
-        await admin.start()
+        await self._clients.start(admin)
         try:
             positions: dict[str, int | None] = {}
             for worker, group in self._groups.items():

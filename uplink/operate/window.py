@@ -92,7 +92,7 @@ async def partitions_of(clients: KafkaClients, topic: str) -> list[int]:
     """The topic's partitions, asked of the cluster; a topic it does not have is an error
     naming it."""
     admin = clients.admin()
-    await admin.start()
+    await clients.start(admin)
     try:
         [described] = await admin.describe_topics([topic])
     finally:
@@ -134,7 +134,7 @@ class TopicReader:
         )
 
     async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
+        await self._clients.start(self._consumer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -175,7 +175,7 @@ def test_cat_of_a_missing_bucket_names_it(
 ) -> None:
     s3_environ(monkeypatch, s3)
     missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/archive"
-    assert main(["archive", "cat", missing]) == 2
+    assert main(["archive", "cat", missing]) == 78
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -277,7 +277,7 @@ def test_the_worker_stops_at_start_up_naming_the_setting(
     else:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
     monkeypatch.setenv("UPLINK_ARCHIVE_DIR", url)
-    assert main(["archive"]) == 2
+    assert main(["archive"]) == 78
     err = capsys.readouterr().err
     if fault == "missing bucket":
         assert "UPLINK_ARCHIVE_DIR" in err and "does not exist" in err

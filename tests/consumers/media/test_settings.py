@@ -60,5 +60,5 @@ def test_uplink_media_without_a_directory_stops_naming_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("UPLINK_MEDIA_DIR", raising=False)
-    assert main(["media"]) == 2
+    assert main(["media"]) == 78
     assert "UPLINK_MEDIA_DIR" in capsys.readouterr().err

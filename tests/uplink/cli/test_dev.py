@@ -273,7 +273,7 @@ def test_dev_refuses_a_bad_setting_of_any_part_before_starting_anything(tmp_path
         timeout=60,
         check=False,
     )
-    assert done.returncode == 2, done.stderr.decode()
+    assert done.returncode == 78, done.stderr.decode()
     assert "UPLINK_MEDIA_CONCURRENCY" in done.stderr.decode()
     assert not var.exists()  # no broker, no data directory: stopped before anything started
 

@@ -127,5 +127,5 @@ async def test_an_unreachable_broker_fails_naming_it(topic_env: dict[str, str]) 
 
 async def test_a_bad_setting_stops_it_naming_the_variable(topic_env: dict[str, str]) -> None:
     run = await uplink_topics({**topic_env, "UPLINK_TOPIC_PARTITIONS": "0"})
-    assert run.code == 2
+    assert run.code == 78
     assert "configuration error: UPLINK_TOPIC_PARTITIONS" in run.stderr

@@ -54,7 +54,7 @@ def test_the_archive_refuses_an_unknown_scheme_at_start_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["archive", "--archive-dir", "gcs://bucket/archive"]) == 2
+    assert main(["archive", "--archive-dir", "gcs://bucket/archive"]) == 78
     assert "--archive-dir" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "a local directory was made for the URL"
 

@@ -1,0 +1,88 @@
+"""uplink's verbs as a deployment runs them: their own processes, settings from the environment
+only, each topic name under a namespace of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+
+def namespace_env(prefix: str = "uplink") -> dict[str, str]:
+    """Topic names of a fresh namespace, ``<prefix>.<id>.``: every test its own topics."""
+    ns = f"{prefix}.{uuid.uuid4().hex[:8]}"
+    return {
+        "UPLINK_TOPIC_MESSAGES": f"{ns}.messages",
+        "UPLINK_TOPIC_QUARANTINE": f"{ns}.quarantine",
+        "UPLINK_TOPIC_MEDIA": f"{ns}.media",
+        "UPLINK_TOPIC_STATUSES": f"{ns}.statuses",
+        "UPLINK_TOPIC_META_EVENTS": f"{ns}.meta-events",
+        "UPLINK_TOPIC_DLQ": f"{ns}.{{worker}}.dlq",
+        "UPLINK_TOPIC_REDRIVE": f"{ns}.{{worker}}.redrive",
+        "UPLINK_TOPIC_ROUTER_DELAY": f"{ns}.router.delay.{{step}}",
+        "UPLINK_MESSAGES_PARTITIONS": "2",
+        "UPLINK_TOPIC_PARTITIONS": "1",
+    }
+
+
+def base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("UPLINK_", "KAFKA_", "AWS_"))}
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Verb:
+    """One ``uplink`` process; ``stop`` sends SIGTERM and returns how it ended."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    lines: list[str] = field(default_factory=list)
+
+    async def start(self) -> Verb:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "uplink.cli.main",
+            *self.argv,
+            env={**base_env(), **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        return self
+
+    async def wait(self, timeout: float) -> Run:
+        assert self.process is not None
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await self.process.communicate()
+        assert self.process.returncode is not None
+        return Run(self.process.returncode, stdout.decode(), stderr.decode())
+
+    async def stop(self, timeout: float = 120) -> Run:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+
+async def uplink(env: dict[str, str], *argv: str, timeout: float = 300) -> Run:
+    """Run a verb to its end."""
+    return await (await Verb(argv, env).start()).wait(timeout)
+
+
+def stopped_cleanly(verb: Verb, run: Run) -> bool:
+    """Ended by the SIGTERM ``stop`` sent after a clean stop: exit code 0, or, for the ingress,
+    uvicorn's re-raise of the signal once the application has shut down."""
+    if verb.argv[0] == "ingress":
+        return run.code in (0, -signal.SIGTERM) and "Application shutdown complete" in run.stderr
+    return run.code == 0

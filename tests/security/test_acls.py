@@ -1,0 +1,151 @@
+"""Least privilege, proved: every component under a principal of its own holding exactly the
+ACLs docs/security.md lists, on a broker with StandardAuthorizer and no ACL meaning no access.
+The whole pipeline works so; without one ACL, the component that needs it says so (exit 78,
+or, for the ingress, 503 and /readyz) instead of retrying as for an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.router.rules import example_rules, load_rules
+from tests.conftest import EXAMPLES, Server
+from tests.consumers.media.server import MediaServer, b64sha256
+from tests.security.acls import needed, topic_env
+from tests.security.cli import Verb, stopped_cleanly, uplink
+from tests.security.test_listeners import records_of
+from tests.servers.secured import Acl, SecuredBroker
+from uplink.broker import free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.secured]
+
+
+def component_env(secured: SecuredBroker, principal: str, root: str) -> dict[str, str]:
+    return {**secured.sasl_env("SCRAM-SHA-512", user=principal), **topic_env(root)}
+
+
+def rules_for(root: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        example_rules()
+        .read_text()
+        .replace('"uplink.', f'"{root}.')
+        .replace("http://127.0.0.1:9001/hooks/whatsapp", "http://127.0.0.1:9/unused")
+    )
+    return rules, sorted(load_rules(rules, {}).topics)
+
+
+async def until_ready(client: httpx.AsyncClient, url: str) -> None:
+    async with asyncio.timeout(180):
+        while True:
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+async def committed(secured: SecuredBroker, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=secured.plaintext)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(
+        meta.offset
+        for tp, meta in offsets.items()
+        if isinstance(tp, TopicPartition) and tp.topic == topic and meta.offset > 0
+    )
+
+
+async def test_the_pipeline_runs_on_exactly_the_documented_acls(
+    secured: SecuredBroker, serve: Server, tmp_path: Path
+) -> None:
+    root = f"acl{uuid.uuid4().hex[:6]}"
+    rules, outputs = rules_for(root, tmp_path)
+    acls = needed(root, outputs)
+    await secured.grant(acl for each in acls.values() for acl in each)
+    media = MediaServer(files={"photo.jpg": b"\xff\xd8 a photo " * 100})
+    base = await serve(media.app())
+    push = orjson.loads(EXAMPLES.joinpath("image.json").read_bytes())
+    push["message"]["image"].update(
+        {"filePath": f"{base}/files/photo.jpg", "sha256": b64sha256(media.files["photo.jpg"])}
+    )
+
+    run = await uplink(component_env(secured, "topics", root), "topics")
+    assert run.code == 0, run.stderr
+    port = free_port()
+    ingress_env = {**component_env(secured, "ingress", root), "UPLINK_CREATE_TOPICS": "false"}
+    media_env = {**component_env(secured, "media", root), "UPLINK_MEDIA_ALLOW_HOSTS": "127.0.0.1"}
+    parts = [
+        await Verb(("ingress", "--port", str(port)), ingress_env).start(),
+        await Verb(
+            ("archive", "--archive-dir", str(tmp_path / "archive"), "--flush-interval", "0.5"),
+            component_env(secured, "archive", root),
+        ).start(),
+        await Verb(("media", "--media-dir", str(tmp_path / "media")), media_env).start(),
+        await Verb(
+            ("router", "--rules", str(rules)), component_env(secured, "router", root)
+        ).start(),
+    ]
+    try:
+        async with httpx.AsyncClient() as client:
+            url = f"http://127.0.0.1:{port}"
+            await until_ready(client, url)
+            answer = await client.post(f"{url}/v1/uplink", content=orjson.dumps(push))
+            assert answer.status_code == 200, answer.text
+        # Routed in a transaction, media fetched and its event written, archived.
+        assert len(await records_of(secured, f"{root}.analytics.v1", 1)) == 1
+        assert len(await records_of(secured, f"{root}.media.v1", 1)) == 1
+        async with asyncio.timeout(180):
+            while not list((tmp_path / "archive").rglob("*.avro")):  # noqa: ASYNC110 (polled)
+                await asyncio.sleep(0.2)
+    finally:
+        ended = [await part.stop() for part in parts]
+    for part, run in zip(parts, ended, strict=True):
+        assert stopped_cleanly(part, run), (part.argv, run.code, run.stderr[-2000:])
+    assert list((tmp_path / "media").rglob("*")), "the media worker stored nothing"
+
+
+async def test_the_ingress_without_its_write_acl_answers_503_and_says_why(
+    secured: SecuredBroker,
+) -> None:
+    root = f"acl{uuid.uuid4().hex[:6]}"
+    acls = needed(root, [])
+    await secured.grant(acls["topics"] + acls["ingress"])
+    env = {**component_env(secured, "ingress", root), "UPLINK_CREATE_TOPICS": "false"}
+    assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
+    port = free_port()
+    ingress = await Verb(("ingress", "--port", str(port)), env).start()
+    try:
+        async with httpx.AsyncClient() as client:
+            url = f"http://127.0.0.1:{port}"
+            await until_ready(client, url)
+            body = EXAMPLES.joinpath("text.json").read_bytes()
+            assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
+            await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
+            async with asyncio.timeout(180):
+                while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
+            answer = await client.post(f"{url}/v1/uplink", content=body)
+            assert answer.status_code == 503
+            ready = await client.get(f"{url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["reason"] == "Kafka refused the authorization"
+            assert "topic" in ready.json()["refused"]
+            metrics = (await client.get(f"{url}/metrics")).text
+            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"}' in metrics
+            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"} 0.0' not in metrics
+    finally:
+        run = await ingress.stop()
+    assert stopped_cleanly(ingress, run), (run.code, run.stderr[-2000:])
+    assert "Kafka refused access to a topic (SASL SCRAM-SHA-512 as 'ingress')" in run.stderr
