@@ -41,7 +41,7 @@ def media_settings(root: Path, **overrides: Any) -> MediaSettings:
 
 
 @pytest.fixture
-async def server(serve: Server) -> tuple[MediaServer, str]:
+async def media_server(serve: Server) -> tuple[MediaServer, str]:
     media = MediaServer()
     media.add("a.jpg", BODY)
     return media, await serve(media.app())
@@ -64,9 +64,9 @@ async def make_fetcher(tmp_path: Path) -> AsyncIterator[FetcherFactory]:
 
 
 async def test_a_file_is_streamed_to_disk_with_its_sha256(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     got = await fetcher.download(f"{base}/files/a.jpg", tmp_path / "out", DIGEST)
     assert (got.size, got.digest) == (len(BODY), DIGEST)
@@ -75,9 +75,9 @@ async def test_a_file_is_streamed_to_disk_with_its_sha256(
 
 
 async def test_a_slow_server_times_out_then_succeeds_on_retry(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()  # read timeout 0.3 s, the first answer takes 1 s
     got = await fetcher.download(f"{base}/slow/a.jpg", tmp_path / "out", DIGEST)
     assert got.digest == DIGEST
@@ -85,9 +85,9 @@ async def test_a_slow_server_times_out_then_succeeds_on_retry(
 
 
 async def test_500s_are_retried_until_the_file_comes(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     got = await fetcher.download(f"{base}/flaky/a.jpg", tmp_path / "out", DIGEST)
     assert got.digest == DIGEST
@@ -95,9 +95,9 @@ async def test_500s_are_retried_until_the_file_comes(
 
 
 async def test_retries_run_out_with_the_last_reason(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     with pytest.raises(FetchFailed, match=r"gave up after 4 attempts: HTTP 503"):
         await fetcher.download(f"{base}/status/503", tmp_path / "out", DIGEST)
@@ -105,9 +105,9 @@ async def test_retries_run_out_with_the_last_reason(
 
 
 async def test_404_is_permanent_at_once(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     with pytest.raises(FetchFailed, match="HTTP 404") as caught:
         await fetcher.download(f"{base}/files/gone.jpg", tmp_path / "out", DIGEST)
@@ -116,9 +116,9 @@ async def test_404_is_permanent_at_once(
 
 
 async def test_429_waits_for_retry_after(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()  # its own backoff is at most 0.05 s
     got = await fetcher.download(f"{base}/busy/a.jpg", tmp_path / "out", DIGEST)
     assert got.digest == DIGEST
@@ -138,11 +138,11 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 @pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
 async def test_an_oversize_body_is_refused(
     tmp_path: Path,
-    server: tuple[MediaServer, str],
+    media_server: tuple[MediaServer, str],
     make_fetcher: FetcherFactory,
     length: bool,
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher(max_bytes=50_000)
     query = "?length=1" if length else ""
     with pytest.raises(FetchFailed, match="oversize"):
@@ -153,9 +153,9 @@ async def test_an_oversize_body_is_refused(
 
 
 async def test_redirects_are_followed_up_to_the_cap(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher(max_redirects=3)
     got = await fetcher.download(f"{base}/redirect/3/a.jpg", tmp_path / "out", DIGEST)
     assert got.digest == DIGEST
@@ -179,9 +179,9 @@ async def test_redirects_are_followed_up_to_the_cap(
     ],
 )
 async def test_private_ranges_and_other_schemes_are_refused_without_a_request(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory, url: str
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory, url: str
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     port = httpx.URL(base).port
     with pytest.raises(RefusedURL):
@@ -190,9 +190,9 @@ async def test_private_ranges_and_other_schemes_are_refused_without_a_request(
 
 
 async def test_a_redirect_into_a_private_range_is_refused(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher()
     port = httpx.URL(base).port
     target = f"http://localhost:{port}/files/a.jpg"
@@ -202,9 +202,9 @@ async def test_a_redirect_into_a_private_range_is_refused(
 
 
 async def test_a_wrong_sha256_is_refetched_then_permanent(
-    tmp_path: Path, server: tuple[MediaServer, str], make_fetcher: FetcherFactory
+    tmp_path: Path, media_server: tuple[MediaServer, str], make_fetcher: FetcherFactory
 ) -> None:
-    media, base = server
+    media, base = media_server
     fetcher = await make_fetcher(retries=MediaRetries(backoff=0.01, hash_attempts=2))
     with pytest.raises(FetchFailed, match=f"sha256 mismatch: expected {'00' * 32}"):
         await fetcher.download(f"{base}/files/a.jpg", tmp_path / "out", bytes(32))
