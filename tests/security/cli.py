@@ -82,7 +82,12 @@ async def uplink(env: dict[str, str], *argv: str, timeout: float = 300) -> Run:
 
 def stopped_cleanly(verb: Verb, run: Run) -> bool:
     """Ended by the SIGTERM ``stop`` sent after a clean stop: exit code 0, or, for the ingress,
-    uvicorn's re-raise of the signal once the application has shut down."""
+    uvicorn's re-raise of the signal once the application has shut down; on granian (the
+    default server) the ingress's own line says its lifespan shut the producer down."""
     if verb.argv[0] == "ingress":
-        return run.code in (0, -signal.SIGTERM) and "Application shutdown complete" in run.stderr
+        shut_down = (
+            "Application shutdown complete" in run.stderr  # uvicorn's lifespan
+            or "ingress stopped: producer flushed and closed" in run.stderr  # ingress/rsgi.py
+        )
+        return run.code in (0, -signal.SIGTERM) and shut_down
     return run.code == 0
