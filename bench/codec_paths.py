@@ -25,21 +25,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
-ROUTER_VIEW: dict[str, Any] = {  # consumers/router/rules.py's VIEW
-    "source": True,
-    "appId": True,
-    "eventType": True,
-    "businessPhone": True,
-    "from": {"phone": True},
-    "message": {
-        "type": True,
-        "text": {"body": True},
-        **{kind: {} for kind in MEDIA_TYPES},
-        "interactive": {"button_reply": True, "list_reply": True},
-        "context": {"forwarded": True, "frequently_forwarded": True},
-    },
-}
 PATHS = (
     ("parse", "parse a body into a record (a push)"),
     ("encode", "encode a record, framed (a push)"),
@@ -83,8 +68,9 @@ def per_call_us(call: Any, items: list[Any], seconds: float) -> float:
     return elapsed / done * 1e6
 
 
-def measure(seconds: float) -> dict[str, float]:
-    """One tree's figures: run in a child process whose PYTHONPATH is that tree."""
+def measure(seconds: float, router_view: dict[str, Any]) -> dict[str, float]:
+    """One tree's figures: run in a child process whose PYTHONPATH is that tree; the router's
+    view is this tree's, handed over, so both trees read the same fields."""
     import io
 
     from fastavro import schemaless_reader, schemaless_writer
@@ -96,7 +82,7 @@ def measure(seconds: float) -> dict[str, float]:
     records = [codec.parse(body, 1_700_000_000_000) for body in bodies]
     values = [codec.encode(record) for record in records]
     batch = (values * (512 // len(values) + 1))[:512]
-    view = codec.viewer(ROUTER_VIEW)
+    view = codec.viewer(router_view)
     size = len(codec.header)
 
     def fastavro_encode(record: dict[str, Any]) -> bytes:
@@ -122,10 +108,10 @@ def measure(seconds: float) -> dict[str, float]:
     }
 
 
-def run_tree(tree: Path, seconds: float) -> dict[str, float]:
+def run_tree(tree: Path, seconds: float, router_view: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--seconds", str(seconds)],
+        [sys.executable, __file__, "--child", "--seconds", str(seconds), "--view", router_view],
         env=env,
         cwd=tree,
         check=True,
@@ -156,12 +142,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.4, help="per path, per round")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--view", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.seconds)))
+        print(json.dumps(measure(args.seconds, json.loads(args.view))))
         return
     # Here, not at the top: a child runs this file as a script with another tree on its path.
     from bench.results import command, run_line, write_run
+    from consumers.router.rules import VIEW
+
+    router_view = json.dumps(VIEW)
 
     trees = {"this tree": ROOT}
     if args.against is not None:
@@ -169,7 +159,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            runs[name].append(run_tree(tree, args.seconds))
+            runs[name].append(run_tree(tree, args.seconds, router_view))
     medians = {
         name: {path: statistics.median(r[path] for r in rounds) for path, _ in PATHS}
         for name, rounds in runs.items()
