@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.servers.kafka import session_broker
 from tests.servers.registry import LocalRegistry, RegistryServerSettings
 from tests.servers.s3 import LocalS3, S3ServerSettings
-from uplink.broker import free_port
+from uplink.broker import BrokerSettings, LocalBroker, free_port
 from uplink.s3.settings import S3Location, S3Settings
 from uplink.settings import IngressSettings, KafkaSettings, Secret, Topics
 
@@ -31,7 +31,8 @@ Server = Callable[[Any], Awaitable[str]]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``kafka`` every test on the session's broker: scripts/test runs those a second time
     through a container broker (``-m "kafka or container"``); ``s3`` every test on the session's
-    S3 server; and ``registry`` every test on a schema registry."""
+    S3 server; ``registry`` every test on a schema registry; and ``own_broker`` every test on a
+    broker of its own."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in fixtures:
@@ -40,6 +41,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.s3)
         if "schema_registry" in fixtures or "own_registry" in fixtures:
             item.add_marker(pytest.mark.registry)
+        if "own_broker" in fixtures:
+            item.add_marker(pytest.mark.own_broker)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     → local broker from jars."""
     with session_broker(os.environ, data_dir=tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A local broker of the test's own, whichever the session's is: to kill, hang and start
+    again on the same data. Its output goes to ``tmp_path / "broker.log"`` only."""
+    settings = BrokerSettings(
+        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
+    )
+    broker = LocalBroker(settings, log_file=tmp_path / "broker.log", console=lambda line: None)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,10 @@ import pytest
 from ingress.app import create_app
 from schemas import PushCodec
 from tests.conftest import EXAMPLES, Reader, Server, wait_ready
-from uplink.broker import BrokerSettings, LocalBroker, free_port
+from uplink.broker import LocalBroker
 from uplink.settings import IngressSettings, KafkaSettings, Topics
 
-# own_broker: the broker it kills is a local one it starts, whichever the session's is.
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.own_broker]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 PRODUCE_TIMEOUT = 2.0
 MAX_IN_FLIGHT = 8  # half the pushers: while the broker is down, the other half is shed at once
@@ -90,64 +89,53 @@ class Traffic:
 
 
 async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
-    tmp_path: Path, serve: Server, topics: Topics, read_records: Reader
+    tmp_path: Path, serve: Server, topics: Topics, read_records: Reader, own_broker: LocalBroker
 ) -> None:
-    settings = BrokerSettings(
-        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
+    ingress = IngressSettings(
+        kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers),
+        topics=topics,
+        produce_timeout=PRODUCE_TIMEOUT,
+        max_in_flight=MAX_IN_FLIGHT,
     )
-    log = (tmp_path / "broker.log").open("w")
-    broker = LocalBroker(settings, log_sink=log)
-    await asyncio.to_thread(broker.start)
-    try:
-        ingress = IngressSettings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-            topics=topics,
-            produce_timeout=PRODUCE_TIMEOUT,
-            max_in_flight=MAX_IN_FLIGHT,
+    url = await serve(create_app(ingress))
+    async with httpx.AsyncClient(timeout=30) as client:
+        await wait_ready(client, url)
+        traffic = Traffic(url)
+        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
+        try:
+            await traffic.until("up", 200, 300)
+            traffic.phase = "down"
+            await asyncio.to_thread(own_broker.kill)
+            await traffic.until("down", 503, 50)
+            traffic.phase = "restarting"
+            await asyncio.to_thread(own_broker.start)
+            traffic.phase = "restarted"
+            await traffic.until("restarted", 200, 300)
+        finally:
+            traffic.stop()
+            await asyncio.gather(*pushers)
+        metrics = (await client.get(f"{url}/metrics")).text
+
+    statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
+    assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
+    unavailable = [o for o in traffic.outcomes if o.status == 503]
+    assert all(o.retry_after == "5" for o in unavailable)
+    # Answered within the produce timeout (plus scheduling slack on a loaded 2-core machine).
+    slowest = max(o.seconds for o in unavailable)
+    assert slowest < PRODUCE_TIMEOUT + 1.5, slowest
+
+    # The bound on in-flight pushes sheds at once instead of queueing behind a dead broker.
+    assert min(o.seconds for o in unavailable) < 0.5
+    assert 'uplink_ingress_shed_total{cause="overloaded"}' in metrics
+    assert 'uplink_ingress_shed_total{cause="kafka"}' in metrics
+
+    acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
+    codec = PushCodec()
+    kept = {
+        codec.decode(record.value)["messageId"]
+        for record in await read_records(
+            topics.messages, bootstrap=own_broker.bootstrap_servers, timeout=60
         )
-        url = await serve(create_app(ingress))
-        async with httpx.AsyncClient(timeout=30) as client:
-            await wait_ready(client, url)
-            traffic = Traffic(url)
-            pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
-            try:
-                await traffic.until("up", 200, 300)
-                traffic.phase = "down"
-                await asyncio.to_thread(broker.kill)
-                await traffic.until("down", 503, 50)
-                traffic.phase = "restarting"
-                broker = LocalBroker(settings, log_sink=log)
-                await asyncio.to_thread(broker.start)
-                traffic.phase = "restarted"
-                await traffic.until("restarted", 200, 300)
-            finally:
-                traffic.stop()
-                await asyncio.gather(*pushers)
-            metrics = (await client.get(f"{url}/metrics")).text
-
-        statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
-        assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
-        unavailable = [o for o in traffic.outcomes if o.status == 503]
-        assert all(o.retry_after == "5" for o in unavailable)
-        # Answered within the produce timeout (plus scheduling slack on a loaded 2-core machine).
-        slowest = max(o.seconds for o in unavailable)
-        assert slowest < PRODUCE_TIMEOUT + 1.5, slowest
-
-        # The bound on in-flight pushes sheds at once instead of queueing behind a dead broker.
-        assert min(o.seconds for o in unavailable) < 0.5
-        assert 'uplink_ingress_shed_total{cause="overloaded"}' in metrics
-        assert 'uplink_ingress_shed_total{cause="kafka"}' in metrics
-
-        acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
-        codec = PushCodec()
-        kept = {
-            codec.decode(record.value)["messageId"]
-            for record in await read_records(
-                topics.messages, bootstrap=broker.bootstrap_servers, timeout=60
-            )
-        }
-        lost = acknowledged - kept
-        assert not lost, f"{len(lost)} acknowledged pushes are not in the topic: {sorted(lost)[:5]}"
-    finally:
-        await asyncio.to_thread(broker.stop)
-        log.close()
+    }
+    lost = acknowledged - kept
+    assert not lost, f"{len(lost)} acknowledged pushes are not in the topic: {sorted(lost)[:5]}"

@@ -21,12 +21,11 @@ from ingress.app import create_app
 from schemas import PushCodec
 from tests.conftest import Reader, Server, wait_ready
 from tests.ingress.test_durability import Traffic
-from uplink.broker import BrokerSettings, LocalBroker, free_port
+from uplink.broker import LocalBroker
 from uplink.logs import RepeatFilter
 from uplink.settings import IngressSettings, KafkaSettings, Topics
 
-# own_broker: the broker it kills is a local one it starts, whichever the session's is.
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.own_broker]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 # Longer than the timeout, so the pushers' records time out twice before pushes are refused at
 # once: those of the second round sit behind the batch the sender keeps retrying.
@@ -84,149 +83,133 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_a_lost_broker_is_answered_at_once_and_its_refused_records_withdrawn(
-    tmp_path: Path, serve: Server, topics: Topics, read_records: Reader, lines: Lines
+    tmp_path: Path,
+    serve: Server,
+    topics: Topics,
+    read_records: Reader,
+    lines: Lines,
+    own_broker: LocalBroker,
 ) -> None:
     # One partition: the refused records share it, so most of them sit in batches the sender
     # never took (the withdrawable kind) behind the one it keeps retrying.
     topics = dataclasses.replace(topics, messages_partitions=1)
-    settings = BrokerSettings(
-        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
+    ingress = IngressSettings(
+        kafka=KafkaSettings(
+            bootstrap_servers=own_broker.bootstrap_servers,
+            unreachable_after=UNREACHABLE_AFTER,
+            outage_reminder=REMINDER,
+        ),
+        topics=topics,
+        produce_timeout=PRODUCE_TIMEOUT,
+        max_in_flight=64,
     )
-    log = (tmp_path / "broker.log").open("w")
-    broker = LocalBroker(settings, log_sink=log)
-    await asyncio.to_thread(broker.start)
-    try:
-        ingress = IngressSettings(
-            kafka=KafkaSettings(
-                bootstrap_servers=broker.bootstrap_servers,
-                unreachable_after=UNREACHABLE_AFTER,
-                outage_reminder=REMINDER,
-            ),
-            topics=topics,
-            produce_timeout=PRODUCE_TIMEOUT,
-            max_in_flight=64,
+    url = await serve(create_app(ingress))
+    async with httpx.AsyncClient(timeout=30) as client:
+        await wait_ready(client, url)
+        traffic = Traffic(url, pace=0.05)
+        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
+        try:
+            await traffic.until("up", 200, 200)
+            traffic.phase = "down"
+            before_outage = len(lines.records)
+            await asyncio.to_thread(own_broker.kill)
+            killed = time.monotonic()
+            await lines.until("Kafka unreachable", 1)
+            # Past the first seconds: every push that entered the buffer before the
+            # producer knew has had its answer.
+            await traffic.until("down", 503, 1)
+            async with asyncio.timeout(30):
+                while time.monotonic() - killed < UNREACHABLE_AFTER + PRODUCE_TIMEOUT + 0.5:
+                    await traffic.until("down", 503, traffic.count("down", 503) + 1)
+            traffic.phase = "outage"
+            early = samples((await client.get(f"{url}/metrics")).text)
+            await lines.until("Kafka still unreachable", 2)
+            late = samples((await client.get(f"{url}/metrics")).text)
+            traffic.phase = "restarting"
+            await asyncio.to_thread(own_broker.start)
+            traffic.phase = "restarted"
+            await traffic.until("restarted", 200, 200)
+            await lines.until("Kafka reachable again", 1)
+        finally:
+            traffic.stop()
+            await asyncio.gather(*pushers)
+        final = samples((await client.get(f"{url}/metrics")).text)
+
+    statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
+    assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
+    outage = [o for o in traffic.outcomes if o.phase == "outage"]
+    assert outage and all(o.status == 503 and o.retry_after == "5" for o in outage), statuses
+    slowest = max(o.seconds for o in outage)
+    assert slowest < 0.5, slowest
+
+    # Memory: the buffer did not grow while the outage went on, the refused records that
+    # were never sent are gone, and only those were written after the broker came back.
+    buffered = ("uplink_ingress_buffered_records", ())
+    assert late[buffered] <= early[buffered], (early[buffered], late[buffered])
+    withdrawn = final[("uplink_ingress_withdrawn_records_total", ())]
+    timed_out = final[("uplink_ingress_shed_total", (("cause", "kafka"),))]
+    assert final[("uplink_ingress_shed_total", (("cause", "unreachable"),))] >= len(outage)
+    assert 0 < withdrawn <= timed_out, (withdrawn, timed_out)
+
+    acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
+    refused = {o.message_id for o in traffic.outcomes if o.status == 503}
+    codec = PushCodec()
+    kept = Counter(
+        codec.decode(record.value)["messageId"]
+        for record in await read_records(
+            topics.messages, bootstrap=own_broker.bootstrap_servers, timeout=60
         )
-        url = await serve(create_app(ingress))
-        async with httpx.AsyncClient(timeout=30) as client:
-            await wait_ready(client, url)
-            traffic = Traffic(url, pace=0.05)
-            pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
-            try:
-                await traffic.until("up", 200, 200)
-                traffic.phase = "down"
-                before_outage = len(lines.records)
-                await asyncio.to_thread(broker.kill)
-                killed = time.monotonic()
-                await lines.until("Kafka unreachable", 1)
-                # Past the first seconds: every push that entered the buffer before the
-                # producer knew has had its answer.
-                await traffic.until("down", 503, 1)
-                async with asyncio.timeout(30):
-                    while time.monotonic() - killed < UNREACHABLE_AFTER + PRODUCE_TIMEOUT + 0.5:
-                        await traffic.until("down", 503, traffic.count("down", 503) + 1)
-                traffic.phase = "outage"
-                early = samples((await client.get(f"{url}/metrics")).text)
-                await lines.until("Kafka still unreachable", 2)
-                late = samples((await client.get(f"{url}/metrics")).text)
-                traffic.phase = "restarting"
-                broker = LocalBroker(settings, log_sink=log)
-                await asyncio.to_thread(broker.start)
-                traffic.phase = "restarted"
-                await traffic.until("restarted", 200, 200)
-                await lines.until("Kafka reachable again", 1)
-            finally:
-                traffic.stop()
-                await asyncio.gather(*pushers)
-            final = samples((await client.get(f"{url}/metrics")).text)
+    )
+    assert not acknowledged - set(kept), "acknowledged pushes lost"
+    copies = sum(kept[m] for m in refused)
+    assert copies <= timed_out - withdrawn, (copies, timed_out, withdrawn)
 
-        statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
-        assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
-        outage = [o for o in traffic.outcomes if o.phase == "outage"]
-        assert outage and all(o.status == 503 and o.retry_after == "5" for o in outage), statuses
-        slowest = max(o.seconds for o in outage)
-        assert slowest < 0.5, slowest
-
-        # Memory: the buffer did not grow while the outage went on, the refused records that
-        # were never sent are gone, and only those were written after the broker came back.
-        buffered = ("uplink_ingress_buffered_records", ())
-        assert late[buffered] <= early[buffered], (early[buffered], late[buffered])
-        withdrawn = final[("uplink_ingress_withdrawn_records_total", ())]
-        timed_out = final[("uplink_ingress_shed_total", (("cause", "kafka"),))]
-        assert final[("uplink_ingress_shed_total", (("cause", "unreachable"),))] >= len(outage)
-        assert 0 < withdrawn <= timed_out, (withdrawn, timed_out)
-
-        acknowledged = {o.message_id for o in traffic.outcomes if o.status == 200}
-        refused = {o.message_id for o in traffic.outcomes if o.status == 503}
-        codec = PushCodec()
-        kept = Counter(
-            codec.decode(record.value)["messageId"]
-            for record in await read_records(
-                topics.messages, bootstrap=broker.bootstrap_servers, timeout=60
-            )
-        )
-        assert not acknowledged - set(kept), "acknowledged pushes lost"
-        copies = sum(kept[m] for m in refused)
-        assert copies <= timed_out - withdrawn, (copies, timed_out, withdrawn)
-
-        # The log: said once, reminded, ended; the client's repeats each written once, counted.
-        assert len(lines.matching("Kafka unreachable", before_outage)) == 1
-        assert len(lines.matching("Kafka reachable again", before_outage)) == 1
-        reminders = lines.matching("Kafka still unreachable", before_outage)
-        assert len(reminders) >= 2
-        gaps = [b.created - a.created for a, b in itertools.pairwise(reminders)]
-        assert min(gaps) >= REMINDER - 0.1, gaps  # at most one an interval
-        assert "pushes answered 503" in reminders[-1].getMessage()
-        library = Counter(
-            (r.name, r.levelno, str(r.msg))
-            for r in lines.records[before_outage:]
-            if r.name.startswith("aiokafka")
-        )
-        assert library and max(library.values()) == 1, library
-        suppressed = sum(lines.repeats.suppressed.values())
-        assert suppressed > 0
-        exposed = sum(v for (name, _), v in final.items() if name == "uplink_log_suppressed_total")
-        assert exposed >= suppressed
-    finally:
-        await asyncio.to_thread(broker.stop)
-        log.close()
+    # The log: said once, reminded, ended; the client's repeats each written once, counted.
+    assert len(lines.matching("Kafka unreachable", before_outage)) == 1
+    assert len(lines.matching("Kafka reachable again", before_outage)) == 1
+    reminders = lines.matching("Kafka still unreachable", before_outage)
+    assert len(reminders) >= 2
+    gaps = [b.created - a.created for a, b in itertools.pairwise(reminders)]
+    assert min(gaps) >= REMINDER - 0.1, gaps  # at most one an interval
+    assert "pushes answered 503" in reminders[-1].getMessage()
+    library = Counter(
+        (r.name, r.levelno, str(r.msg))
+        for r in lines.records[before_outage:]
+        if r.name.startswith("aiokafka")
+    )
+    assert library and max(library.values()) == 1, library
+    suppressed = sum(lines.repeats.suppressed.values())
+    assert suppressed > 0
+    exposed = sum(v for (name, _), v in final.items() if name == "uplink_log_suppressed_total")
+    assert exposed >= suppressed
 
 
 async def test_a_broker_back_within_the_window_refuses_no_push(
-    tmp_path: Path, serve: Server, topics: Topics
+    tmp_path: Path, serve: Server, topics: Topics, own_broker: LocalBroker
 ) -> None:
     """Hung for less than ``unreachable_after``: the pushes it held are answered 200."""
-    settings = BrokerSettings(
-        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
+    ingress = IngressSettings(
+        kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers, unreachable_after=3.0),
+        topics=topics,
+        produce_timeout=5.0,
     )
-    log = (tmp_path / "broker.log").open("w")
-    broker = LocalBroker(settings, log_sink=log)
-    await asyncio.to_thread(broker.start)
-    try:
-        ingress = IngressSettings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers, unreachable_after=3.0),
-            topics=topics,
-            produce_timeout=5.0,
-        )
-        url = await serve(create_app(ingress))
-        async with httpx.AsyncClient(timeout=30) as client:
-            await wait_ready(client, url)
-            traffic = Traffic(url)
-            pushers = [asyncio.create_task(traffic.pusher()) for _ in range(8)]
-            try:
-                await traffic.until("up", 200, 100)
-                await asyncio.to_thread(broker.pause)
-                await asyncio.sleep(1.5)  # the fault's length, not a wait for an event
-                await asyncio.to_thread(broker.resume)
-                traffic.phase = "resumed"
-                await traffic.until("resumed", 200, 100)
-            finally:
-                traffic.stop()
-                await asyncio.gather(*pushers)
-        statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
-        assert {o.status for o in traffic.outcomes} == {200}, statuses
-        # The pushes in flight when it hung waited for it, and got in.
-        longest = max(o.seconds for o in traffic.outcomes)
-        assert longest >= 1.0, longest
-    finally:
-        await asyncio.to_thread(broker.stop)
-        log.close()
+    url = await serve(create_app(ingress))
+    async with httpx.AsyncClient(timeout=30) as client:
+        await wait_ready(client, url)
+        traffic = Traffic(url)
+        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(8)]
+        try:
+            await traffic.until("up", 200, 100)
+            await asyncio.to_thread(own_broker.pause)
+            await asyncio.sleep(1.5)  # the fault's length, not a wait for an event
+            await asyncio.to_thread(own_broker.resume)
+            traffic.phase = "resumed"
+            await traffic.until("resumed", 200, 100)
+        finally:
+            traffic.stop()
+            await asyncio.gather(*pushers)
+    statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
+    assert {o.status for o in traffic.outcomes} == {200}, statuses
+    # The pushes in flight when it hung waited for it, and got in.
+    longest = max(o.seconds for o in traffic.outcomes)
+    assert longest >= 1.0, longest
