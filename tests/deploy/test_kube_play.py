@@ -109,6 +109,10 @@ def pods(
         }
     finally:
         podman("kube", "down", str(played), check=False)
+        # `kube down` (podman 4) leaves the volumes `kube play` made of the ConfigMaps.
+        for doc in docs:
+            if doc["kind"] == "ConfigMap":
+                podman("volume", "rm", "--force", doc["metadata"]["name"], check=False)
         podman("secret", "rm", run, check=False)
 
 
