@@ -12,6 +12,12 @@ A full batch is followed by a new one in the same partition's queue rather than 
 the ingress's in-flight bound already bounds what is buffered. The sender drains one batch
 per partition at a time, in order, as it does for ``send``.
 
+A new batch wakes the sender only when its leader has no produce request in flight.
+aiokafka keeps one request in flight per broker and wakes on every new batch; woken while
+the request is out, the sender finds nothing it may send and goes back to waiting, a turn of
+its loop (a drain pass and an ``asyncio.wait``) for every partition that got a new batch
+meanwhile. The request's end wakes it anyway, and it then takes every batch ready.
+
 Withdrawing: a push answered 503 leaves its record in the buffer, and aiokafka has no
 delivery timeout: the record would wait for the broker however long the outage lasts, and be
 written once it returns. A batch whose every future is done (failed by its deadline) has
@@ -21,9 +27,10 @@ drained has none, so dropping it leaves no gap the broker would refuse
 (OutOfOrderSequenceNumber). A drained batch (sent, perhaps written, being retried) keeps its
 place and is written when the broker answers.
 
-This reads aiokafka's private structures (``MessageAccumulator._batches``, ``_append_batch``,
-``_pending_batches``, a batch's ``_builder``); tests/ingress/test_outage.py and
-tests/ingress/test_accumulator.py check them against the installed release on a real broker.
+This reads aiokafka's private structures (``MessageAccumulator._batches``, ``_waiter_future``,
+``_pending_batches``, a batch's ``_builder``, the sender's ``_in_flight``);
+tests/ingress/test_outage.py and the ingress's other tests check them against the installed
+release on a real broker.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed
+from aiokafka.producer.message_accumulator import MessageBatch
 from aiokafka.structs import TopicPartition
 
 Headers = list[tuple[str, bytes]]
@@ -45,6 +53,8 @@ class Accumulator:
 
     def __init__(self, producer: AIOKafkaProducer, max_request_size: int) -> None:
         self._accumulator: Any = producer._message_accumulator
+        self._in_flight: set[int] = producer._sender._in_flight  # nodes with a request out
+        self._cluster = producer.client.cluster
         self._loop = asyncio.get_running_loop()
         self._max_request_size = max_request_size
         self._tps: dict[tuple[str, int], TopicPartition] = {}
@@ -75,7 +85,13 @@ class Accumulator:
             size += sum(len(name) + len(data) for name, data in headers)
             if size > self._max_request_size:
                 raise MessageSizeTooLargeError(f"a record of {size} bytes")
-            batch = accumulator._append_batch(accumulator.create_builder(), tp)
+            batch = MessageBatch(
+                tp, accumulator.create_builder(), accumulator._batch_ttl, accumulator._linger_time
+            )
+            accumulator._batches[tp].append(batch)
+            wake = accumulator._waiter_future
+            if not wake.done() and self._cluster.leader_for_partition(tp) not in self._in_flight:
+                wake.set_result(None)
             self._waiters[batch] = waiters = []
             batch.future.add_done_callback(lambda done, batch=batch: self._settle(batch, done))
             # An empty batch takes any record (its size is a soft limit).
