@@ -1,4 +1,4 @@
-"""The swept deadlines: a late future fails (about on time), others and their tasks are untouched."""
+"""The swept deadlines: a late future fails (about on time), others are left untouched."""
 
 from __future__ import annotations
 
