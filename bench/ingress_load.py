@@ -906,7 +906,8 @@ def write_results(
     for name in names:
         m = medians(rounds, name)
         lines.append(
-            f"| {LABELS.get(name, name)} | {m['rps']:.0f} | {m['p50_ms']:.2f} | "
+            f"| {LABELS.get(name, f'uplink ingress of {args.against}')} | {m['rps']:.0f} | "
+            f"{m['p50_ms']:.2f} | "
             f"{m['p99_ms']:.2f} | {m['rss_mib']:.0f} | {m['cpu_us']:.0f} |"
         )
     lines += ["", f"**{LABELS[best]} / bare Starlette: {ratio_text(ratios)}** (bar: {BAR:.0%})."]
