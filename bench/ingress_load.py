@@ -1,7 +1,7 @@
 """Load benchmark: the ingress against a bare Starlette endpoint, same server settings, same run.
 
     .venv/bin/python -m bench.ingress_load [--duration 15] [--connections 64] [--profile]
-        [--against TREE] [--peer camel]
+        [--against TREE [--against-server granian]] [--peer camel|go]
     .venv/bin/python -m bench.ingress_load --registry    # Confluent framing against without
     .venv/bin/python -m bench.ingress_load --meta [--duration 15] [--connections 64]
 
@@ -447,8 +447,14 @@ def main() -> None:
         "--against",
         type=Path,
         metavar="TREE",
-        help="also run the ingress of another checkout (its own .venv), e.g. main, in the same "
-        "rounds: a before/after on one machine at one time",
+        help="also run the ingress of another checkout (its own .venv, else this one's), e.g. "
+        "main, in the same rounds: a before/after on one machine at one time",
+    )
+    parser.add_argument(
+        "--against-server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the server the --against ingress runs on (compare it with this tree's on the same)",
     )
     parser.add_argument(
         "--peer",
@@ -558,13 +564,21 @@ def main() -> None:
                 ]
             )
             if args.against is not None:
-                candidates.append(("against", ingress, True, args.against, env))
+                target = (
+                    ingress if args.against_server == "uvicorn" else "ingress.rsgi:app_from_env"
+                )
+                candidates.append(("against", target, True, args.against, env))
             for name, target, factory, tree, server_env in candidates:
                 port = free_port()
                 python, path = sys.executable, ROOT
                 if tree is not None:
-                    python, path = str(tree.resolve() / ".venv" / "bin" / "python"), tree.resolve()
-                run = granian_cmd if name in ("bare-rsgi", "ingress-granian") else uvicorn_cmd
+                    path = tree.resolve()
+                    if (path / ".venv" / "bin" / "python").exists():
+                        python = str(path / ".venv" / "bin" / "python")
+                on_granian = name in ("bare-rsgi", "ingress-granian") or (
+                    name == "against" and args.against_server == "granian"
+                )
+                run = granian_cmd if on_granian else uvicorn_cmd
                 process = subprocess.Popen(
                     run(target, port, factory, args.workers, python),
                     env={**server_env, "PYTHONPATH": f"{tmp}:{path}"},
@@ -892,7 +906,8 @@ def write_results(
     for name in names:
         m = medians(rounds, name)
         lines.append(
-            f"| {LABELS.get(name, name)} | {m['rps']:.0f} | {m['p50_ms']:.2f} | "
+            f"| {LABELS.get(name, f'uplink ingress of {args.against}')} | {m['rps']:.0f} | "
+            f"{m['p50_ms']:.2f} | "
             f"{m['p99_ms']:.2f} | {m['rss_mib']:.0f} | {m['cpu_us']:.0f} |"
         )
     lines += ["", f"**{LABELS[best]} / bare Starlette: {ratio_text(ratios)}** (bar: {BAR:.0%})."]
@@ -907,8 +922,9 @@ def write_results(
     if args.against is not None:
         against = [r["against"]["rps"] / r["bare"]["rps"] for r in rounds]
         lines += [
-            f"The ingress of {args.against}, in the same rounds: {ratio_text(against)} of the "
-            "bare endpoint.",
+            f"The ingress of {args.against} (on {args.against_server}), in the same rounds: "
+            f"{ratio_text(against)} of the bare endpoint; CPU µs a push "
+            f"{medians(rounds, 'against')['cpu_us']:.0f}.",
             "",
         ]
     peer_figure = ""

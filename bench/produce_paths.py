@@ -5,14 +5,17 @@
 Each path runs ``--concurrency`` tasks, each producing a 600-byte record keyed by one of 50,000
 conversations to a 12-partition topic and awaiting the broker's acks=all ack (idempotent), for
 ``--seconds``; the paths alternate, ``--rounds`` times. Reported: records/s, and CPU per record
-of this process (all its threads) and of the broker. The ingress's own path is ``aiokafka
-send``; the others are the directions issue 15 named:
+of this process (all its threads) and of the broker. The baseline is ``aiokafka send`` (the
+ingress's path until issue 26); the ingress's own path now is ``DurableProducer.send``; the
+others are the directions issue 15 named:
 
 - ``aiokafka send, pure murmur2``: the same, with aiokafka's Python partitioner (as before);
 - ``edge batches``: the pushes for a partition append to one open batch builder, handed whole
   to aiokafka's public ``send_batch``, one waiter a push resolved by one future a batch;
 - ``accumulator, private``: the same appending straight into aiokafka's accumulator (its
   private ``_batches``), as its ``add_message`` does minus a future and a metadata a record;
+- ``DurableProducer.send``: the ingress's (ingress/accumulator.py: appended into the
+  accumulator, one callback a batch, a swept deadline a record, the in-flight bound);
 - ``confluent-kafka``: librdkafka, its delivery reports handed to the event loop in batches
   (one ``call_soon_threadsafe`` per poll of a thread), when confluent-kafka is installed.
 """
@@ -188,6 +191,28 @@ async def confluent(bootstrap: str, topic: str, seconds: float, concurrency: int
         producer.flush(10)
 
 
+async def durable(bootstrap: str, topic: str, seconds: float, concurrency: int) -> Any:
+    from ingress.producer import DurableProducer
+    from uplink.kafka import KafkaClients
+    from uplink.settings import KafkaSettings
+
+    producer = DurableProducer(
+        KafkaClients(KafkaSettings(bootstrap_servers=bootstrap)),
+        timeout=5.0,
+        max_in_flight=10_000,
+        linger_ms=0,
+    )
+    async with producer:
+        async with asyncio.timeout(60):
+            while not producer.connected:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        async def send(key: bytes) -> None:
+            await producer.send(topic, VALUE, key=key)
+
+        return await drive(send, seconds, concurrency)
+
+
 def broker_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -201,16 +226,17 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
     await admin.start()
     await admin.create_topics([NewTopic("bench.paths", PARTITIONS, 1)])
     await admin.close()
-    paths: dict[str, Callable[[Any, str], Send] | None] = {
-        "aiokafka send (the ingress)": lambda p, t: aiokafka_send(p, t, pure=False),
+    paths: dict[str, Callable[[Any, str], Send] | str] = {
+        "aiokafka send (the ingress before)": lambda p, t: aiokafka_send(p, t, pure=False),
         "aiokafka send, pure murmur2": lambda p, t: aiokafka_send(p, t, pure=True),
         "edge batches (send_batch)": edge_batches,
         "accumulator, private": private_accumulator,
+        "DurableProducer.send (the ingress now)": "durable",
     }
     try:
         import confluent_kafka  # noqa: F401
 
-        paths["confluent-kafka"] = None
+        paths["confluent-kafka"] = "confluent"
     except ImportError:
         pass
     rows = []
@@ -224,8 +250,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
     for number in range(1, args.rounds + 1):
         for name, build in paths.items():
             before = broker_cpu(broker_pid) if broker_pid else 0.0
-            if build is None:
-                done, wall, cpu = await confluent(
+            if isinstance(build, str):
+                run = confluent if build == "confluent" else durable
+                done, wall, cpu = await run(
                     bootstrap, "bench.paths", args.seconds, args.concurrency
                 )
             else:
@@ -276,7 +303,7 @@ def main() -> None:
 def write(rows: list[Any], args: argparse.Namespace) -> None:
     names = list(dict.fromkeys(row[1] for row in rows))
     cpu = {name: statistics.median(r[3] for r in rows if r[1] == name) for name in names}
-    base = cpu["aiokafka send (the ingress)"]
+    base = cpu["aiokafka send (the ingress before)"]
     lines = [
         run_line("; broker on this machine"),
         f"{args.concurrency} tasks, each producing and awaiting one record at a time (600 bytes, "
@@ -287,7 +314,7 @@ def write(rows: list[Any], args: argparse.Namespace) -> None:
         "|---|---|---|---|---|",
         *(f"| {n} | {name} | {rate:.0f} | {c:.1f} | {b:.1f} |" for n, name, rate, c, b in rows),
         "",
-        "Median client CPU a record against the ingress's path: "
+        "Median client CPU a record against aiokafka's send (the ingress's path before): "
         + "; ".join(f"{name} {cpu[name] - base:+.1f} µs" for name in names[1:])
         + ".",
         "",

@@ -13,7 +13,8 @@ throughout (steadier than rates on a shared machine):
 - **produce path** (in this process, ``--concurrency`` sends in flight on the broker):
   aiokafka's ``send()`` call (the append into a batch), the whole send-and-await-the-ack loop
   on a bare aiokafka producer (adds the sender: batch building, the produce request, the
-  response, the futures), the ingress's ``DurableProducer.send`` (adds the deadline, the
+  response, the futures), the ingress's ``DurableProducer.send`` (its own append straight into
+  aiokafka's accumulator, one callback a batch, instead of ``send()``; plus the deadline, the
   in-flight bound, reachability), and a bare future resolved and awaited (the event loop's part
   of any await that suspends).
 
@@ -319,8 +320,8 @@ def write(
         f"| the await that suspends until the ack (a bare future, resolved, awaited) | "
         f"{future:.2f} |",
         f"| **bare aiokafka loop, send + ack** | **{bare:.2f}** |",
-        f"| DurableProducer's own: deadline, in-flight bound, reachability | "
-        f"{durable - bare:.2f} |",
+        "| DurableProducer against the bare loop: its own append (ingress/accumulator.py), "
+        f"deadline, in-flight bound, reachability | {durable - bare:+.2f} |",
         f"| **the ingress's produce path (DurableProducer.send)** | **{durable:.2f}** |",
         "",
         "A push's CPU, by part (medians above):",

@@ -1,85 +1,74 @@
 """Per-push deadlines swept by one periodic timer, instead of a timer per push.
 
-``asyncio.timeout`` schedules and cancels a timer for every push, a cost the ingress benchmark
-shows (docs/benchmarks.md). Every push gets the same timeout, so deadlines arrive in order: a
-dict in insertion order is a queue, and each sweep looks only at the expired front. A push is
-cancelled at most one ``tick`` after its deadline.
+A timer per push (``asyncio.timeout``) costs a schedule and a cancel per push. Every push gets
+the same timeout, so deadlines arrive in order: a dict in insertion order is a queue, and each
+sweep looks only at the expired front. What a deadline bounds is the future a push awaits (its
+delivery): the sweep fails it with ``DeadlineExceeded``, at most one ``tick`` late. Failing the
+future rather than cancelling the task leaves the task alone, so a cancel from elsewhere
+(shutdown, a client gone) stays a cancel.
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
+from collections.abc import Callable
 
 from ingress.exceptions import IngressError
 
 
 class DeadlineExceeded(IngressError):
-    """Raised in a task whose deadline passed (instead of its CancelledError)."""
+    """Set on a future whose deadline passed before it was done."""
 
     retriable = True
 
 
 class Deadlines:
-    def __init__(self, timeout: float, tick: float = 0.05) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        tick: float = 0.05,
+        expired: Callable[[int], object] = lambda count: None,
+    ) -> None:
         self.timeout = timeout
         self._tick = tick
-        self._pending: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self._expired = expired  # told after a sweep that failed futures, with their count
+        self._pending: dict[asyncio.Future[None], float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+            self._loop = asyncio.get_running_loop()
+            self._timer = self._loop.call_later(self._tick, self._sweep)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def add(self, future: asyncio.Future[None]) -> None:
+        """Bound ``future`` by ``timeout`` seconds from now; ``discard`` it once awaited."""
+        assert self._loop is not None, "deadlines not started"
+        self._pending[future] = self._loop.time() + self.timeout
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        self._pending.pop(future, None)
+
     def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for task, deadline in list(self._pending.items()):
+        assert self._loop is not None
+        now = self._loop.time()
+        pending = self._pending
+        expired = []
+        for future, deadline in pending.items():
             if deadline > now:
-                break  # insertion order is deadline order
-            del self._pending[task]
-            self._expired.add(task)
-            task.cancel()
-        self._timer = loop.call_later(self._tick, self._sweep)
-
-    def __call__(self) -> _Scope:
-        """``async with deadlines():`` bounds the block by ``timeout`` seconds."""
-        return _Scope(self)
-
-
-class _Scope:
-    __slots__ = ("_deadlines", "_task")
-
-    def __init__(self, deadlines: Deadlines) -> None:
-        self._deadlines = deadlines
-        self._task: asyncio.Task[object] | None = None
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None, "deadlines bound tasks"
-        self._task = task
-        deadlines = self._deadlines
-        deadlines._pending[task] = task.get_loop().time() + deadlines.timeout
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task = self._task
-        assert task is not None
-        deadlines = self._deadlines
-        deadlines._pending.pop(task, None)
-        if task in deadlines._expired:
-            deadlines._expired.discard(task)
-            # The sweep's cancel arrives at the task's next resumption, so it is the exception
-            # here; a cancel from elsewhere as well (shutdown) keeps propagating as one.
-            if exc_type is asyncio.CancelledError and task.uncancel() == 0:
-                raise DeadlineExceeded(f"deadline of {deadlines.timeout:g}s passed") from None
+                break  # insertion order is deadline order: the rest are later
+            expired.append(future)
+        failed = 0
+        for future in expired:
+            del pending[future]
+            if not future.done():
+                future.set_exception(DeadlineExceeded(f"deadline of {self.timeout:g}s passed"))
+                failed += 1
+        self._timer = self._loop.call_later(self._tick, self._sweep)
+        if failed:
+            self._expired(failed)

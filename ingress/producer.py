@@ -7,12 +7,12 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 
-from ingress.accumulator import buffered, withdraw_refused
+from ingress.accumulator import Accumulator
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded, Refused, Unreachable
 from uplink._partition import partition
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _DIAGNOSE_EVERY = 5.0  # seconds
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]
 
 
 class DurableProducer(Resource):
@@ -39,7 +39,8 @@ class DurableProducer(Resource):
     Once no broker has answered for ``unreachable_after`` seconds, a send fails at once
     (``Unreachable``) rather than wait out the timeout, until a broker answers again. The record
     of a send that timed out is withdrawn from the producer's buffer while it has not been sent
-    (ingress/accumulator.py), so the buffer does not grow with an outage's length.
+    (ingress/accumulator.py), so the buffer does not grow with an outage's length. Records go
+    straight into aiokafka's accumulator (``Accumulator``), not through ``send()``.
 
     Kafka refusing our credentials or an ACL is told apart from an outage: ``refused`` holds
     the refusal (for /readyz) until a broker accepts us again, and ``refusals`` counts them.
@@ -65,9 +66,10 @@ class DurableProducer(Resource):
         self._linger_ms = linger_ms
         self._batch_bytes = batch_bytes
         self._producer: AIOKafkaProducer | None = None
+        self._accumulator: Accumulator | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
-        self._deadlines = Deadlines(timeout)
+        self._deadlines = Deadlines(timeout, expired=lambda _: self._withdraw_later())
         self._closed = False
         self._withdraw_soon = False
         self.withdrawn = 0  # records of refused sends dropped before they were ever sent
@@ -89,7 +91,7 @@ class DurableProducer(Resource):
     @property
     def buffered(self) -> int:
         """Records in the producer's buffer, not yet acknowledged."""
-        return buffered(self._producer) if self._producer is not None else 0
+        return self._accumulator.buffered if self._accumulator is not None else 0
 
     async def start(self) -> None:
         if self._connecting is not None:
@@ -146,6 +148,7 @@ class DurableProducer(Resource):
             if self._closed:
                 await producer.stop()
                 return
+            self._accumulator = Accumulator(producer, self._clients.settings.max_request_size)
             self._producer = producer
             self.refused = None
             self.reachability.answered()  # starting fetched the cluster's metadata
@@ -168,19 +171,24 @@ class DurableProducer(Resource):
             raise Overloaded(f"{self._in_flight} pushes already await the broker")
         self._in_flight += 1
         try:
-            async with self._deadlines():
-                delivery = await producer.send(
-                    topic,
-                    value,
-                    key=key,
-                    partition=self._partition(producer, topic, key),
-                    headers=headers,
-                )
+            partition = self._partition(producer, topic, key)
+            if partition is None:
+                # The topic's metadata is not known yet (its first record): ask for it, bounded.
+                async with asyncio.timeout(self._timeout):
+                    await producer.partitions_for(topic)
+                partition = self._partition(producer, topic, key)
+                assert partition is not None
+            assert self._accumulator is not None
+            delivery = self._accumulator.append(topic, partition, key, value, headers or [])
+            deadlines = self._deadlines
+            deadlines.add(delivery)
+            try:
                 await delivery
+            finally:
+                deadlines.discard(delivery)
             reachability.answered()
             self.refused = None  # a write went through: whatever was refused is not any more
-        except DeadlineExceeded:
-            self._withdraw_later()
+        except (DeadlineExceeded, TimeoutError):
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
         except KafkaError as exc:
             refused = refusal(exc, self._clients.settings)
@@ -199,27 +207,26 @@ class DurableProducer(Resource):
         self.refusals[kind] += 1
 
     def _withdraw_later(self) -> None:
-        """Withdraw refused records once the deadline sweep's other cancelled sends have run
-        (they are scheduled before this callback): one pass over the buffer for all of them."""
+        """Withdraw refused records once the deadline sweep's failed sends have run (they are
+        scheduled before this callback): one pass over the buffer for all of them."""
         if not self._withdraw_soon:
             self._withdraw_soon = True
             asyncio.get_running_loop().call_soon(self._withdraw)
 
     def _withdraw(self) -> None:
         self._withdraw_soon = False
-        if self._producer is not None:
-            self.withdrawn += withdraw_refused(self._producer)
+        if self._accumulator is not None:
+            self.withdrawn += self._accumulator.withdraw_refused()
 
     def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
-        """The Java client's choice (murmur2 of the key modulo the partition count), in C.
-
-        None leaves the choice to aiokafka: no key, or the topic's metadata is not known yet.
-        """
-        if key is None:
-            return None
+        """The Java client's choice (murmur2 of the key modulo the partition count), in C;
+        without a key, aiokafka's partitioner's. None: the topic's metadata is not known yet."""
         partitions = producer.client.cluster.partitions_for_topic(topic)
         if not partitions:
             return None
+        if key is None:
+            available = producer.client.cluster.available_partitions_for_topic(topic)
+            return int(producer._partitioner(None, list(partitions), list(available or ())))
         return partition(key, len(partitions))
 
     async def check(self, timeout: float = 2.0) -> bool:

@@ -27,12 +27,15 @@ from ingress.app import PUSH_PATH, IngressApp, create_app
 from ingress.exceptions import BodyTooLarge
 from ingress.exchange import Headers
 from ingress.meta import META_PATH
+from ingress.responses import JSON_HEADERS
 from uplink.process import tune_gc
 from uplink.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+# Every 200 of a push carries these: decoded once, not per answer.
+_JSON_TEXT = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in JSON_HEADERS]
 
 
 class RsgiExchange:
@@ -78,7 +81,10 @@ class RsgiExchange:
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
         # granian adds content-length to a whole body.
-        text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        if headers is JSON_HEADERS:
+            text = _JSON_TEXT
+        else:
+            text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
         self._proto.response_bytes(status, text, body)
 
 

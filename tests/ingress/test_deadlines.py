@@ -1,4 +1,4 @@
-"""The swept deadlines: late work is interrupted (about on time), other cancels pass through."""
+"""The swept deadlines: a late future fails (about on time), others are left untouched."""
 
 from __future__ import annotations
 
@@ -11,29 +11,41 @@ from ingress.deadlines import DeadlineExceeded, Deadlines
 pytestmark = pytest.mark.anyio
 
 
-async def test_work_past_its_deadline_is_interrupted_within_a_tick() -> None:
-    deadlines = Deadlines(timeout=0.2, tick=0.02)
+async def test_a_future_past_its_deadline_fails_within_a_tick_and_it_is_told() -> None:
+    told: list[int] = []
+    deadlines = Deadlines(timeout=0.2, tick=0.02, expired=told.append)
     deadlines.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
+    future: asyncio.Future[None] = loop.create_future()  # never done otherwise
+    deadlines.add(future)
     try:
         with pytest.raises(DeadlineExceeded):
-            async with deadlines():
-                await loop.create_future()  # never done
+            await future
     finally:
         deadlines.stop()
     assert 0.2 <= loop.time() - started < 0.2 + 0.02 + 0.1  # one tick, plus scheduling slack
+    assert told == [1]
 
 
-async def test_work_within_its_deadline_is_untouched_and_the_task_stays_usable() -> None:
-    deadlines = Deadlines(timeout=0.2, tick=0.02)
+async def test_a_future_done_in_time_is_untouched() -> None:
+    told: list[int] = []
+    deadlines = Deadlines(timeout=0.2, tick=0.02, expired=told.append)
     deadlines.start()
+    loop = asyncio.get_running_loop()
+    kept: asyncio.Future[None] = loop.create_future()
+    left: asyncio.Future[None] = loop.create_future()
     try:
-        async with deadlines():
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.3)  # past the deadline: no stray cancel reaches the task
+        deadlines.add(kept)
+        deadlines.add(left)
+        kept.set_result(None)
+        deadlines.discard(kept)
+        left.set_result(None)  # done, but still listed when its deadline passes
+        await asyncio.sleep(0.3)
     finally:
         deadlines.stop()
+    assert kept.result() is None and left.result() is None
+    assert told == []
 
 
 async def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
@@ -42,9 +54,13 @@ async def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
     blocked = asyncio.Event()
 
     async def work() -> None:
-        async with deadlines():
-            blocked.set()
-            await asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        deadlines.add(future)
+        blocked.set()
+        try:
+            await future
+        finally:
+            deadlines.discard(future)
 
     task = asyncio.create_task(work())
     await blocked.wait()
