@@ -155,7 +155,7 @@ def _console(args: argparse.Namespace) -> int:
     import uvicorn
 
     from consumers.media.settings import MediaSettings
-    from uplink.cli.operate import groups_option
+    from uplink.cli.operate import groups_option, router_outputs
     from uplink.console import ConsoleSettings, console_app
     from uplink.s3.settings import location
     from uplink.settings import IngressSettings
@@ -174,6 +174,8 @@ def _console(args: argparse.Namespace) -> int:
         media=location(media, where, environ) if media else None,
         ingress_token=declaration(IngressSettings, "token").read(environ),
         groups={**ConsoleSettings().groups, **(groups_option(args.group) or {})},
+        # The trace's "where it was routed", from the settings `uplink trace` reads.
+        router_outputs=tuple(router_outputs(environ)),
     )
     uvicorn.run(
         console_app(settings),

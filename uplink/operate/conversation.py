@@ -5,6 +5,7 @@ Meta's statuses of the business's own messages to the customer share the convers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiokafka import TopicPartition
 
 from schemas import PushCodec, SchemaError
 from schemas.meta import StatusCodec
-from uplink.operate.trace import Tracer, conversation_key, partition_of
+from uplink.operate.trace import conversation_key, partition_of
 from uplink.operate.window import Record, TopicReader, iso
 
 _MEDIA = ("image", "video", "audio", "document", "sticker")
@@ -49,21 +50,22 @@ class Line:
 
 
 async def conversation(
-    tracer: Tracer,
-    clients_reader: TopicReader,
+    reader: TopicReader,
     codec: PushCodec,
+    groups: Mapping[str, str],
     topic: str,
     business: str,
     sender: str,
     since_ms: int,
 ) -> list[Line]:
-    """The conversation's pushes since ``since_ms``, in the order they were received."""
+    """The conversation's pushes since ``since_ms``, in the order they were received, each
+    with what ``groups`` (worker → group) made of it."""
     key = conversation_key(business, sender)
-    partitions = await clients_reader.partitions(topic)
+    partitions = await reader.partitions(topic)
     partition = partition_of(key, partitions)
-    committed = await tracer.committed(TopicPartition(topic, partition))
+    committed = await reader.committed(groups, TopicPartition(topic, partition))
     lines: list[Line] = []
-    async for record in clients_reader.read(topic, since_ms, partitions=[partition]):
+    async for record in reader.read(topic, since_ms, partitions=[partition]):
         if record.key != key:
             continue
         try:
@@ -82,7 +84,7 @@ async def statuses(
 ) -> list[dict[str, Any]]:
     """The newest status of each of the business's messages to ``recipient`` since
     ``since_ms`` (sent, delivered, read, failed), in the order of their first status."""
-    if topic not in await reader.consumer.topics():
+    if topic not in await reader.topics():
         return []
     key = conversation_key(business, recipient)
     partition = partition_of(key, await reader.partitions(topic))

@@ -12,23 +12,20 @@ are, so the phones pick one partition there too).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
-from aiokafka.structs import OffsetAndMetadata
 
 from schemas import MediaCodec, PushCodec, SchemaError
 from schemas.meta import StatusCodec
-from uplink.kafka import KafkaClients, java_partitioner
+from uplink.kafka import java_partitioner
 from uplink.operate.deadletters import WORKERS
+from uplink.operate.readers import Readers
 from uplink.operate.records import last_header, message_id_of
 from uplink.operate.window import Record, Scan, TopicReader, iso
-from uplink.settings import KafkaSettings, Topics
+from uplink.settings import Topics
 
 
 def conversation_key(business: str, sender: str) -> bytes:
@@ -97,34 +94,23 @@ class Trace:
 class Tracer:
     def __init__(
         self,
-        kafka: KafkaSettings,
+        readers: Readers,
         topics: Topics,
         codec: PushCodec,
         groups: dict[str, str] | None = None,
         scan: Scan | None = None,
     ) -> None:
-        self._clients = KafkaClients(kafka)
+        self._readers = readers
         self._topics = topics
         self._codec = codec
         # worker → its consumer group
         self._groups = groups if groups is not None else {w: f"uplink-{w}" for w in WORKERS}
         self.scan = scan if scan is not None else Scan()
 
-    async def committed(self, tp: TopicPartition) -> dict[str, int | None]:
-        """Each group's committed position in ``tp`` (None: nothing committed)."""
-        admin = self._clients.admin()
-        await self._clients.start(admin)
-        try:
-            positions: dict[str, int | None] = {}
-            for worker, group in self._groups.items():
-                offsets = await _group_offsets(admin, group, tp)
-                found = offsets.get(tp)
-                positions[worker] = (
-                    found.offset if found is not None and found.offset >= 0 else None
-                )
-            return positions
-        finally:
-            await admin.close()
+    @property
+    def groups(self) -> dict[str, str]:
+        """worker → its consumer group"""
+        return self._groups
 
     async def trace(
         self,
@@ -135,7 +121,7 @@ class Tracer:
         output_topics: Sequence[str] = (),
     ) -> Trace:
         found = Trace(message_id)
-        async with TopicReader(self._clients, self.scan) as reader:
+        async with self._readers.reader(self.scan) as reader:
             topic = self._topics.messages
             partitions = await reader.partitions(topic)
             chosen = [partition_of(key, partitions)] if key is not None else partitions
@@ -146,31 +132,34 @@ class Tracer:
             if not found.sightings:
                 return found
             first = min(s.record.timestamp for s in found.sightings)
-            letters = await self._dead_letters(reader, found, first)
+            # What the workers wrote of a push is keyed as the push: its partitions only.
+            keys = {s.record.key for s in found.sightings if s.record.key is not None}
+            letters = await self._dead_letters(reader, found, first, keys)
             for sighting in found.sightings:
                 record = sighting.record
                 tp = TopicPartition(record.topic, record.partition)
-                committed = await self.committed(tp)
+                committed = await reader.committed(self._groups, tp)
                 for worker, group in self._groups.items():
                     sighting.groups.append(
                         _state(worker, group, record, committed[worker], letters)
                     )
-            found.media = await self._media(reader, message_id, first)
-            found.outputs = await self._outputs(reader, found, first, output_topics)
+            found.media = await self._media(reader, message_id, first, keys)
+            found.outputs = await self._outputs(reader, found, first, output_topics, keys)
         return found
 
     async def _dead_letters(
-        self, reader: TopicReader, found: Trace, since_ms: int
+        self, reader: TopicReader, found: Trace, since_ms: int, keys: set[bytes]
     ) -> dict[tuple[str, int, int], str]:
         """(worker, partition, offset) of a sighting → the reason it was dead-lettered."""
         wanted = {(s.record.partition, s.record.offset) for s in found.sightings}
-        topics = await reader.consumer.topics()
+        topics = await reader.topics()
         letters: dict[tuple[str, int, int], str] = {}
         for worker in self._groups:
             dlq = self._topics.dlq(worker)
             if dlq not in topics:
                 continue
-            async for record in reader.read(dlq, since_ms):
+            chosen = await partitions_of_keys(reader, dlq, keys)
+            async for record in reader.read(dlq, since_ms, partitions=chosen):
                 headers = record.headers
                 if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
                     # Dead-lettered from a delay or re-drive topic: matched by messageId.
@@ -190,9 +179,9 @@ class Tracer:
         return letters
 
     async def _media(
-        self, reader: TopicReader, message_id: str, since_ms: int
+        self, reader: TopicReader, message_id: str, since_ms: int, keys: set[bytes]
     ) -> list[dict[str, Any]]:
-        found = await stored_media(reader, self._topics.media, since_ms, {message_id})
+        found = await stored_media(reader, self._topics.media, since_ms, {message_id}, keys)
         return [
             {k: v for k, v in event.items() if k not in ("messageId", "mimeType")}
             for event in found.get(message_id, [])
@@ -208,7 +197,7 @@ class Tracer:
     ) -> list[dict[str, Any]]:
         """The statuses of ``message_id`` (a wamid) in the window, in the order they arrived."""
         topic = self._topics.statuses
-        if topic not in await reader.consumer.topics():
+        if topic not in await reader.topics():
             return []
         partitions = await reader.partitions(topic)
         chosen = [partition_of(key, partitions)] if key is not None else partitions
@@ -236,17 +225,23 @@ class Tracer:
         return statuses
 
     async def _outputs(
-        self, reader: TopicReader, found: Trace, since_ms: int, output_topics: Sequence[str]
+        self,
+        reader: TopicReader,
+        found: Trace,
+        since_ms: int,
+        output_topics: Sequence[str],
+        keys: set[bytes],
     ) -> list[dict[str, Any]]:
         sources = {
             f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
         }
-        existing = await reader.consumer.topics()
+        existing = await reader.topics()
         outputs: list[dict[str, Any]] = []
         for topic in output_topics:
             if topic not in existing:
                 continue
-            async for record in reader.read(topic, since_ms):
+            chosen = await partitions_of_keys(reader, topic, keys)
+            async for record in reader.read(topic, since_ms, partitions=chosen):
                 if last_header(record.headers, "uplink-source") in sources:
                     outputs.append(
                         {
@@ -260,24 +255,6 @@ class Tracer:
                         }
                     )
         return outputs
-
-
-async def _group_offsets(
-    admin: AIOKafkaAdminClient, group: str, tp: TopicPartition, attempts: int = 20
-) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The group's committed offsets; a cluster where no group ever committed has no offsets
-    topic yet, and its coordinator answers "not available" while it creates one."""
-    for attempt in range(attempts):
-        try:
-            offsets: dict[
-                TopicPartition, OffsetAndMetadata
-            ] = await admin.list_consumer_group_offsets(group, partitions=[tp])
-            return offsets
-        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.5)
-    return {}
 
 
 def _state(
@@ -299,16 +276,33 @@ def _state(
     )
 
 
+async def partitions_of_keys(
+    reader: TopicReader, topic: str, keys: set[bytes] | None
+) -> list[int] | None:
+    """The partitions of ``topic`` that records of ``keys`` go to (None: every partition, as
+    for records without a key)."""
+    if not keys:
+        return None
+    partitions = await reader.partitions(topic)
+    return sorted({partition_of(key, partitions) for key in keys})
+
+
 async def stored_media(
-    reader: TopicReader, topic: str, since_ms: int, message_ids: set[str] | None = None
+    reader: TopicReader,
+    topic: str,
+    since_ms: int,
+    message_ids: set[str] | None = None,
+    keys: set[bytes] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """What the media worker stored since ``since_ms`` (its events in ``topic``), by messageId:
-    of ``message_ids`` only, or of every push."""
-    if topic not in await reader.consumer.topics():
+    """What the media worker stored since ``since_ms`` (its events in ``topic``, keyed as the
+    pushes: with ``keys``, their partitions only), by messageId: of ``message_ids`` only, or
+    of every push."""
+    if topic not in await reader.topics():
         return {}
     codec = MediaCodec()
     stored: dict[str, list[dict[str, Any]]] = {}
-    async for record in reader.read(topic, since_ms):
+    chosen = await partitions_of_keys(reader, topic, keys)
+    async for record in reader.read(topic, since_ms, partitions=chosen):
         try:
             event = codec.decode(record.value or b"")
         except SchemaError:
