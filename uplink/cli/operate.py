@@ -316,11 +316,11 @@ def _conversation(args: argparse.Namespace) -> int:
             Readers(KafkaClients(kafka)) as readers,
             readers.reader(scan) as reader,
         ):
-            lines = await conversation(
+            chat = await conversation(
                 reader, codec, groups, topics.messages, args.business, args.sender, since
             )
         _emit(
-            [line.row() for line in lines],
+            [line.row() for line in chat.lines],
             args.json,
             ["time", "type", "text", "media", "messageId", "status"],
         )

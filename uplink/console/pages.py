@@ -413,14 +413,21 @@ class Console:
         topics = self.settings.topics
         scan = Scan()
         async with self.readers.reader(scan) as reader:
-            lines = await conversation(
-                reader, self.codec, self.groups, topics.messages, business, customer, since
+            chat = await conversation(
+                reader,
+                self.codec,
+                self.groups,
+                topics.messages,
+                business,
+                customer,
+                since,
+                self.settings.page_size,
             )
-            ids = {str(line.row()["messageId"]) for line in lines}
+            ids = {str(line.row()["messageId"]) for line in chat.lines}
             key = conversation_key(business, customer)
             media = await stored_media(reader, topics.media, since, ids, {key})
             ticks = await statuses(reader, topics.statuses, business, customer, since)
-        bubbles = [_bubble(line.row(), line.push, media) for line in lines]
+        bubbles = [_bubble(line.row(), line.push, media) for line in chat.lines]
         bubbles += [
             {
                 "out": True,
@@ -440,6 +447,8 @@ class Console:
             business=business,
             customer=customer,
             since=since_text,
+            shown=len(chat.lines),
+            matched=chat.matched,
             scan=scan.describe(),
         )
 

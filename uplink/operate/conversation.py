@@ -5,6 +5,7 @@ Meta's statuses of the business's own messages to the customer share the convers
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,12 @@ class Line:
         }
 
 
+@dataclass(frozen=True)
+class Conversation:
+    lines: list[Line]  # the newest pushes, in the order they were received
+    matched: int  # pushes of the conversation in the window (more than lines: cut)
+
+
 async def conversation(
     reader: TopicReader,
     codec: PushCodec,
@@ -57,17 +64,23 @@ async def conversation(
     business: str,
     sender: str,
     since_ms: int,
-) -> list[Line]:
-    """The conversation's pushes since ``since_ms``, in the order they were received, each
-    with what ``groups`` (worker → group) made of it."""
+    limit: int | None = None,
+) -> Conversation:
+    """The conversation's pushes since ``since_ms`` (the newest ``limit`` of them), in the
+    order they were received, each with what ``groups`` (worker → group) made of it."""
     key = conversation_key(business, sender)
     partitions = await reader.partitions(topic)
     partition = partition_of(key, partitions)
     committed = await reader.committed(groups, TopicPartition(topic, partition))
-    lines: list[Line] = []
+    # Keys are compared as they come; only the pushes shown are decoded.
+    kept: deque[Record] = deque(maxlen=limit)
+    matched = 0
     async for record in reader.read(topic, since_ms, partitions=[partition]):
-        if record.key != key:
-            continue
+        if record.key == key:
+            kept.append(record)
+            matched += 1
+    lines: list[Line] = []
+    for record in kept:
         try:
             await codec.learn([record.value])
             push: dict[str, Any] | None = codec.decode(record.value or b"")
@@ -76,7 +89,7 @@ async def conversation(
         behind = [w for w, at in committed.items() if at is None or at <= record.offset]
         status = "processed" if not behind else "pending: " + ", ".join(behind)
         lines.append(Line(record, push, status if push is not None else "undecodable"))
-    return lines
+    return Conversation(lines, matched)
 
 
 async def statuses(
