@@ -26,6 +26,8 @@ from uplink.kafka import KafkaClients
 from uplink.operate.window import Scan, TopicReader, stop_consumer
 from uplink.resources import Resource
 
+FETCH_BYTES = 4 << 20  # a partition's share of one fetch
+
 
 class Readers(Resource):
     def __init__(self, clients: KafkaClients, size: int = 1, partitions_ttl: float = 60.0) -> None:
@@ -45,7 +47,12 @@ class Readers(Resource):
             await self.clients.start(admin)
             for _ in range(self._size):
                 consumer = self.clients.consumer(
-                    group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+                    group_id=None,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    # A window is read in few round trips, not in 1 MiB steps.
+                    max_partition_fetch_bytes=FETCH_BYTES,
+                    fetch_max_bytes=4 * FETCH_BYTES,
                 )
                 self._consumers.append(consumer)
                 await self.clients.start(consumer)

@@ -157,11 +157,14 @@ class TopicReader:
         # offsets below need the partitions' leaders; nothing is fetched before the seeks.
         consumer.assign(tps)
         consumer.pause(*tps)
-        ends = await consumer.end_offsets(tps)
         if since_ms is None:
-            starts = await consumer.beginning_offsets(tps)
+            ends, starts = await asyncio.gather(
+                consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+            )
         else:
-            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            ends, found = await asyncio.gather(
+                consumer.end_offsets(tps), consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            )
             starts = {tp: ends[tp] if hit is None else hit.offset for tp, hit in found.items()}
         todo: set[TopicPartition] = set()
         for tp in tps:
@@ -174,7 +177,8 @@ class TopicReader:
         consumer.resume(*todo)
         idle_since = time.monotonic()
         while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            # Records are made as they are asked for: a read that stops early makes few.
+            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=500)
             if batches:
                 idle_since = time.monotonic()
             for tp, records in batches.items():
@@ -214,8 +218,9 @@ class TopicReader:
             return None
         consumer.assign([tp])
         consumer.pause(tp)  # nothing fetched before the seek
-        ends = await consumer.end_offsets([tp])
-        begins = await consumer.beginning_offsets([tp])
+        ends, begins = await asyncio.gather(
+            consumer.end_offsets([tp]), consumer.beginning_offsets([tp])
+        )
         if not begins[tp] <= offset < ends[tp]:
             return None
         consumer.seek(tp, offset)
