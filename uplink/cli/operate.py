@@ -317,7 +317,7 @@ def _conversation(args: argparse.Namespace) -> int:
             readers.reader(scan) as reader,
         ):
             chat = await conversation(
-                reader, codec, groups, topics.messages, args.business, args.sender, since
+                reader, codec, groups, topics, args.business, args.sender, since
             )
         _emit(
             [line.row() for line in chat.lines],

@@ -28,12 +28,12 @@ from uplink.console.sampler import RULE, Sampler
 from uplink.console.settings import ConsoleSettings
 from uplink.exceptions import ConfigError, KafkaUnavailable
 from uplink.mediastore import MediaReader
-from uplink.operate.conversation import conversation, statuses
+from uplink.operate.conversation import conversation
 from uplink.operate.deadletters import WORKERS, DeadLetterQueues, Filter, Ref, show_row
 from uplink.operate.quarantine import Quarantine, QuarantineRef
 from uplink.operate.readers import Readers
 from uplink.operate.records import decode_push
-from uplink.operate.trace import Tracer, conversation_key, stored_media
+from uplink.operate.trace import Tracer, conversation_key
 from uplink.operate.window import Scan, iso, parse_duration, parse_time
 
 actions = logging.getLogger("uplink.console.actions")
@@ -417,16 +417,15 @@ class Console:
                 reader,
                 self.codec,
                 self.groups,
-                topics.messages,
+                topics,
                 business,
                 customer,
                 since,
                 self.settings.page_size,
+                media=True,
+                statuses=True,
             )
-            ids = {str(line.row()["messageId"]) for line in chat.lines}
-            key = conversation_key(business, customer)
-            media = await stored_media(reader, topics.media, since, ids, {key})
-            ticks = await statuses(reader, topics.statuses, business, customer, since)
+        media, ticks = chat.media, chat.statuses
         bubbles = [_bubble(line.row(), line.push, media) for line in chat.lines]
         bubbles += [
             {

@@ -12,6 +12,7 @@ are, so the phones pick one partition there too).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,140 +122,123 @@ class Tracer:
         output_topics: Sequence[str] = (),
     ) -> Trace:
         found = Trace(message_id)
+        topics = self._topics
         async with self._readers.reader(self.scan) as reader:
-            topic = self._topics.messages
-            partitions = await reader.partitions(topic)
-            chosen = [partition_of(key, partitions)] if key is not None else partitions
-            async for record in reader.read(topic, since_ms, until_ms, chosen):
-                if message_id_of(self._codec, record.value) == message_id:
-                    found.sightings.append(Sighting(record))
-            found.statuses = await self._statuses(reader, message_id, since_ms, until_ms, key)
+            existing = await reader.topics()
+            # The window of the messages and, for a message the business sent, of its
+            # statuses (keyed by the conversation too): read in one go.
+            conversation = {key} if key is not None else None
+            first_read: dict[str, list[int] | None] = {
+                topics.messages: await partitions_of_keys(reader, topics.messages, conversation)
+            }
+            if topics.statuses in existing:
+                first_read[topics.statuses] = await partitions_of_keys(
+                    reader, topics.statuses, conversation
+                )
+            status_codec = StatusCodec()
+            async for record in reader.read_all(first_read, since_ms, until_ms):
+                if record.topic == topics.messages:
+                    if message_id_of(self._codec, record.value) == message_id:
+                        found.sightings.append(Sighting(record))
+                else:
+                    status = _status(status_codec, record, message_id)
+                    if status is not None:
+                        found.statuses.append(status)
             if not found.sightings:
                 return found
             first = min(s.record.timestamp for s in found.sightings)
-            # What the workers wrote of a push is keyed as the push: its partitions only.
+            # What the workers wrote of the push is keyed as the push: its partitions only,
+            # read in one go while the groups' positions are asked.
             keys = {s.record.key for s in found.sightings if s.record.key is not None}
-            letters = await self._dead_letters(reader, found, first, keys)
-            for sighting in found.sightings:
-                record = sighting.record
-                tp = TopicPartition(record.topic, record.partition)
-                committed = await reader.committed(self._groups, tp)
+            dlqs = {topics.dlq(w): w for w in self._groups if topics.dlq(w) in existing}
+            outputs = [t for t in dict.fromkeys(output_topics) if t in existing]
+            later: dict[str, list[int] | None] = {}
+            for topic in [*dlqs, topics.media, *outputs]:
+                if topic in existing:
+                    later[topic] = await partitions_of_keys(reader, topic, keys)
+            positions = asyncio.gather(
+                *(
+                    reader.committed(
+                        self._groups, TopicPartition(s.record.topic, s.record.partition)
+                    )
+                    for s in found.sightings
+                )
+            )
+            letters: dict[tuple[str, int, int], str] = {}
+            media_codec = MediaCodec()
+            sources = {
+                f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
+            }
+            try:
+                async for record in reader.read_all(later, first):
+                    if record.topic in dlqs:
+                        letters.update(self._letter(dlqs[record.topic], record, found))
+                    elif record.topic == topics.media:
+                        event = media_event(media_codec, record)
+                        if event is not None and event["messageId"] == message_id:
+                            found.media.append(
+                                {k: v for k, v in event.items() if k not in _NOT_SHOWN}
+                            )
+                    elif last_header(record.headers, "uplink-source") in sources:
+                        found.outputs.append(_output(record))
+            finally:
+                committed = await positions
+            for sighting, at in zip(found.sightings, committed, strict=True):
                 for worker, group in self._groups.items():
                     sighting.groups.append(
-                        _state(worker, group, record, committed[worker], letters)
+                        _state(worker, group, sighting.record, at[worker], letters)
                     )
-            found.media = await self._media(reader, message_id, first, keys)
-            found.outputs = await self._outputs(reader, found, first, output_topics, keys)
         return found
 
-    async def _dead_letters(
-        self, reader: TopicReader, found: Trace, since_ms: int, keys: set[bytes]
-    ) -> dict[tuple[str, int, int], str]:
-        """(worker, partition, offset) of a sighting → the reason it was dead-lettered."""
+    def _letter(self, worker: str, record: Record, found: Trace) -> dict[tuple[str, int, int], str]:
+        """(worker, partition, offset) of a sighting → the reason this dead letter gives."""
+        headers = record.headers
+        reason = last_header(headers, "uplink-dlq-reason") or ""
         wanted = {(s.record.partition, s.record.offset) for s in found.sightings}
-        topics = await reader.topics()
-        letters: dict[tuple[str, int, int], str] = {}
-        for worker in self._groups:
-            dlq = self._topics.dlq(worker)
-            if dlq not in topics:
-                continue
-            chosen = await partitions_of_keys(reader, dlq, keys)
-            async for record in reader.read(dlq, since_ms, partitions=chosen):
-                headers = record.headers
-                if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
-                    # Dead-lettered from a delay or re-drive topic: matched by messageId.
-                    if message_id_of(self._codec, record.value) != found.message_id:
-                        continue
-                    for partition, offset in wanted:
-                        letters[(worker, partition, offset)] = (
-                            last_header(headers, "uplink-dlq-reason") or ""
-                        )
-                    continue
-                partition = int(last_header(headers, "uplink-dlq-partition") or -1)
-                offset = int(last_header(headers, "uplink-dlq-offset") or -1)
-                if (partition, offset) in wanted:
-                    letters[(worker, partition, offset)] = (
-                        last_header(headers, "uplink-dlq-reason") or ""
-                    )
-        return letters
+        if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
+            # Dead-lettered from a delay or re-drive topic: matched by messageId.
+            if message_id_of(self._codec, record.value) != found.message_id:
+                return {}
+            return {(worker, partition, offset): reason for partition, offset in wanted}
+        partition = int(last_header(headers, "uplink-dlq-partition") or -1)
+        offset = int(last_header(headers, "uplink-dlq-offset") or -1)
+        return {(worker, partition, offset): reason} if (partition, offset) in wanted else {}
 
-    async def _media(
-        self, reader: TopicReader, message_id: str, since_ms: int, keys: set[bytes]
-    ) -> list[dict[str, Any]]:
-        found = await stored_media(reader, self._topics.media, since_ms, {message_id}, keys)
-        return [
-            {k: v for k, v in event.items() if k not in ("messageId", "mimeType")}
-            for event in found.get(message_id, [])
-        ]
 
-    async def _statuses(
-        self,
-        reader: TopicReader,
-        message_id: str,
-        since_ms: int,
-        until_ms: int | None,
-        key: bytes | None,
-    ) -> list[dict[str, Any]]:
-        """The statuses of ``message_id`` (a wamid) in the window, in the order they arrived."""
-        topic = self._topics.statuses
-        if topic not in await reader.topics():
-            return []
-        partitions = await reader.partitions(topic)
-        chosen = [partition_of(key, partitions)] if key is not None else partitions
-        codec = StatusCodec()
-        statuses: list[dict[str, Any]] = []
-        async for record in reader.read(topic, since_ms, until_ms, chosen):
-            try:
-                status = codec.decode(record.value or b"")
-            except SchemaError:
-                continue
-            if status.get("id") != message_id:
-                continue
-            errors = status.get("errors") or []
-            statuses.append(
-                {
-                    "status": status.get("status"),
-                    "time": iso(int(status["timestamp"]) * 1000)
-                    if status.get("timestamp") is not None
-                    else None,
-                    "recipient": status.get("recipient_id"),
-                    "errors": [e.get("title") or e.get("message") for e in errors],
-                    "at": f"{record.topic}/{record.partition}@{record.offset}",
-                }
-            )
-        return statuses
+_NOT_SHOWN = ("messageId", "mimeType")
 
-    async def _outputs(
-        self,
-        reader: TopicReader,
-        found: Trace,
-        since_ms: int,
-        output_topics: Sequence[str],
-        keys: set[bytes],
-    ) -> list[dict[str, Any]]:
-        sources = {
-            f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
-        }
-        existing = await reader.topics()
-        outputs: list[dict[str, Any]] = []
-        for topic in output_topics:
-            if topic not in existing:
-                continue
-            chosen = await partitions_of_keys(reader, topic, keys)
-            async for record in reader.read(topic, since_ms, partitions=chosen):
-                if last_header(record.headers, "uplink-source") in sources:
-                    outputs.append(
-                        {
-                            "topic": record.topic,
-                            "partition": record.partition,
-                            "offset": record.offset,
-                            "rule": last_header(record.headers, "uplink-rule"),
-                            "endpoint": last_header(record.headers, "uplink-endpoint"),
-                            # A parked delivery's late answer (consumers/router/settlements.py)
-                            "settled": last_header(record.headers, "uplink-settled"),
-                        }
-                    )
-        return outputs
+
+def _status(codec: StatusCodec, record: Record, message_id: str) -> dict[str, Any] | None:
+    """The status of ``message_id`` (a wamid) that ``record`` carries, if it does."""
+    try:
+        status = codec.decode(record.value or b"")
+    except SchemaError:
+        return None
+    if status.get("id") != message_id:
+        return None
+    errors = status.get("errors") or []
+    return {
+        "status": status.get("status"),
+        "time": iso(int(status["timestamp"]) * 1000)
+        if status.get("timestamp") is not None
+        else None,
+        "recipient": status.get("recipient_id"),
+        "errors": [e.get("title") or e.get("message") for e in errors],
+        "at": f"{record.topic}/{record.partition}@{record.offset}",
+    }
+
+
+def _output(record: Record) -> dict[str, Any]:
+    """A copy the router wrote of the push (an output or delay topic's record)."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "rule": last_header(record.headers, "uplink-rule"),
+        "endpoint": last_header(record.headers, "uplink-endpoint"),
+        # A parked delivery's late answer (consumers/router/settlements.py)
+        "settled": last_header(record.headers, "uplink-settled"),
+    }
 
 
 def _state(
@@ -287,38 +271,18 @@ async def partitions_of_keys(
     return sorted({partition_of(key, partitions) for key in keys})
 
 
-async def stored_media(
-    reader: TopicReader,
-    topic: str,
-    since_ms: int,
-    message_ids: set[str] | None = None,
-    keys: set[bytes] | None = None,
-) -> dict[str, list[dict[str, Any]]]:
-    """What the media worker stored since ``since_ms`` (its events in ``topic``, keyed as the
-    pushes: with ``keys``, their partitions only), by messageId: of ``message_ids`` only, or
-    of every push."""
-    if topic not in await reader.topics():
-        return {}
-    codec = MediaCodec()
-    stored: dict[str, list[dict[str, Any]]] = {}
-    chosen = await partitions_of_keys(reader, topic, keys)
-    async for record in reader.read(topic, since_ms, partitions=chosen):
-        try:
-            event = codec.decode(record.value or b"")
-        except SchemaError:
-            continue
-        message_id = event.get("messageId")
-        if message_ids is not None and message_id not in message_ids:
-            continue
-        stored.setdefault(str(message_id), []).append(
-            {
-                "messageId": message_id,
-                "uri": event["uri"],
-                "sha256": event["sha256"],
-                "size": event["size"],
-                "type": event["type"],
-                "mimeType": event.get("mimeType"),
-                "at": f"{record.topic}/{record.partition}@{record.offset}",
-            }
-        )
-    return stored
+def media_event(codec: MediaCodec, record: Record) -> dict[str, Any] | None:
+    """What the media worker stored, as its event in ``record`` says (None: not an event)."""
+    try:
+        event = codec.decode(record.value or b"")
+    except SchemaError:
+        return None
+    return {
+        "messageId": event.get("messageId"),
+        "uri": event["uri"],
+        "sha256": event["sha256"],
+        "size": event["size"],
+        "type": event["type"],
+        "mimeType": event.get("mimeType"),
+        "at": f"{record.topic}/{record.partition}@{record.offset}",
+    }

@@ -148,9 +148,23 @@ class TopicReader:
         """The records of ``topic`` from ``since_ms`` (None: from the beginning) to the end of
         each partition as of now, stopping a partition at its first record after ``until_ms``;
         partition by partition interleaved as fetched (in order within each)."""
+        async for record in self.read_all({topic: partitions}, since_ms, until_ms):
+            yield record
+
+    async def read_all(
+        self,
+        topics: Mapping[str, Iterable[int] | None],
+        since_ms: int | None,
+        until_ms: int | None = None,
+    ) -> AsyncGenerator[Record, None]:
+        """``read`` of several topics at once (topic → its partitions, None: all of them):
+        their offsets asked in one round, fetched together; a record says its topic."""
         consumer = self._consumer
-        chosen = list(partitions) if partitions is not None else await self.partitions(topic)
-        tps = [TopicPartition(topic, p) for p in chosen]
+        tps = [
+            TopicPartition(topic, p)
+            for topic, partitions in topics.items()
+            for p in (partitions if partitions is not None else await self.partitions(topic))
+        ]
         if not tps:
             return
         # Assigned first, paused: the consumer's metadata follows its assignment, and the
