@@ -33,6 +33,7 @@ from bench.results import command, run_line, write_run
 from schemas import PushCodec
 from uplink.broker import free_port, kafka_broker
 from uplink.console import ConsoleSettings, console_app
+from uplink.operate.window import iso
 from uplink.settings import KafkaSettings, Topics
 from uplink.topics import ensure_topics
 from uplink.topology import setup
@@ -77,7 +78,7 @@ async def main(count: int, dead_letters: int, rounds: int) -> None:
         )
         await ensure_topics(kafka, topics, setup(topics, 1 << 20, ["router"]).creates)
         filled = time.perf_counter()
-        await fill(kafka, topics, count, codec, dead_letters)
+        last = await fill(kafka, topics, count, codec, dead_letters)
         print(f"filled {count:,} pushes, {dead_letters:,} dead letters "
               f"in {time.perf_counter() - filled:.0f}s", flush=True)  # fmt: skip
         example = sorted((ROOT / "tests/examples").glob("*.json"))[(count - 10) % 13]
@@ -93,8 +94,9 @@ async def main(count: int, dead_letters: int, rounds: int) -> None:
             "quarantine": "/quarantine",
             "trace with the phones (30 min)": f"/trace?messageId={target}&business={business}"
             f"&customer={customer}&window=30m",
-            "conversation (last 5 min)": f"/conversation?business={business}"
-            f"&customer={customer}&since=5m",
+            # From 5 minutes before the last push (the fill takes longer than that).
+            "conversation (5 min, newest 100 shown)": f"/conversation?business={business}"
+            f"&customer={customer}&since={iso(last - 300_000)}",
         }
         settings = ConsoleSettings(kafka=kafka, topics=topics, sample_interval=1.0)
         servers = [await serving(bare()), await serving(console_app(settings))]
@@ -135,8 +137,9 @@ median answer time.
 |---|---|---|---|
 {rows}
 
-Slowest: {slowest}, {pages[slowest]:.0f} ms. Every page reads Kafka by time at each request
-(offsets-for-times, then the window); the overview reads only the console's samples.
+Slowest: {slowest}, {pages[slowest]:.0f} ms. Every page but the overview reads Kafka by time at
+each request (offsets-for-times, then the window) with a consumer the console keeps
+(uplink/operate/readers.py); the overview reads only the console's samples.
 """
     write_run(
         "Console pages",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,13 +28,13 @@ from typing import Any, Protocol
 import orjson
 
 from uplink.disk import fsync
+from uplink.mediastore import OBJECTS, object_key, object_path, sidecar_name
 from uplink.resources import Resource
 from uplink.s3.bucket import Bucket
 from uplink.s3.store import BucketStore
 
 log = logging.getLogger(__name__)
 
-_HEX = re.compile(r"[0-9a-f]{64}")
 SPOOL_SUFFIX = ".part"
 
 
@@ -72,7 +71,7 @@ class FileStore(Resource):
 
     def __init__(self, root: Path, *, stale_after: float = 3600.0) -> None:
         self._root = root
-        self._objects = root / "sha256"
+        self._objects = root / OBJECTS
         self._spool = root / "tmp"
         self._stale_after = stale_after  # spool files older than this were left by a crash
 
@@ -85,9 +84,7 @@ class FileStore(Resource):
         return None
 
     def path(self, digest: str) -> Path:
-        if not _HEX.fullmatch(digest):
-            raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
-        return self._objects / digest[:2] / digest
+        return object_path(self._root, digest)
 
     def uri(self, digest: str) -> str:
         return self.path(digest).absolute().as_uri()
@@ -121,7 +118,7 @@ class FileStore(Resource):
                 out.flush()
                 os.fsync(out.fileno())
             try:
-                os.link(meta, final.with_name(final.name + ".json"))
+                os.link(meta, final.with_name(sidecar_name(final.name)))
             except FileExistsError:
                 pass  # the first push's sidecar stays
         finally:
@@ -149,9 +146,7 @@ class MediaBucket(BucketStore):
         super().__init__(bucket, "media", work_dir)
 
     def key(self, digest: str) -> str:
-        if not _HEX.fullmatch(digest):
-            raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
-        return self.bucket.location.key("sha256", digest[:2], digest)
+        return object_key(self.bucket.location, digest)
 
     def uri(self, digest: str) -> str:
         return f"s3://{self.bucket.location.bucket}/{self.key(digest)}"
@@ -167,7 +162,7 @@ class MediaBucket(BucketStore):
         key = self.key(digest)
         size = (await asyncio.to_thread(spooled.stat)).st_size
         # Taken: the first push's sidecar stays, or another worker put the same bytes.
-        await self.bucket.put_new(f"{key}.json", orjson.dumps(sidecar))
+        await self.bucket.put_new(sidecar_name(key), orjson.dumps(sidecar))
         await self.bucket.put_new(key, spooled)
         return Stored(self.uri(digest), size)
 

@@ -24,6 +24,7 @@ import httpx
 import orjson
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
@@ -34,14 +35,17 @@ from starlette.routing import Route
 
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
+from consumers.router.rules import load_rules
 from consumers.router.settings import RouterSettings
 from ingress.app import create_app
 from tests.conftest import EXAMPLES, Server, wait_ready
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.media.server import MediaServer
-from tests.consumers.router.test_handler import SECRET, make_rules
+from tests.consumers.router.test_handler import SECRET
+from tests.uplink.operate.conftest import environ
 from uplink.cli import launcher, workers
 from uplink.cli.launcher import Assembly
+from uplink.cli.main import console_settings
 from uplink.console import ConsoleSettings, console_app
 from uplink.exceptions import ConfigError
 from uplink.settings import IngressSettings, Secret, WorkerSettings
@@ -143,8 +147,11 @@ async def page(
         async with asyncio.timeout(timeout):
             while True:
                 await asyncio.to_thread(browser.get, url)
-                if await asyncio.to_thread(ready):
-                    return
+                try:
+                    if await asyncio.to_thread(ready):
+                        return
+                except StaleElementReferenceException:
+                    pass  # the page refreshed itself while being read: read it again
                 await asyncio.sleep(0.5)  # the console's sample interval in this test
     except TimeoutError:
         shown = await asyncio.to_thread(lambda: browser.find_element(By.TAG_NAME, "main").text)
@@ -207,7 +214,9 @@ async def test_the_console_on_the_real_pipeline(
     archive = make_worker_settings("archive", commit_interval=0.2)
     topics = router.topics
     endpoint = Endpoint(broken={"refused-1"})
-    rules = make_rules(
+    copies = topics.messages + ".all"  # the rule's output topic, which the trace shows
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
         f"""
         [endpoint.crm]
         url = "{await serve(endpoint.app())}/hook"
@@ -215,9 +224,10 @@ async def test_the_console_on_the_real_pipeline(
         [[rule]]
         name = "all"
         match = {{}}
-        actions = [{{ post = "crm" }}]
+        actions = [{{ topic = "{copies}" }}, {{ post = "crm" }}]
         """
     )
+    rules = load_rules(rules_file, {})
     files = MediaServer()
     image = png(48, 32, (40, 140, 220))
     sha = files.add("photo.png", image)
@@ -237,18 +247,20 @@ async def test_the_console_on_the_real_pipeline(
         workers.archive(archive, ArchiveSettings(root=tmp_path / "archive")),
     ]
     groups = {"router": router.group, "media": media.group, "archive": archive.group}
-    console = await serve(
-        console_app(
-            ConsoleSettings(
-                kafka=router.kafka,
-                topics=topics,
-                groups=groups,
-                allow_actions=True,
-                sample_interval=0.5,
-                media=store,
-            )
-        )
+    # Its settings as `uplink console` reads them, the router's rules among them.
+    settings = console_settings(
+        ["--allow-actions", *(f"--group={w}={g}" for w, g in groups.items())],
+        {
+            **environ(router),
+            "UPLINK_CONSOLE_SAMPLE_INTERVAL": "0.5",
+            "UPLINK_MEDIA_DIR": str(store),
+            "UPLINK_ROUTER_RULES": str(rules_file),
+            "UPLINK_TOPIC_ROUTER_DELAY": delays.delay_pattern,
+            "UPLINK_ROUTER_DELAYS": "0.2,0.5",
+        },
     )
+    assert copies in settings.router_outputs
+    console = await serve(console_app(settings))
 
     async with running(*assemblies), httpx.AsyncClient(trust_env=False) as client:
         await wait_ready(client, ingress)
@@ -357,6 +369,7 @@ async def test_the_console_on_the_real_pipeline(
 
         await asyncio.to_thread(browser.get, f"{console}/trace?messageId=image-1&window=1h")
         assert "processed" in await text(browser, "table.groups")
+        assert f"router: {copies}[" in await text(browser, "main")  # where it was routed
         await shoot(browser, artifacts, "trace")
 
     assert endpoint.accepted == Counter({"hello-1": 1, "image-1": 1, "script-1": 1, "refused-1": 1})

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaError
 
 from uplink import logs
 from uplink.exceptions import ConfigError, KafkaUnavailable, UplinkError
 from uplink.settings import LogSettings, WorkerSettings
+
+if TYPE_CHECKING:
+    from uplink.console import ConsoleSettings
 
 log = logging.getLogger("uplink")
 
@@ -151,12 +154,17 @@ def _dev(args: argparse.Namespace) -> int:
     return dev.run(settings, args.environ)
 
 
-def _console(args: argparse.Namespace) -> int:
-    import uvicorn
+def console_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ConsoleSettings:
+    """The settings ``uplink console ARGV...`` serves with, in ``environ``."""
+    args = build_parser().parse_args(["console", *argv])
+    args.environ = dict(environ)
+    return _console_settings(args)
 
+
+def _console_settings(args: argparse.Namespace) -> ConsoleSettings:
     from consumers.media.settings import MediaSettings
-    from uplink.cli.operate import groups_option
-    from uplink.console import ConsoleSettings, console_app
+    from uplink.cli.operate import groups_option, router_outputs
+    from uplink.console import ConsoleSettings
     from uplink.s3.settings import location
     from uplink.settings import IngressSettings
     from uplink.variables import declaration
@@ -166,7 +174,7 @@ def _console(args: argparse.Namespace) -> int:
     media_dir = declaration(MediaSettings, "root")
     media = args.media_dir or media_dir.read(environ)
     where = "--media-dir" if args.media_dir else media_dir.name
-    settings = ConsoleSettings.from_env(
+    return ConsoleSettings.from_env(
         environ,
         host=args.host,
         port=args.port,
@@ -174,7 +182,17 @@ def _console(args: argparse.Namespace) -> int:
         media=location(media, where, environ) if media else None,
         ingress_token=declaration(IngressSettings, "token").read(environ),
         groups={**ConsoleSettings().groups, **(groups_option(args.group) or {})},
+        # Where the trace looks for the router's copies: the settings `uplink trace` reads.
+        router_outputs=tuple(router_outputs(environ)),
     )
+
+
+def _console(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from uplink.console import console_app
+
+    settings = _console_settings(args)
     uvicorn.run(
         console_app(settings),
         host=settings.host,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ from uplink.operate.deadletters import (
     show_row,
 )
 from uplink.operate.quarantine import DEFAULT_INGRESS, Quarantine, QuarantineRef
+from uplink.operate.readers import Readers
 from uplink.operate.records import decode_push
 from uplink.operate.trace import Tracer, conversation_key
-from uplink.operate.window import Scan, TopicReader, parse_duration, parse_time
+from uplink.operate.window import Scan, parse_duration, parse_time
 from uplink.registry.client import SchemaRegistry, SubjectSchemas, subject
 from uplink.settings import Secret, kafka_from_env, registry_from_env, topics_from_env
 
@@ -116,8 +117,8 @@ def _dlq(args: argparse.Namespace) -> int:
     since = _since(args.since)
 
     async def run() -> int:
-        async with _codec(env) as codec:
-            queues = DeadLetterQueues(kafka, topics, codec, scan)
+        async with _codec(env) as codec, Readers(KafkaClients(kafka)) as readers:
+            queues = DeadLetterQueues(readers, topics, codec, scan)
             if args.action == "list":
                 match = Filter(worker, args.reason, since)
                 rows = [letter.row() async for letter in queues.letters(match, args.limit)]
@@ -181,9 +182,12 @@ def _quarantine(args: argparse.Namespace) -> int:
     kafka, topics = kafka_from_env(env), topics_from_env(env)
     scan = Scan()
     since = _since(args.since)
-    quarantine = Quarantine(kafka, topics, scan)
 
     async def run() -> int:
+        async with Readers(KafkaClients(kafka)) as readers:
+            return await verb(Quarantine(readers, topics, scan))
+
+    async def verb(quarantine: Quarantine) -> int:
         if args.action == "list":
             rows = [b.row() async for b in quarantine.bodies(args.reason, since, args.limit)]
             _emit(rows, args.json, ["ref", "time", "reason", "bytes", "preview"])
@@ -241,11 +245,11 @@ def _trace(args: argparse.Namespace) -> int:
         since, until = around - window, around + window
     else:
         since, until = int(time.time() * 1000) - window, None
-    outputs = _router_outputs(env, args.rules, args.output or [])
+    outputs = router_outputs(env, args.rules, args.output or [])
 
     async def run() -> int:
-        async with _codec(env) as codec:
-            tracer = Tracer(kafka, topics, codec, groups_option(args.group), scan=scan)
+        async with _codec(env) as codec, Readers(KafkaClients(kafka)) as readers:
+            tracer = Tracer(readers, topics, codec, groups_option(args.group), scan=scan)
             found = await tracer.trace(args.message_id, since, until, key, outputs)
         if args.json:
             _emit([found.row()], True, [])
@@ -259,7 +263,9 @@ def _trace(args: argparse.Namespace) -> int:
         _read(scan)
 
 
-def _router_outputs(env: dict[str, str], rules_file: str | None, extra: list[str]) -> list[str]:
+def router_outputs(
+    env: Mapping[str, str], rules_file: str | None = None, extra: Sequence[str] = ()
+) -> list[str]:
     """Where the router may have put a push: its delay topics (its settings name them) and the
     output topics of its rules file (``--rules``, else the router's own UPLINK_ROUTER_RULES)."""
     from consumers.router.rules import load_rules
@@ -304,13 +310,17 @@ def _conversation(args: argparse.Namespace) -> int:
     since = parse_time(args.since, "--since")
 
     async def run() -> int:
-        async with _codec(env) as codec, TopicReader(KafkaClients(kafka), scan) as reader:
-            tracer = Tracer(kafka, topics, codec, groups_option(args.group), scan=scan)
-            lines = await conversation(
-                tracer, reader, codec, topics.messages, args.business, args.sender, since
+        groups = groups_option(args.group) or {w: f"uplink-{w}" for w in WORKERS}
+        async with (
+            _codec(env) as codec,
+            Readers(KafkaClients(kafka)) as readers,
+            readers.reader(scan) as reader,
+        ):
+            chat = await conversation(
+                reader, codec, groups, topics, args.business, args.sender, since
             )
         _emit(
-            [line.row() for line in lines],
+            [line.row() for line in chat.lines],
             args.json,
             ["time", "type", "text", "media", "messageId", "status"],
         )

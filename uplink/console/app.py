@@ -15,11 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from schemas import PushCodec
 from uplink.console import pages
 from uplink.console.auth import Guard, Keys
-from uplink.console.media import MediaReader
 from uplink.console.sampler import Sampler
 from uplink.console.settings import ConsoleSettings
 from uplink.kafka import KafkaClients
+from uplink.mediastore import MediaReader
 from uplink.operate.deadletters import WORKERS
+from uplink.operate.readers import Readers
 from uplink.registry.client import SchemaRegistry, SubjectSchemas, subject
 
 log = logging.getLogger("uplink.console")
@@ -73,7 +74,8 @@ def console_app(settings: ConsoleSettings) -> Starlette:
     )
     keys = Keys(settings.token)
     media = MediaReader(settings.media)
-    console = pages.Console(settings, sampler, keys, media, templates())
+    readers = Readers(clients, size=settings.readers)
+    console = pages.Console(settings, sampler, readers, keys, media, templates())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,6 +87,8 @@ def console_app(settings: ConsoleSettings) -> Starlette:
                 console.codec = PushCodec()
             await media.start()
             stack.push_async_callback(media.stop)
+            await readers.start()
+            stack.push_async_callback(readers.stop)
             await sampler.start()
             stack.push_async_callback(sampler.stop)
             log.info(

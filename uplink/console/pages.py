@@ -24,17 +24,17 @@ from starlette.types import Receive, Scope, Send
 from schemas import PushCodec
 from uplink.console.auth import COOKIE, Keys, Visitor, form
 from uplink.console.charts import sparkline
-from uplink.console.media import MediaReader
 from uplink.console.sampler import RULE, Sampler
 from uplink.console.settings import ConsoleSettings
 from uplink.exceptions import ConfigError, KafkaUnavailable
-from uplink.kafka import KafkaClients
-from uplink.operate.conversation import conversation, statuses
+from uplink.mediastore import MediaReader
+from uplink.operate.conversation import conversation
 from uplink.operate.deadletters import WORKERS, DeadLetterQueues, Filter, Ref, show_row
 from uplink.operate.quarantine import Quarantine, QuarantineRef
+from uplink.operate.readers import Readers
 from uplink.operate.records import decode_push
-from uplink.operate.trace import Tracer, conversation_key, stored_media
-from uplink.operate.window import TopicReader, iso, parse_duration, parse_time
+from uplink.operate.trace import Tracer, conversation_key
+from uplink.operate.window import Scan, iso, parse_duration, parse_time
 
 actions = logging.getLogger("uplink.console.actions")
 
@@ -61,12 +61,14 @@ class Console:
         self,
         settings: ConsoleSettings,
         sampler: Sampler,
+        readers: Readers,
         keys: Keys,
         media: MediaReader,
         templates: Environment,
     ) -> None:
         self.settings = settings
         self.sampler = sampler
+        self.readers = readers  # started and stopped with the app
         self.keys = keys
         self.media = media
         self.templates = templates
@@ -230,7 +232,7 @@ class Console:
             query.get("since", "24h"),
         )
         match = self._filter(worker, reason, since)
-        queues = DeadLetterQueues(self.settings.kafka, self.settings.topics, self.codec)
+        queues = DeadLetterQueues(self.readers, self.settings.topics, self.codec)
         size = self.settings.page_size
         letters = [letter async for letter in queues.letters(match, size + 1)]
         return self.render(
@@ -247,7 +249,7 @@ class Console:
 
     async def dead_letter(self, request: Request) -> Response:
         ref = Ref.parse(request.path_params["ref"])
-        queues = DeadLetterQueues(self.settings.kafka, self.settings.topics, self.codec)
+        queues = DeadLetterQueues(self.readers, self.settings.topics, self.codec)
         letter = await queues.show(ref)
         if letter is None:
             raise Refused(404, f"no dead letter at {ref}")
@@ -270,7 +272,7 @@ class Console:
         workers = (
             sorted({r.worker for r in refs}) if refs else ([worker] if worker else list(WORKERS))
         )
-        queues = DeadLetterQueues(self.settings.kafka, self.settings.topics, self.codec)
+        queues = DeadLetterQueues(self.readers, self.settings.topics, self.codec)
         confirmed = _first(fields, "confirm") == "yes"
         reports = []
         for each in workers:
@@ -316,7 +318,7 @@ class Console:
     async def quarantine(self, request: Request) -> Response:
         query = request.query_params
         reason, since = query.get("reason", ""), query.get("since", "24h")
-        quarantine = Quarantine(self.settings.kafka, self.settings.topics)
+        quarantine = Quarantine(self.readers, self.settings.topics)
         size = self.settings.page_size
         bodies = [b async for b in quarantine.bodies(reason or None, _since(since), size + 1)]
         return self.render(
@@ -331,7 +333,7 @@ class Console:
 
     async def quarantined(self, request: Request) -> Response:
         ref = QuarantineRef.parse(request.path_params["ref"])
-        body = await Quarantine(self.settings.kafka, self.settings.topics).show(ref)
+        body = await Quarantine(self.readers, self.settings.topics).show(ref)
         if body is None:
             raise Refused(404, f"nothing quarantined at {ref}")
         return self.render(
@@ -342,7 +344,7 @@ class Console:
         fields = await form(request)
         visitor = self._may_act(request, fields)
         ref = QuarantineRef.parse(request.path_params["ref"])
-        quarantine = Quarantine(self.settings.kafka, self.settings.topics)
+        quarantine = Quarantine(self.readers, self.settings.topics)
         body = await quarantine.show(ref)
         if body is None:
             raise Refused(404, f"nothing quarantined at {ref}")
@@ -384,10 +386,11 @@ class Console:
         if message_id:
             if bool(business) != bool(customer):
                 raise Refused(400, "give both phones of the conversation, or neither")
-            tracer = Tracer(self.settings.kafka, self.settings.topics, self.codec, self.groups)
+            tracer = Tracer(self.readers, self.settings.topics, self.codec, self.groups)
             since = int(time.time() * 1000 - parse_duration(window, "window") * 1000)
             key = conversation_key(business, customer) if business else None
-            found = (await tracer.trace(message_id, since, None, key)).row()
+            traced = await tracer.trace(message_id, since, None, key, self.settings.router_outputs)
+            found = traced.row()
             scan = tracer.scan.describe()
         return self.render(
             request,
@@ -408,16 +411,22 @@ class Console:
             raise Refused(400, "a conversation needs the business phone and the customer's")
         since = parse_time(since_text, "since")
         topics = self.settings.topics
-        clients = KafkaClients(self.settings.kafka)
-        tracer = Tracer(self.settings.kafka, topics, self.codec, self.groups)
-        async with TopicReader(clients, tracer.scan) as reader:
-            lines = await conversation(
-                tracer, reader, self.codec, topics.messages, business, customer, since
+        scan = Scan()
+        async with self.readers.reader(scan) as reader:
+            chat = await conversation(
+                reader,
+                self.codec,
+                self.groups,
+                topics,
+                business,
+                customer,
+                since,
+                self.settings.page_size,
+                media=True,
+                statuses=True,
             )
-            ids = {str(line.row()["messageId"]) for line in lines}
-            media = await stored_media(reader, topics.media, since, ids)
-            ticks = await statuses(reader, topics.statuses, business, customer, since)
-        bubbles = [_bubble(line.row(), line.push, media) for line in lines]
+        media, ticks = chat.media, chat.statuses
+        bubbles = [_bubble(line.row(), line.push, media) for line in chat.lines]
         bubbles += [
             {
                 "out": True,
@@ -437,7 +446,9 @@ class Console:
             business=business,
             customer=customer,
             since=since_text,
-            scan=tracer.scan.describe(),
+            shown=len(chat.lines),
+            matched=chat.matched,
+            scan=scan.describe(),
         )
 
     async def media_object(self, request: Request) -> Response:

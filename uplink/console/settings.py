@@ -22,6 +22,7 @@ from uplink.settings import (
 )
 from uplink.variables import (
     CONSOLE,
+    INTEGER,
     SECONDS,
     SECRET,
     URL,
@@ -78,7 +79,19 @@ class ConsoleSettings:
         default=DEFAULT_INGRESS,
         check=http_url,
     )
+    readers: int = variable(
+        "UPLINK_CONSOLE_READERS",
+        INTEGER,
+        CONSOLE,
+        "consumers the console keeps started for its pages' reads: as many requests read at "
+        "once, others wait for one",
+        default=4,
+        check=positive,
+    )
     ingress_token: Secret | None = None  # UPLINK_TOKEN, declared by the ingress's settings
+    # Where the router may have put a push (its delay topics and its rules' output topics),
+    # from the router's own settings (UPLINK_ROUTER_RULES ...), read by the command line.
+    router_outputs: tuple[str, ...] = ()
     media: Location | None = None  # the media store, UPLINK_MEDIA_DIR (the media worker's)
     # worker → its consumer group (default uplink-<worker>)
     groups: Mapping[str, str] = field(default_factory=lambda: {w: f"uplink-{w}" for w in WORKERS})

@@ -20,10 +20,11 @@ from typing import Any
 
 from schemas import PushCodec
 from uplink.exceptions import ConfigError
-from uplink.kafka import KafkaClients, Producer
+from uplink.kafka import Producer
+from uplink.operate.readers import Readers
 from uplink.operate.records import Headers, header_texts, last_header, message_id_of
 from uplink.operate.window import Record, Scan, TopicReader, iso
-from uplink.settings import KafkaSettings, Topics
+from uplink.settings import Topics
 from uplink.topics import ensure_topics
 from uplink.topology import redrive_spec
 
@@ -113,17 +114,16 @@ class DeadLetterQueues:
     """The workers' DLQs and re-drive topics of one cluster."""
 
     def __init__(
-        self, kafka: KafkaSettings, topics: Topics, codec: PushCodec, scan: Scan | None = None
+        self, readers: Readers, topics: Topics, codec: PushCodec, scan: Scan | None = None
     ) -> None:
-        self._kafka = kafka
-        self._clients = KafkaClients(kafka)
+        self._readers = readers
+        self._kafka = readers.clients.settings
         self._topics = topics
         self._codec = codec
         self.scan = scan if scan is not None else Scan()
 
     async def _existing(self, reader: TopicReader, topic: str) -> bool:
-        topics = await reader.consumer.topics()
-        return topic in topics
+        return topic in await reader.topics()
 
     async def redriven(self, reader: TopicReader, worker: str, since_ms: int | None) -> set[Ref]:
         """Dead letters of ``worker`` copied into its re-drive topic since ``since_ms`` (a copy
@@ -140,7 +140,7 @@ class DeadLetterQueues:
 
     async def letters(self, match: Filter, limit: int | None = None) -> AsyncIterator[DeadLetter]:
         """The dead letters that match, worker by worker, in each partition's order."""
-        async with TopicReader(self._clients, self.scan) as reader:
+        async with self._readers.reader(self.scan) as reader:
             shown = 0
             for worker in match.workers():
                 topic = self._topics.dlq(worker)
@@ -160,7 +160,7 @@ class DeadLetterQueues:
                             return
 
     async def show(self, ref: Ref) -> DeadLetter | None:
-        async with TopicReader(self._clients, self.scan) as reader:
+        async with self._readers.reader(self.scan) as reader:
             record = await reader.one(self._topics.dlq(ref.worker), ref.partition, ref.offset)
             if record is None:
                 return None
@@ -191,7 +191,7 @@ class DeadLetterQueues:
         spec = redrive_spec(self._topics, match.worker, self._kafka.max_request_size)
         await ensure_topics(self._kafka, self._topics, [spec])
         interval = 1 / rate if rate else 0.0
-        async with Producer(self._clients) as producer:
+        async with Producer(self._readers.clients) as producer:
             for letter in pending:
                 started = time.monotonic()
                 record = letter.record

@@ -14,10 +14,10 @@ import httpx
 
 from uplink.exceptions import ConfigError
 from uplink.http import HttpClients
-from uplink.kafka import KafkaClients
+from uplink.operate.readers import Readers
 from uplink.operate.records import header_texts, last_header
-from uplink.operate.window import Record, Scan, TopicReader, iso
-from uplink.settings import KafkaSettings, Secret, Topics
+from uplink.operate.window import Record, Scan, iso
+from uplink.settings import Secret, Topics
 
 DEFAULT_INGRESS = "http://127.0.0.1:8080/v1/uplink"
 
@@ -91,15 +91,15 @@ class Reposted:
 
 
 class Quarantine:
-    def __init__(self, kafka: KafkaSettings, topics: Topics, scan: Scan | None = None) -> None:
-        self._clients = KafkaClients(kafka)
+    def __init__(self, readers: Readers, topics: Topics, scan: Scan | None = None) -> None:
+        self._readers = readers
         self._topic = topics.quarantine
         self.scan = scan if scan is not None else Scan()
 
     async def bodies(
         self, reason: str | None, since_ms: int | None, limit: int | None = None
     ) -> AsyncIterator[Quarantined]:
-        async with TopicReader(self._clients, self.scan) as reader:
+        async with self._readers.reader(self.scan) as reader:
             shown = 0
             async with contextlib.aclosing(reader.read(self._topic, since_ms)) as records:
                 async for record in records:
@@ -112,7 +112,7 @@ class Quarantine:
                         return
 
     async def show(self, ref: QuarantineRef) -> Quarantined | None:
-        async with TopicReader(self._clients, self.scan) as reader:
+        async with self._readers.reader(self.scan) as reader:
             record = await reader.one(self._topic, ref.partition, ref.offset)
         return None if record is None else Quarantined(ref, record)
 

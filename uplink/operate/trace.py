@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
-from aiokafka.structs import OffsetAndMetadata
 
 from schemas import MediaCodec, PushCodec, SchemaError
 from schemas.meta import StatusCodec
-from uplink.kafka import KafkaClients, java_partitioner
+from uplink.kafka import java_partitioner
 from uplink.operate.deadletters import WORKERS
+from uplink.operate.readers import Readers
 from uplink.operate.records import last_header, message_id_of
 from uplink.operate.window import Record, Scan, TopicReader, iso
-from uplink.settings import KafkaSettings, Topics
+from uplink.settings import Topics
 
 
 def conversation_key(business: str, sender: str) -> bytes:
@@ -97,34 +95,23 @@ class Trace:
 class Tracer:
     def __init__(
         self,
-        kafka: KafkaSettings,
+        readers: Readers,
         topics: Topics,
         codec: PushCodec,
         groups: dict[str, str] | None = None,
         scan: Scan | None = None,
     ) -> None:
-        self._clients = KafkaClients(kafka)
+        self._readers = readers
         self._topics = topics
         self._codec = codec
         # worker → its consumer group
         self._groups = groups if groups is not None else {w: f"uplink-{w}" for w in WORKERS}
         self.scan = scan if scan is not None else Scan()
 
-    async def committed(self, tp: TopicPartition) -> dict[str, int | None]:
-        """Each group's committed position in ``tp`` (None: nothing committed)."""
-        admin = self._clients.admin()
-        await self._clients.start(admin)
-        try:
-            positions: dict[str, int | None] = {}
-            for worker, group in self._groups.items():
-                offsets = await _group_offsets(admin, group, tp)
-                found = offsets.get(tp)
-                positions[worker] = (
-                    found.offset if found is not None and found.offset >= 0 else None
-                )
-            return positions
-        finally:
-            await admin.close()
+    @property
+    def groups(self) -> dict[str, str]:
+        """worker → its consumer group"""
+        return self._groups
 
     async def trace(
         self,
@@ -135,149 +122,123 @@ class Tracer:
         output_topics: Sequence[str] = (),
     ) -> Trace:
         found = Trace(message_id)
-        async with TopicReader(self._clients, self.scan) as reader:
-            topic = self._topics.messages
-            partitions = await reader.partitions(topic)
-            chosen = [partition_of(key, partitions)] if key is not None else partitions
-            async for record in reader.read(topic, since_ms, until_ms, chosen):
-                if message_id_of(self._codec, record.value) == message_id:
-                    found.sightings.append(Sighting(record))
-            found.statuses = await self._statuses(reader, message_id, since_ms, until_ms, key)
+        topics = self._topics
+        async with self._readers.reader(self.scan) as reader:
+            existing = await reader.topics()
+            # The window of the messages and, for a message the business sent, of its
+            # statuses (keyed by the conversation too): read in one go.
+            conversation = {key} if key is not None else None
+            first_read: dict[str, list[int] | None] = {
+                topics.messages: await partitions_of_keys(reader, topics.messages, conversation)
+            }
+            if topics.statuses in existing:
+                first_read[topics.statuses] = await partitions_of_keys(
+                    reader, topics.statuses, conversation
+                )
+            status_codec = StatusCodec()
+            async for record in reader.read_all(first_read, since_ms, until_ms):
+                if record.topic == topics.messages:
+                    if message_id_of(self._codec, record.value) == message_id:
+                        found.sightings.append(Sighting(record))
+                else:
+                    status = _status(status_codec, record, message_id)
+                    if status is not None:
+                        found.statuses.append(status)
             if not found.sightings:
                 return found
             first = min(s.record.timestamp for s in found.sightings)
-            letters = await self._dead_letters(reader, found, first)
-            for sighting in found.sightings:
-                record = sighting.record
-                tp = TopicPartition(record.topic, record.partition)
-                committed = await self.committed(tp)
+            # What the workers wrote of the push is keyed as the push: its partitions only,
+            # read in one go while the groups' positions are asked.
+            keys = {s.record.key for s in found.sightings if s.record.key is not None}
+            dlqs = {topics.dlq(w): w for w in self._groups if topics.dlq(w) in existing}
+            outputs = [t for t in dict.fromkeys(output_topics) if t in existing]
+            later: dict[str, list[int] | None] = {}
+            for topic in [*dlqs, topics.media, *outputs]:
+                if topic in existing:
+                    later[topic] = await partitions_of_keys(reader, topic, keys)
+            positions = asyncio.gather(
+                *(
+                    reader.committed(
+                        self._groups, TopicPartition(s.record.topic, s.record.partition)
+                    )
+                    for s in found.sightings
+                )
+            )
+            letters: dict[tuple[str, int, int], str] = {}
+            media_codec = MediaCodec()
+            sources = {
+                f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
+            }
+            try:
+                async for record in reader.read_all(later, first):
+                    if record.topic in dlqs:
+                        letters.update(self._letter(dlqs[record.topic], record, found))
+                    elif record.topic == topics.media:
+                        event = media_event(media_codec, record)
+                        if event is not None and event["messageId"] == message_id:
+                            found.media.append(
+                                {k: v for k, v in event.items() if k not in _NOT_SHOWN}
+                            )
+                    elif last_header(record.headers, "uplink-source") in sources:
+                        found.outputs.append(_output(record))
+            finally:
+                committed = await positions
+            for sighting, at in zip(found.sightings, committed, strict=True):
                 for worker, group in self._groups.items():
                     sighting.groups.append(
-                        _state(worker, group, record, committed[worker], letters)
+                        _state(worker, group, sighting.record, at[worker], letters)
                     )
-            found.media = await self._media(reader, message_id, first)
-            found.outputs = await self._outputs(reader, found, first, output_topics)
         return found
 
-    async def _dead_letters(
-        self, reader: TopicReader, found: Trace, since_ms: int
-    ) -> dict[tuple[str, int, int], str]:
-        """(worker, partition, offset) of a sighting → the reason it was dead-lettered."""
+    def _letter(self, worker: str, record: Record, found: Trace) -> dict[tuple[str, int, int], str]:
+        """(worker, partition, offset) of a sighting → the reason this dead letter gives."""
+        headers = record.headers
+        reason = last_header(headers, "uplink-dlq-reason") or ""
         wanted = {(s.record.partition, s.record.offset) for s in found.sightings}
-        topics = await reader.consumer.topics()
-        letters: dict[tuple[str, int, int], str] = {}
-        for worker in self._groups:
-            dlq = self._topics.dlq(worker)
-            if dlq not in topics:
-                continue
-            async for record in reader.read(dlq, since_ms):
-                headers = record.headers
-                if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
-                    # Dead-lettered from a delay or re-drive topic: matched by messageId.
-                    if message_id_of(self._codec, record.value) != found.message_id:
-                        continue
-                    for partition, offset in wanted:
-                        letters[(worker, partition, offset)] = (
-                            last_header(headers, "uplink-dlq-reason") or ""
-                        )
-                    continue
-                partition = int(last_header(headers, "uplink-dlq-partition") or -1)
-                offset = int(last_header(headers, "uplink-dlq-offset") or -1)
-                if (partition, offset) in wanted:
-                    letters[(worker, partition, offset)] = (
-                        last_header(headers, "uplink-dlq-reason") or ""
-                    )
-        return letters
-
-    async def _media(
-        self, reader: TopicReader, message_id: str, since_ms: int
-    ) -> list[dict[str, Any]]:
-        found = await stored_media(reader, self._topics.media, since_ms, {message_id})
-        return [
-            {k: v for k, v in event.items() if k not in ("messageId", "mimeType")}
-            for event in found.get(message_id, [])
-        ]
-
-    async def _statuses(
-        self,
-        reader: TopicReader,
-        message_id: str,
-        since_ms: int,
-        until_ms: int | None,
-        key: bytes | None,
-    ) -> list[dict[str, Any]]:
-        """The statuses of ``message_id`` (a wamid) in the window, in the order they arrived."""
-        topic = self._topics.statuses
-        if topic not in await reader.consumer.topics():
-            return []
-        partitions = await reader.partitions(topic)
-        chosen = [partition_of(key, partitions)] if key is not None else partitions
-        codec = StatusCodec()
-        statuses: list[dict[str, Any]] = []
-        async for record in reader.read(topic, since_ms, until_ms, chosen):
-            try:
-                status = codec.decode(record.value or b"")
-            except SchemaError:
-                continue
-            if status.get("id") != message_id:
-                continue
-            errors = status.get("errors") or []
-            statuses.append(
-                {
-                    "status": status.get("status"),
-                    "time": iso(int(status["timestamp"]) * 1000)
-                    if status.get("timestamp") is not None
-                    else None,
-                    "recipient": status.get("recipient_id"),
-                    "errors": [e.get("title") or e.get("message") for e in errors],
-                    "at": f"{record.topic}/{record.partition}@{record.offset}",
-                }
-            )
-        return statuses
-
-    async def _outputs(
-        self, reader: TopicReader, found: Trace, since_ms: int, output_topics: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        sources = {
-            f"{s.record.topic}/{s.record.partition}@{s.record.offset}" for s in found.sightings
-        }
-        existing = await reader.consumer.topics()
-        outputs: list[dict[str, Any]] = []
-        for topic in output_topics:
-            if topic not in existing:
-                continue
-            async for record in reader.read(topic, since_ms):
-                if last_header(record.headers, "uplink-source") in sources:
-                    outputs.append(
-                        {
-                            "topic": record.topic,
-                            "partition": record.partition,
-                            "offset": record.offset,
-                            "rule": last_header(record.headers, "uplink-rule"),
-                            "endpoint": last_header(record.headers, "uplink-endpoint"),
-                            # A parked delivery's late answer (consumers/router/settlements.py)
-                            "settled": last_header(record.headers, "uplink-settled"),
-                        }
-                    )
-        return outputs
+        if last_header(headers, "uplink-dlq-topic") != self._topics.messages:
+            # Dead-lettered from a delay or re-drive topic: matched by messageId.
+            if message_id_of(self._codec, record.value) != found.message_id:
+                return {}
+            return {(worker, partition, offset): reason for partition, offset in wanted}
+        partition = int(last_header(headers, "uplink-dlq-partition") or -1)
+        offset = int(last_header(headers, "uplink-dlq-offset") or -1)
+        return {(worker, partition, offset): reason} if (partition, offset) in wanted else {}
 
 
-async def _group_offsets(
-    admin: AIOKafkaAdminClient, group: str, tp: TopicPartition, attempts: int = 20
-) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The group's committed offsets; a cluster where no group ever committed has no offsets
-    topic yet, and its coordinator answers "not available" while it creates one."""
-    for attempt in range(attempts):
-        try:
-            offsets: dict[
-                TopicPartition, OffsetAndMetadata
-            ] = await admin.list_consumer_group_offsets(group, partitions=[tp])
-            return offsets
-        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.5)
-    return {}
+_NOT_SHOWN = ("messageId", "mimeType")
+
+
+def _status(codec: StatusCodec, record: Record, message_id: str) -> dict[str, Any] | None:
+    """The status of ``message_id`` (a wamid) that ``record`` carries, if it does."""
+    try:
+        status = codec.decode(record.value or b"")
+    except SchemaError:
+        return None
+    if status.get("id") != message_id:
+        return None
+    errors = status.get("errors") or []
+    return {
+        "status": status.get("status"),
+        "time": iso(int(status["timestamp"]) * 1000)
+        if status.get("timestamp") is not None
+        else None,
+        "recipient": status.get("recipient_id"),
+        "errors": [e.get("title") or e.get("message") for e in errors],
+        "at": f"{record.topic}/{record.partition}@{record.offset}",
+    }
+
+
+def _output(record: Record) -> dict[str, Any]:
+    """A copy the router wrote of the push (an output or delay topic's record)."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "rule": last_header(record.headers, "uplink-rule"),
+        "endpoint": last_header(record.headers, "uplink-endpoint"),
+        # A parked delivery's late answer (consumers/router/settlements.py)
+        "settled": last_header(record.headers, "uplink-settled"),
+    }
 
 
 def _state(
@@ -299,32 +260,29 @@ def _state(
     )
 
 
-async def stored_media(
-    reader: TopicReader, topic: str, since_ms: int, message_ids: set[str] | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """What the media worker stored since ``since_ms`` (its events in ``topic``), by messageId:
-    of ``message_ids`` only, or of every push."""
-    if topic not in await reader.consumer.topics():
-        return {}
-    codec = MediaCodec()
-    stored: dict[str, list[dict[str, Any]]] = {}
-    async for record in reader.read(topic, since_ms):
-        try:
-            event = codec.decode(record.value or b"")
-        except SchemaError:
-            continue
-        message_id = event.get("messageId")
-        if message_ids is not None and message_id not in message_ids:
-            continue
-        stored.setdefault(str(message_id), []).append(
-            {
-                "messageId": message_id,
-                "uri": event["uri"],
-                "sha256": event["sha256"],
-                "size": event["size"],
-                "type": event["type"],
-                "mimeType": event.get("mimeType"),
-                "at": f"{record.topic}/{record.partition}@{record.offset}",
-            }
-        )
-    return stored
+async def partitions_of_keys(
+    reader: TopicReader, topic: str, keys: set[bytes] | None
+) -> list[int] | None:
+    """The partitions of ``topic`` that records of ``keys`` go to (None: every partition, as
+    for records without a key)."""
+    if not keys:
+        return None
+    partitions = await reader.partitions(topic)
+    return sorted({partition_of(key, partitions) for key in keys})
+
+
+def media_event(codec: MediaCodec, record: Record) -> dict[str, Any] | None:
+    """What the media worker stored, as its event in ``record`` says (None: not an event)."""
+    try:
+        event = codec.decode(record.value or b"")
+    except SchemaError:
+        return None
+    return {
+        "messageId": event.get("messageId"),
+        "uri": event["uri"],
+        "sha256": event["sha256"],
+        "size": event["size"],
+        "type": event["type"],
+        "mimeType": event.get("mimeType"),
+        "at": f"{record.topic}/{record.partition}@{record.offset}",
+    }

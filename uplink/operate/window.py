@@ -11,14 +11,16 @@ import asyncio
 import datetime
 import re
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from uplink.exceptions import ConfigError, KafkaUnavailable
-from uplink.kafka import KafkaClients
+from uplink.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from uplink.operate.readers import Readers
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -88,26 +90,11 @@ class Scan:
         return text
 
 
-async def partitions_of(clients: KafkaClients, topic: str) -> list[int]:
-    """The topic's partitions, asked of the cluster; a topic it does not have is an error
-    naming it."""
-    admin = clients.admin()
-    await clients.start(admin)
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = sorted(p["partition"] for p in described.get("partitions") or ())
-    if described.get("error_code") or not partitions:
-        raise KafkaUnavailable(f"topic {topic} does not exist (or is not visible to this client)")
-    return partitions
-
-
 async def stop_consumer(consumer: AIOKafkaConsumer, patience: float = 1.0) -> None:
     """``consumer.stop()``, which cannot hang. aiokafka's fetch routine (0.14) cancels its
     in-flight fetches after an assignment change inside ``suppress(CancelledError)``: a stop
     that lands then has its cancellation swallowed, and ``stop()`` waits on the routine forever
-    (a read's unsubscribe followed at once by the stop, as a console page does). The routine
+    (an assignment changed just before the stop). The routine
     is cancelled again until the stop ends."""
     stopping = asyncio.ensure_future(consumer.stop())
     while True:
@@ -123,32 +110,33 @@ async def stop_consumer(consumer: AIOKafkaConsumer, patience: float = 1.0) -> No
 
 
 class TopicReader:
-    """One consumer without a group (nothing committed) for a command's reads; ``async with``."""
+    """Reads with one started consumer, without a group (nothing committed), lent by
+    ``Readers`` (uplink/operate/readers.py) for one request or one command."""
 
-    def __init__(self, clients: KafkaClients, scan: Scan | None = None) -> None:
-        self.scan = scan if scan is not None else Scan()
-        self._clients = clients
-        self._partitions: dict[str, list[int]] = {}
-        self._consumer = clients.consumer(
-            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-
-    async def __aenter__(self) -> TopicReader:
-        await self._clients.start(self._consumer)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await stop_consumer(self._consumer)
+    def __init__(self, consumer: AIOKafkaConsumer, readers: Readers, scan: Scan) -> None:
+        self.scan = scan
+        self._consumer = consumer
+        self._readers = readers
+        self._topics: set[str] | None = None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
         return self._consumer
 
+    async def topics(self) -> set[str]:
+        """The cluster's topics, asked once per reader."""
+        if self._topics is None:
+            self._topics = await self._readers.topics()
+        return self._topics
+
     async def partitions(self, topic: str) -> list[int]:
-        known = self._partitions.get(topic)
-        if known is None:
-            known = self._partitions[topic] = await partitions_of(self._clients, topic)
-        return known
+        return await self._readers.partitions(topic)
+
+    async def committed(
+        self, groups: Mapping[str, str], tp: TopicPartition
+    ) -> dict[str, int | None]:
+        """Each worker's group's committed position in ``tp`` (None: nothing committed)."""
+        return await self._readers.committed(groups, tp)
 
     async def read(
         self,
@@ -160,31 +148,51 @@ class TopicReader:
         """The records of ``topic`` from ``since_ms`` (None: from the beginning) to the end of
         each partition as of now, stopping a partition at its first record after ``until_ms``;
         partition by partition interleaved as fetched (in order within each)."""
+        async for record in self.read_all({topic: partitions}, since_ms, until_ms):
+            yield record
+
+    async def read_all(
+        self,
+        topics: Mapping[str, Iterable[int] | None],
+        since_ms: int | None,
+        until_ms: int | None = None,
+    ) -> AsyncGenerator[Record, None]:
+        """``read`` of several topics at once (topic → its partitions, None: all of them):
+        their offsets asked in one round, fetched together; a record says its topic."""
         consumer = self._consumer
-        chosen = list(partitions) if partitions is not None else await self.partitions(topic)
-        tps = [TopicPartition(topic, p) for p in chosen]
-        # Offsets first, unassigned: only partitions with records to read are assigned. (An
-        # assignment dropped before the consumer ever fetched leaves aiokafka's fetcher in a
-        # state where stopping the consumer waits for ever.)
-        ends = await consumer.end_offsets(tps)
+        tps = [
+            TopicPartition(topic, p)
+            for topic, partitions in topics.items()
+            for p in (partitions if partitions is not None else await self.partitions(topic))
+        ]
+        if not tps:
+            return
+        # Assigned first, paused: the consumer's metadata follows its assignment, and the
+        # offsets below need the partitions' leaders; nothing is fetched before the seeks.
+        consumer.assign(tps)
+        consumer.pause(*tps)
         if since_ms is None:
-            starts = await consumer.beginning_offsets(tps)
+            ends, starts = await asyncio.gather(
+                consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+            )
         else:
-            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            ends, found = await asyncio.gather(
+                consumer.end_offsets(tps), consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            )
             starts = {tp: ends[tp] if hit is None else hit.offset for tp, hit in found.items()}
         todo: set[TopicPartition] = set()
         for tp in tps:
             self.scan.ranges[(tp.topic, tp.partition)] = (starts[tp], ends[tp])
             if starts[tp] < ends[tp]:
                 todo.add(tp)
+                consumer.seek(tp, starts[tp])
         if not todo:
             return
-        consumer.assign(sorted(todo))
-        for tp in todo:
-            consumer.seek(tp, starts[tp])
+        consumer.resume(*todo)
         idle_since = time.monotonic()
         while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            # Records are made as they are asked for: a read that stops early makes few.
+            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=500)
             if batches:
                 idle_since = time.monotonic()
             for tp, records in batches.items():
@@ -202,7 +210,6 @@ class TopicReader:
             if todo and time.monotonic() - idle_since > IDLE_SECONDS:
                 self.scan.incomplete.extend(f"{tp.topic}[{tp.partition}]" for tp in todo)
                 break
-        consumer.unsubscribe()
 
     def _done(
         self,
@@ -224,11 +231,14 @@ class TopicReader:
         if partition not in await self.partitions(topic):
             return None
         consumer.assign([tp])
-        ends = await consumer.end_offsets([tp])
-        begins = await consumer.beginning_offsets([tp])
+        consumer.pause(tp)  # nothing fetched before the seek
+        ends, begins = await asyncio.gather(
+            consumer.end_offsets([tp]), consumer.beginning_offsets([tp])
+        )
         if not begins[tp] <= offset < ends[tp]:
             return None
         consumer.seek(tp, offset)
+        consumer.resume(tp)
         self.scan.ranges[(topic, partition)] = (offset, offset + 1)
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < IDLE_SECONDS:
