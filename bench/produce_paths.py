@@ -29,9 +29,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.results import command, run_line, write_run
+
+if TYPE_CHECKING:
+    from uplink.settings import KafkaSettings
 
 VALUE = os.urandom(600)
 KEYS = [b"8613800000000:%d" % (910000000000 + n) for n in range(50_000)]
@@ -193,12 +196,18 @@ def broker_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | None) -> list[Any]:
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+async def measure(
+    args: argparse.Namespace, kafka: KafkaSettings, broker_pid: int | None
+) -> list[Any]:
+    from aiokafka.admin import NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    from uplink.kafka import KafkaClients
+
+    # Every client through uplink's settings (UPLINK_KAFKA_* security applies); the producers
+    # are KafkaClients' (acks=all, idempotent), each send names its partition.
+    clients = KafkaClients(kafka)
+    admin = clients.admin()
+    await clients.start(admin)
     await admin.create_topics([NewTopic("bench.paths", PARTITIONS, 1)])
     await admin.close()
     paths: dict[str, Callable[[Any, str], Send] | None] = {
@@ -210,13 +219,15 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
     try:
         import confluent_kafka  # noqa: F401
 
-        paths["confluent-kafka"] = None
+        # librdkafka is configured apart: only on a plain broker.
+        if kafka.security_protocol == "PLAINTEXT":
+            paths["confluent-kafka"] = None
     except ImportError:
         pass
     rows = []
     # Warm-up (leaders elected, connections and code warm), not measured.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = clients.producer()
+    await clients.start(producer)
     try:
         await drive(aiokafka_send(producer, "bench.paths", pure=False), 3, args.concurrency)
     finally:
@@ -226,13 +237,11 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
             before = broker_cpu(broker_pid) if broker_pid else 0.0
             if build is None:
                 done, wall, cpu = await confluent(
-                    bootstrap, "bench.paths", args.seconds, args.concurrency
+                    kafka.bootstrap_servers, "bench.paths", args.seconds, args.concurrency
                 )
             else:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-                )
-                await producer.start()
+                producer = clients.producer()
+                await clients.start(producer)
                 try:
                     await producer.partitions_for("bench.paths")
                     send = build(producer, "bench.paths")
@@ -256,6 +265,7 @@ def main() -> None:
     import uvloop
 
     from uplink.broker import kafka_broker
+    from uplink.settings import kafka_from_env
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -269,7 +279,8 @@ def main() -> None:
             ),
             None,
         )
-        rows = uvloop.run(measure(args, bootstrap, broker_pid))
+        kafka = kafka_from_env({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+        rows = uvloop.run(measure(args, kafka, broker_pid))
     write(rows, args)
 
 
