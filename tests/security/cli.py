@@ -4,12 +4,19 @@ only, each topic name under a namespace of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+
+import httpx
+
+from uplink.broker import free_port
 
 
 def namespace_env(prefix: str = "uplink") -> dict[str, str]:
@@ -127,3 +134,54 @@ def stopped_cleanly(verb: Verb, run: Run) -> bool:
         )
         return run.code in (0, -signal.SIGTERM) and shut_down
     return run.code == 0
+
+
+async def ended_after(
+    verb: Verb, ready: str, change: Callable[[], Awaitable[object]], timeout: float = 120
+) -> tuple[Run, float]:
+    """Once ``verb`` has said ``ready``, ``change`` (what the test does to the running
+    process); how the process ended, and how many seconds after the change."""
+    try:
+        await verb.said(ready, timeout)
+        await change()
+        changed = time.monotonic()
+        await verb.wait(timeout)
+        took = time.monotonic() - changed
+    finally:
+        run = await verb.stop()  # already ended: how it ended; else stopped
+    return run, took
+
+
+async def until_ready(client: httpx.AsyncClient, url: str) -> None:
+    async with asyncio.timeout(180):
+        while True:
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+@dataclass
+class Serving:
+    """A running ingress: its URL, a client, and once it is stopped, how it ended."""
+
+    url: str
+    client: httpx.AsyncClient
+    ended: Run | None = None
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str]) -> AsyncIterator[Serving]:
+    """``uplink ingress`` started and ready; stopped after the block, cleanly."""
+    port = free_port()
+    ingress = await Verb(("ingress", "--port", str(port)), env).start()
+    try:
+        async with httpx.AsyncClient() as client:
+            served = Serving(f"http://127.0.0.1:{port}", client)
+            await until_ready(client, served.url)
+            yield served
+    finally:
+        served.ended = run = await ingress.stop()
+    assert stopped_cleanly(ingress, run), (run.code, run.stderr[-2000:])

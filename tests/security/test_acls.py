@@ -20,7 +20,7 @@ from consumers.router.rules import example_rules, load_rules
 from tests.conftest import EXAMPLES, Server
 from tests.consumers.media.server import MediaServer, b64sha256
 from tests.security.acls import WORKERS, granted, needed, topic_env
-from tests.security.cli import Verb, stopped_cleanly, uplink
+from tests.security.cli import Verb, ended_after, serving, stopped_cleanly, until_ready, uplink
 from tests.security.test_listeners import records_of
 from tests.servers.secured import Acl, SecuredBroker
 from uplink.broker import free_port
@@ -63,17 +63,6 @@ def rules_for(root: str, tmp_path: Path) -> tuple[Path, list[str]]:
         .replace("http://127.0.0.1:9001/hooks/whatsapp", "http://127.0.0.1:9/unused")
     )
     return rules, sorted(load_rules(rules, {}).topics)
-
-
-async def until_ready(client: httpx.AsyncClient, url: str) -> None:
-    async with asyncio.timeout(180):
-        while True:
-            try:
-                if (await client.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 async def committed(secured: SecuredBroker, group: str, topic: str) -> int:
@@ -157,31 +146,27 @@ async def test_the_ingress_without_its_write_acl_answers_503_and_says_why(
 async def _ingress_refused(secured: SecuredBroker, root: str) -> None:
     env = {**component_env(secured, "ingress", root), "UPLINK_CREATE_TOPICS": "false"}
     assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
-    port = free_port()
-    ingress = await Verb(("ingress", "--port", str(port)), env).start()
-    try:
-        async with httpx.AsyncClient() as client:
-            url = f"http://127.0.0.1:{port}"
-            await until_ready(client, url)
-            body = EXAMPLES.joinpath("text.json").read_bytes()
-            assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
-            await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
-            async with asyncio.timeout(180):
-                while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
-            answer = await client.post(f"{url}/v1/uplink", content=body)
-            assert answer.status_code == 503
-            ready = await client.get(f"{url}/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["reason"] == "Kafka refused the authorization"
-            assert "topic" in ready.json()["refused"]
-            metrics = (await client.get(f"{url}/metrics")).text
-            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"}' in metrics
-            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"} 0.0' not in metrics
-    finally:
-        run = await ingress.stop()
-    assert stopped_cleanly(ingress, run), (run.code, run.stderr[-2000:])
-    assert "Kafka refused access to a topic (SASL SCRAM-SHA-512 as 'ingress')" in run.stderr
+    body = EXAMPLES.joinpath("text.json").read_bytes()
+    async with serving(env) as ingress:
+        client, url = ingress.client, ingress.url
+        assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
+        await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
+        async with asyncio.timeout(180):
+            while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
+        answer = await client.post(f"{url}/v1/uplink", content=body)
+        assert answer.status_code == 503
+        ready = await client.get(f"{url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "Kafka refused the authorization"
+        assert "topic" in ready.json()["refused"]
+        metrics = (await client.get(f"{url}/metrics")).text
+        assert 'uplink_ingress_kafka_refusals_total{kind="authorization"}' in metrics
+        assert 'uplink_ingress_kafka_refusals_total{kind="authorization"} 0.0' not in metrics
+    assert ingress.ended is not None
+    assert (
+        "Kafka refused access to a topic (SASL SCRAM-SHA-512 as 'ingress')" in ingress.ended.stderr
+    )
 
 
 def _removed(worker: str, resource: str, root: str) -> tuple[Acl, str, str]:
@@ -236,14 +221,8 @@ async def test_a_running_worker_whose_acl_is_removed_exits_78_naming_it(
         verb = await Verb(
             worker_argv(worker, tmp_path, rules), worker_env(secured, worker, root)
         ).start()
-        try:
-            await verb.said(f"assigned [TopicPartition(topic='{root}.messages.v1'", 120)
-            await secured.revoke([removed])
-            started = time.monotonic()
-            run = await verb.wait(120)
-            took = time.monotonic() - started
-        finally:
-            run = await verb.stop()
+        assigned = f"assigned [TopicPartition(topic='{root}.messages.v1'"
+        run, took = await ended_after(verb, assigned, lambda: secured.revoke([removed]))
     assert run.code == 78, run.stderr[-3000:]
     said = one_refusal(run.stderr)
     assert f"Kafka refused access to {what} (SASL SCRAM-SHA-512 as '{worker}')" in said, said

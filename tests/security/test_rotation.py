@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import EXAMPLES
 from tests.security.acls import granted, needed, topic_env
-from tests.security.cli import Verb, stopped_cleanly, uplink
-from tests.security.test_acls import component_env, one_refusal, until_ready
+from tests.security.cli import Verb, ended_after, serving, uplink
+from tests.security.test_acls import component_env, one_refusal
 from tests.servers.secured import Acl, SecuredBroker
-from uplink.broker import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.secured]
 
@@ -46,15 +43,10 @@ async def test_a_running_worker_whose_password_is_changed_exits_78_naming_it(
     async with granted(secured, [*acls["topics"], *own]):
         assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
         archive = await Verb(("archive", "--archive-dir", str(tmp_path / "archive")), env).start()
-        try:
-            await archive.said(f"assigned [TopicPartition(topic='{root}.messages.v1'", 120)
-            old = secured.passwords[user]
-            await secured.set_password(user)  # a new one, which the worker does not have
-            changed = time.monotonic()
-            run = await archive.wait(120)
-            took = time.monotonic() - changed
-        finally:
-            run = await archive.stop()
+        old = secured.passwords[user]
+        assigned = f"assigned [TopicPartition(topic='{root}.messages.v1'"
+        # A new password, which the worker does not have.
+        run, took = await ended_after(archive, assigned, lambda: secured.set_password(user))
     assert run.code == 78, run.stderr[-3000:]
     said = one_refusal(run.stderr)
     assert REFUSED.format(user=user) in said and CHECK in said, said
@@ -72,33 +64,27 @@ async def test_a_running_ingress_whose_password_is_changed_answers_503_and_says_
     body = EXAMPLES.joinpath("text.json").read_bytes()
     async with granted(secured, [*acls["topics"], *own]):
         assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
-        port = free_port()
-        ingress = await Verb(("ingress", "--port", str(port)), env).start()
-        try:
-            async with httpx.AsyncClient() as client:
-                url = f"http://127.0.0.1:{port}"
-                await until_ready(client, url)
-                assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
-                old = secured.passwords[user]
-                await secured.set_password(user)
-                async with asyncio.timeout(120):
-                    while (await client.get(f"{url}/readyz")).json().get("reason") != (  # noqa: ASYNC110
-                        "Kafka refused our credentials"
-                    ):
-                        await asyncio.sleep(0.2)  # the session ends within SESSION_LIFETIME
-                ready = await client.get(f"{url}/readyz")
-                assert ready.status_code == 503
-                assert REFUSED.format(user=user) in ready.json()["refused"]
-                assert ready.json()["check"] == CHECK[len("check ") :]
-                answer = await client.post(f"{url}/v1/uplink", content=body)
-                assert answer.status_code == 503, answer.text
-                assert "Retry-After" in answer.headers
-                metrics = (await client.get(f"{url}/metrics")).text
-                counted = 'uplink_ingress_kafka_refusals_total{kind="authentication"}'
-                assert counted in metrics
-                assert f"{counted} 0.0" not in metrics
-        finally:
-            run = await ingress.stop()
-    assert stopped_cleanly(ingress, run), (run.code, run.stderr[-2000:])
-    assert REFUSED.format(user=user) in run.stderr  # said in its log once
-    assert old not in run.stderr
+        async with serving(env) as ingress:
+            client, url = ingress.client, ingress.url
+            assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
+            old = secured.passwords[user]
+            await secured.set_password(user)
+            async with asyncio.timeout(120):
+                while (await client.get(f"{url}/readyz")).json().get("reason") != (  # noqa: ASYNC110
+                    "Kafka refused our credentials"
+                ):
+                    await asyncio.sleep(0.2)  # the session ends within SESSION_LIFETIME
+            ready = await client.get(f"{url}/readyz")
+            assert ready.status_code == 503
+            assert REFUSED.format(user=user) in ready.json()["refused"]
+            assert ready.json()["check"] == CHECK[len("check ") :]
+            answer = await client.post(f"{url}/v1/uplink", content=body)  # at once: 5 s at most
+            assert answer.status_code == 503, answer.text
+            assert "Retry-After" in answer.headers
+            metrics = (await client.get(f"{url}/metrics")).text
+            counted = 'uplink_ingress_kafka_refusals_total{kind="authentication"}'
+            assert counted in metrics
+            assert f"{counted} 0.0" not in metrics
+    assert ingress.ended is not None
+    assert REFUSED.format(user=user) in ingress.ended.stderr  # said in its log
+    assert old not in ingress.ended.stderr
