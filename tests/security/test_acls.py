@@ -207,11 +207,13 @@ async def test_a_worker_without_an_acl_it_needs_exits_78_within_30s_naming_it(
     assert took < 30, f"exited after {took:.1f}s"
 
 
-@pytest.mark.parametrize("resource", ["group", "topic"])
+@pytest.mark.parametrize(
+    ("worker", "resource"),
+    [("archive", "group"), ("archive", "topic"), ("media", "group"), ("router", "group")],
+)
 async def test_a_running_worker_whose_acl_is_removed_exits_78_naming_it(
-    secured: SecuredBroker, tmp_path: Path, resource: str
+    secured: SecuredBroker, tmp_path: Path, worker: str, resource: str
 ) -> None:
-    worker = "archive"
     root = f"acl{uuid.uuid4().hex[:6]}"
     rules, outputs = rules_for(root, tmp_path)
     acls = needed(root, outputs, groups=root)
