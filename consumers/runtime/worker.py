@@ -31,7 +31,7 @@ from consumers.runtime.outcomes import Outcome, Pending, Postpone
 from consumers.runtime.retries import Retries
 from schemas import PushCodec, SchemaError
 from uplink.exceptions import AuthenticationRefused
-from uplink.kafka import KafkaClients, Producer
+from uplink.kafka import KafkaClients, Producer, stop_consumer
 from uplink.refusals import refusal
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
@@ -145,7 +145,7 @@ class Worker(Resource):
                         await self._handler.revoked(sorted(consumer.assignment()))
                 finally:
                     # Leaving the group may call the revoke listener, which needs the consumer.
-                    await consumer.stop()
+                    await stop_consumer(consumer)
                     self._consumer = None
                     self._closing = False
                     self._assignment.close()
