@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.ingress_load import BARE_APP, profile, uvicorn_cmd, wait_http
 from bench.load import REPORT, cpu_seconds, lua_list, report
@@ -54,7 +53,8 @@ from bench.pushes import EXAMPLES
 from bench.results import ROOT, command, run_line, write_run
 from consumers.archive.replay import archived_records
 from uplink.broker import free_port, kafka_broker
-from uplink.settings import topics_from_env
+from uplink.kafka import KafkaClients
+from uplink.settings import KafkaSettings, kafka_from_env, topics_from_env
 
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 WORKERS = ("archive", "media", "router")
@@ -382,13 +382,13 @@ def burst(
 
 
 async def caught_up(
-    bootstrap: str, topic: str, groups: dict[str, str], since: float, timeout: float
+    kafka: KafkaSettings, topic: str, groups: dict[str, str], since: float, timeout: float
 ) -> dict[str, float]:
     """Seconds from ``since`` (monotonic) until each group's committed offsets reach the end."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
+    clients = KafkaClients(kafka)
+    admin, consumer = clients.admin(), end_reader(clients)
+    await clients.start(admin)
+    await clients.start(consumer)
     try:
         (described,) = await admin.describe_topics([topic])
         partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
@@ -416,12 +416,12 @@ async def caught_up(
         await admin.close()
 
 
-async def record_counts(bootstrap: str, topics: dict[str, str]) -> dict[str, int]:
+async def record_counts(kafka: KafkaSettings, topics: dict[str, str]) -> dict[str, int]:
     """How many records each topic holds (its end offsets summed; 0 if it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
+    clients = KafkaClients(kafka)
+    admin, consumer = clients.admin(), end_reader(clients)
+    await clients.start(admin)
+    await clients.start(consumer)
     try:
         counts = {}
         for name, topic in topics.items():
@@ -433,6 +433,12 @@ async def record_counts(bootstrap: str, topics: dict[str, str]) -> dict[str, int
     finally:
         await consumer.stop()
         await admin.close()
+
+
+def end_reader(clients: KafkaClients) -> AIOKafkaConsumer:
+    """A consumer of no group for end offsets: the log's end (read_uncommitted), not the last
+    stable offset the workers' read_committed default would give."""
+    return clients.consumer(group_id=None, isolation_level="read_uncommitted")
 
 
 def check_archive(archive_dir: Path, ok_ids: set[str]) -> Checks:
@@ -545,8 +551,9 @@ def main() -> None:
             "BENCH_MEDIA_FILES": str(directory / "files"),
         }
         subprocess.run(uplink("topics"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        kafka = kafka_from_env(env)  # the bench's own clients: the pipeline's settings
         dlqs = {name: topics_from_env(env).dlq(name) for name in workers}
-        dlq_before = asyncio.run(record_counts(bootstrap, dlqs))
+        dlq_before = asyncio.run(record_counts(kafka, dlqs))
         pipeline = ChildProcesses(directory)
         groups = {name: f"bench-{name}-{run}" for name in workers}
         try:
@@ -577,7 +584,7 @@ def main() -> None:
             # Warm-up: both servers, and every worker group has joined and read it all.
             burst("bare-warmup", bare_url, bare_pid, script, directory, args, args.warmup)
             warmup = burst("warmup", ingress_url, ingress.pid, script, directory, args, args.warmup)
-            asyncio.run(caught_up(bootstrap, topic, groups, warmup.ended, args.catch_up_timeout))
+            asyncio.run(caught_up(kafka, topic, groups, warmup.ended, args.catch_up_timeout))
             pipeline.check_alive()
 
             # Alternating rounds: the machine is shared, and drifts over a minute.
@@ -597,7 +604,7 @@ def main() -> None:
                     args.requests,
                 )
                 catch_up = asyncio.run(
-                    caught_up(bootstrap, topic, groups, measured.ended, args.catch_up_timeout)
+                    caught_up(kafka, topic, groups, measured.ended, args.catch_up_timeout)
                 )
                 rounds.append(Round(bare, measured, catch_up))
                 ok_ids |= set(measured.ok_ids)
@@ -614,7 +621,7 @@ def main() -> None:
                 if code != 0:
                     raise RuntimeError(f"{name} exited with {code}:\n{pipeline.tail(name)}")
             checks = check_archive(directory / "archive", ok_ids)
-            after = asyncio.run(record_counts(bootstrap, dlqs))
+            after = asyncio.run(record_counts(kafka, dlqs))
             checks.dead_lettered = {name: after[name] - dlq_before[name] for name in workers}
             if "media" in workers:
                 checks.media_objects = sum(

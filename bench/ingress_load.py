@@ -41,10 +41,14 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.load import REPORT, cpu_seconds, lua_list, report, server_stats
 from bench.pushes import EXAMPLES
 from bench.results import ROOT, command, run_line, write_run
+
+if TYPE_CHECKING:
+    from uplink.settings import KafkaSettings
 
 BAR = 0.60  # of the bare endpoint, at 64 and at 256 connections (it was 40 %, then 55 %)
 CAMEL = ROOT / "bench" / "peers" / "camel"
@@ -340,17 +344,20 @@ def camel_cmd(classpath: str, port: int, bootstrap: str, topic: str) -> list[str
     ]
 
 
-def record_count(bootstrap: str, topic: str) -> int:
+def record_count(kafka: KafkaSettings, topic: str) -> int:
     """How many records the topic holds: the sum of its partitions' end offsets (no
     transactions, no compaction, so every offset is a record). It has PARTITIONS partitions:
     create_topic made it."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from uplink.kafka import KafkaClients
 
     async def count() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
+        clients = KafkaClients(kafka)
+        consumer = clients.consumer(group_id=None, isolation_level="read_uncommitted")
+        await clients.start(consumer)
         try:
             partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             ends = await consumer.end_offsets(partitions)
@@ -361,11 +368,11 @@ def record_count(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
-def create_topic(bootstrap: str, topic: str) -> None:
+def create_topic(kafka: KafkaSettings, topic: str) -> None:
     """The peer's topic, made like the ingress's messages topic (the broker creates none)."""
     import asyncio
 
-    from uplink.settings import KafkaSettings, Topics
+    from uplink.settings import Topics
     from uplink.topics import ensure_topics
 
     topics = Topics(
@@ -374,7 +381,7 @@ def create_topic(bootstrap: str, topic: str) -> None:
         media="bench.media",
         messages_partitions=PARTITIONS,
     )
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topics))
+    asyncio.run(ensure_topics(kafka, topics))
 
 
 def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float, float]]:
@@ -513,6 +520,9 @@ def main() -> None:
             }
             write_meta_results(run_meta(env, tmp, scripts, args), args)
             return
+        from uplink.settings import kafka_from_env
+
+        kafka = kafka_from_env(env)  # the bench's own clients: the ingress's settings
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         rounds: list[dict[str, dict[str, float]]] = []
         hotspots: list[tuple[str, float, float]] = []
@@ -589,7 +599,7 @@ def main() -> None:
                 warm = wrk(servers[name][1], script, 3, args.connections)  # warm-up
                 answered[name] += int(warm["requests"] - warm["non2xx"])
             if args.peer == "camel":
-                create_topic(bootstrap, peer_topic)
+                create_topic(kafka, peer_topic)
                 port = free_port()
                 process = subprocess.Popen(
                     camel_cmd(classpath, port, bootstrap, peer_topic), cwd=tmp
@@ -599,7 +609,7 @@ def main() -> None:
                 warm = wrk(servers["camel"][1], script, args.peer_warmup, args.connections)
                 answered["camel"] += int(warm["requests"] - warm["non2xx"])
             if args.peer == "go":
-                create_topic(bootstrap, peer_topic)
+                create_topic(kafka, peer_topic)
                 port = free_port()
                 process = subprocess.Popen(
                     [
@@ -637,7 +647,7 @@ def main() -> None:
             if args.peer is not None:
                 # The answers were real: a 200 is a record in the topic. wrk stops with requests
                 # in flight, so the topic may hold up to a connection's worth more per wrk run.
-                records = record_count(bootstrap, peer_topic)
+                records = record_count(kafka, peer_topic)
                 runs = args.rounds + 1
                 checks[args.peer] = (records, answered[args.peer], runs * args.connections)
                 if not 0 <= records - answered[args.peer] <= runs * args.connections:

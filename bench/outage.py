@@ -38,14 +38,14 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
-from bench.burst import ChildProcesses, caught_up, check_archive, uplink
+from bench.burst import ChildProcesses, caught_up, check_archive, end_reader, uplink
 from bench.results import command, run_line, write_run
 from schemas import PushCodec
 from uplink.broker import BrokerSettings, LocalBroker, free_port
-from uplink.settings import IngressSettings
+from uplink.kafka import KafkaClients
+from uplink.settings import IngressSettings, KafkaSettings, kafka_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,18 +157,19 @@ def log_lines(path: Path, offset: int) -> list[str]:
         return f.read().decode(errors="replace").splitlines()
 
 
-async def topic_ids(bootstrap: str, topic: str) -> collections.Counter[str]:
+async def topic_ids(kafka: KafkaSettings, topic: str) -> collections.Counter[str]:
     """messageIds of every record in ``topic``, counted."""
     codec = PushCodec()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    clients = KafkaClients(kafka)
+    admin = clients.admin()
+    await clients.start(admin)
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
     partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = end_reader(clients)
+    await clients.start(consumer)
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -274,13 +275,13 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, object]:
         ended = time.monotonic()
         pipeline.check_alive()
         try:
-            await caught_up(broker.bootstrap_servers, topic, {"archive": group}, ended, 180)
+            await caught_up(kafka_from_env(env), topic, {"archive": group}, ended, 180)
         except RuntimeError:
             print(pipeline.tail("archive", 80), file=sys.stderr)
             raise
         sampler.stop()
         pipeline.stop_all()
-        ids = await topic_ids(broker.bootstrap_servers, topic)
+        ids = await topic_ids(kafka_from_env(env), topic)
     finally:
         if sampler is not None and sampler._thread.is_alive():
             sampler.stop()

@@ -32,9 +32,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.results import command, run_line, write_run
+
+if TYPE_CHECKING:
+    from uplink.settings import KafkaSettings
 
 VALUE = os.urandom(600)
 KEYS = [b"8613800000000:%d" % (910000000000 + n) for n in range(50_000)]
@@ -191,13 +194,12 @@ async def confluent(bootstrap: str, topic: str, seconds: float, concurrency: int
         producer.flush(10)
 
 
-async def durable(bootstrap: str, topic: str, seconds: float, concurrency: int) -> Any:
+async def durable(kafka: KafkaSettings, topic: str, seconds: float, concurrency: int) -> Any:
     from ingress.producer import DurableProducer
     from uplink.kafka import KafkaClients
-    from uplink.settings import KafkaSettings
 
     producer = DurableProducer(
-        KafkaClients(KafkaSettings(bootstrap_servers=bootstrap)),
+        KafkaClients(kafka),
         timeout=5.0,
         max_in_flight=10_000,
         linger_ms=0,
@@ -218,12 +220,18 @@ def broker_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | None) -> list[Any]:
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+async def measure(
+    args: argparse.Namespace, kafka: KafkaSettings, broker_pid: int | None
+) -> list[Any]:
+    from aiokafka.admin import NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    from uplink.kafka import KafkaClients
+
+    # Every client through uplink's settings (UPLINK_KAFKA_* security applies); the producers
+    # are KafkaClients' (acks=all, idempotent), each send names its partition.
+    clients = KafkaClients(kafka)
+    admin = clients.admin()
+    await clients.start(admin)
     await admin.create_topics([NewTopic("bench.paths", PARTITIONS, 1)])
     await admin.close()
     paths: dict[str, Callable[[Any, str], Send] | str] = {
@@ -236,13 +244,15 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
     try:
         import confluent_kafka  # noqa: F401
 
-        paths["confluent-kafka"] = "confluent"
+        # librdkafka is configured apart: only on a plain broker.
+        if kafka.security_protocol == "PLAINTEXT":
+            paths["confluent-kafka"] = "confluent"
     except ImportError:
         pass
     rows = []
     # Warm-up (leaders elected, connections and code warm), not measured.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = clients.producer()
+    await clients.start(producer)
     try:
         await drive(aiokafka_send(producer, "bench.paths", pure=False), 3, args.concurrency)
     finally:
@@ -250,16 +260,17 @@ async def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int | No
     for number in range(1, args.rounds + 1):
         for name, build in paths.items():
             before = broker_cpu(broker_pid) if broker_pid else 0.0
-            if isinstance(build, str):
-                run = confluent if build == "confluent" else durable
-                done, wall, cpu = await run(
-                    bootstrap, "bench.paths", args.seconds, args.concurrency
+            if build == "confluent":
+                done, wall, cpu = await confluent(
+                    kafka.bootstrap_servers, "bench.paths", args.seconds, args.concurrency
+                )
+            elif build == "durable":
+                done, wall, cpu = await durable(
+                    kafka, "bench.paths", args.seconds, args.concurrency
                 )
             else:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-                )
-                await producer.start()
+                producer = clients.producer()
+                await clients.start(producer)
                 try:
                     await producer.partitions_for("bench.paths")
                     send = build(producer, "bench.paths")
@@ -283,6 +294,7 @@ def main() -> None:
     import uvloop
 
     from uplink.broker import kafka_broker
+    from uplink.settings import kafka_from_env
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -296,7 +308,8 @@ def main() -> None:
             ),
             None,
         )
-        rows = uvloop.run(measure(args, bootstrap, broker_pid))
+        kafka = kafka_from_env({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+        rows = uvloop.run(measure(args, kafka, broker_pid))
     write(rows, args)
 
 

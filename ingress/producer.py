@@ -19,12 +19,10 @@ from uplink._partition import partition
 from uplink.exceptions import AuthenticationRefused, KafkaRefused
 from uplink.kafka import KafkaClients, broker_answers
 from uplink.reachability import Reachability
-from uplink.refusals import diagnose, refusal
+from uplink.refusals import Diagnosis, refusal
 from uplink.resources import Resource
 
 log = logging.getLogger(__name__)
-
-_DIAGNOSE_EVERY = 5.0  # seconds
 
 Headers = list[tuple[str, bytes]]
 
@@ -75,7 +73,7 @@ class DurableProducer(Resource):
         self.withdrawn = 0  # records of refused sends dropped before they were ever sent
         self.refused: KafkaRefused | None = None
         self.refusals: Counter[str] = Counter()  # by kind: authentication, authorization
-        self._diagnosed = -_DIAGNOSE_EVERY  # when ``check`` last asked why Kafka did not answer
+        self._diagnosis = Diagnosis(clients.settings)  # why no broker answers, when refused
         self.reachability = Reachability(
             self.check, after=unreachable_after, remind_every=remind_every, summary=summary
         )
@@ -163,7 +161,9 @@ class DurableProducer(Resource):
         if producer is None:
             raise NotDurable("not connected to Kafka yet")
         reachability = self.reachability
-        if isinstance(self.refused, AuthenticationRefused) and not reachability.reachable:
+        if isinstance(self.refused, AuthenticationRefused):
+            # Said by a diagnosis since a broker last answered us (``check`` clears it): a
+            # produce would only wait out its timeout.
             raise Refused(str(self.refused))
         if not reachability.reachable:
             raise Unreachable(f"no Kafka broker has answered for {reachability.silent_for:.0f}s")
@@ -235,23 +235,14 @@ class DurableProducer(Resource):
         if producer is None:
             return False
         if not await broker_answers(producer.client, timeout):
-            await self._diagnose()
+            refused = await self._diagnosis()
+            if refused is not None:
+                self._refusal(refused)
             return False
         self.reachability.answered()
         if isinstance(self.refused, AuthenticationRefused):
             self.refused = None  # connected: the credentials are accepted again
         return True
-
-    async def _diagnose(self) -> None:
-        """Why no broker answers, when it is Kafka refusing our credentials (rotated, revoked);
-        asked at most every few seconds: a probe is a connection of its own."""
-        now = asyncio.get_running_loop().time()
-        if now - self._diagnosed < _DIAGNOSE_EVERY:
-            return
-        self._diagnosed = now
-        refused = await diagnose(self._clients.settings)
-        if refused is not None:
-            self._refusal(refused)
 
     async def stop(self) -> None:
         """Flush what is buffered (in-flight pushes still get their answer) and disconnect."""

@@ -82,6 +82,25 @@ class KafkaClients:
             raise
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, to its end. aiokafka (0.14) cancels each in-flight fetch and awaits
+    it; one cancelled in its back-off after a failed fetch (a broker lost, our credentials
+    refused) raises CancelledError out of ``stop()``, which then leaves the other fetches and
+    the connections open: those are closed here. Our own cancellation is raised as it is."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        fetcher = getattr(consumer, "_fetcher", None)
+        pending = list(getattr(fetcher, "_pending_tasks", ()))
+        for fetch in pending:
+            fetch.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await consumer._client.close()
+
+
 def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """aiokafka's DefaultPartitioner (the Java client's choice), with murmur2 in C: keyed
     records (router outputs, media events) land where any Kafka producer would put them."""

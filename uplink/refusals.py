@@ -1,5 +1,7 @@
 """Kafka's refusals told apart from outages: ``refusal`` names the configuration error an
-aiokafka error is (or None: transient), ``diagnose`` finds out why a client could not connect.
+aiokafka error is (or None: transient), ``diagnose`` finds out why a client could not connect,
+and ``Diagnosis`` asks that at most every few seconds for a process whose running clients
+stopped hearing from Kafka.
 
 aiokafka hides why a bootstrap failed ("Unable to bootstrap"): a refused password, a refused
 client certificate and a broker that is down look the same. ``diagnose`` opens one connection
@@ -110,6 +112,24 @@ async def diagnose(
         if refused is not None:
             return refused
     return None
+
+
+class Diagnosis:
+    """``diagnose`` for a running process whose broker stopped answering (its credentials
+    rotated or revoked, or an outage): asked at most every ``every`` seconds, as each probe is
+    a connection of its own; None when asked again sooner."""
+
+    def __init__(self, settings: KafkaSettings, every: float = 5.0) -> None:
+        self._settings = settings
+        self._every = every
+        self._asked: float | None = None
+
+    async def __call__(self) -> KafkaRefused | None:
+        now = asyncio.get_running_loop().time()
+        if self._asked is not None and now - self._asked < self._every:
+            return None
+        self._asked = now
+        return await diagnose(self._settings)
 
 
 async def _probe(settings: KafkaSettings, host: str, port: int, tls: bool) -> KafkaRefused | None:

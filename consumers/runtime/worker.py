@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import NoOffsetForPartitionError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError
 
 from consumers.runtime.assignment import Assignment
 from consumers.runtime.checkpoint import Checkpoint
@@ -30,7 +30,9 @@ from consumers.runtime.metrics import WorkerMetrics
 from consumers.runtime.outcomes import Outcome, Pending, Postpone
 from consumers.runtime.retries import Retries
 from schemas import PushCodec, SchemaError
-from uplink.kafka import KafkaClients, Producer
+from uplink.exceptions import AuthenticationRefused
+from uplink.kafka import KafkaClients, Producer, stop_consumer
+from uplink.refusals import refusal
 from uplink.resources import Resource
 from uplink.settings import WorkerSettings
 
@@ -78,7 +80,7 @@ class Worker(Resource):
         self._assignment = Assignment(settings, codec, self._clients, dedupe=dedupe)
         self._checkpoint = Checkpoint(settings, handler, self._assignment, self.metrics, clock)
         self._retries = Retries(settings, dead_letters, self.metrics, self._stopping)
-        self._failure: BaseException | None = None  # of a rebalance: stops the worker
+        self._failure: BaseException | None = None  # of a rebalance or a watch: stops it
         # Batches and rebalances take turns: aiokafka runs the rebalance listener in its own
         # task, and a revoke in the middle of a batch would let this member go on handling
         # records the next owner also handles. Every rebalance revokes all partitions (eager
@@ -129,9 +131,12 @@ class Worker(Resource):
                 self._closing = True
                 try:
                     try:
-                        # Work in flight finishes (or is given up) before the final commit.
+                        # Work in flight finishes (or is given up) before the final commit;
+                        # none with refused credentials: aiokafka would retry it for ever, and
+                        # what is not committed is redone by the next owner.
                         await self._handler.drain()
-                        await self._checkpoint.commit_all(consumer)
+                        if not isinstance(self._failure, AuthenticationRefused):
+                            await self._checkpoint.commit_all(consumer)
                     finally:
                         # Given up like a revoke (also after a failed flush: what was not
                         # committed is dropped), before the group is left: what the handler
@@ -140,7 +145,7 @@ class Worker(Resource):
                         await self._handler.revoked(sorted(consumer.assignment()))
                 finally:
                     # Leaving the group may call the revoke listener, which needs the consumer.
-                    await consumer.stop()
+                    await stop_consumer(consumer)
                     self._consumer = None
                     self._closing = False
                     self._assignment.close()
@@ -150,6 +155,13 @@ class Worker(Resource):
 
     def request_stop(self) -> None:
         """From a signal handler: finish the batch in hand, then ``run`` returns."""
+        self._stopping.set()
+
+    def fail(self, error: BaseException) -> None:
+        """From a watch of the process (Kafka refusing our credentials): stop as
+        ``request_stop`` does, then ``run`` raises ``error``."""
+        if self._failure is None:
+            self._failure = error
         self._stopping.set()
 
     # --- the loop ----------------------------------------------------------------------------
@@ -181,6 +193,12 @@ class Worker(Resource):
                 fresh = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
                 await consumer.seek_to_beginning(*(fresh or consumer.assignment()))
                 continue
+            except KafkaError as exc:
+                # An ACL removed while running (the group's, a topic's): said with the principal.
+                refused = refusal(exc, self._settings.kafka)
+                if refused is not None:
+                    raise refused from exc
+                raise
             async with self._turn:
                 if generation != self._generation:
                     # A rebalance since the fetch: these records are fetched again. They may

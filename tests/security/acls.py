@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 
-from tests.servers.secured import Acl
+from tests.servers.secured import Acl, SecuredBroker
 
 WORKERS = ("archive", "media", "router")
 
@@ -61,3 +62,15 @@ def needed(root: str, outputs: Iterable[str], groups: str = "uplink") -> dict[st
         Acl("router", "write", "transactional-id", f"{groups}-router", "prefixed"),
     ]
     return acls
+
+
+@contextlib.asynccontextmanager
+async def granted(secured: SecuredBroker, acls: Iterable[Acl]) -> AsyncIterator[list[Acl]]:
+    """``acls`` granted for the block, revoked after it: the broker is the session's, and a
+    grant left behind (a group prefix, say) would be another test's."""
+    given = list(acls)
+    await secured.grant(given)
+    try:
+        yield given
+    finally:
+        await secured.revoke(given)

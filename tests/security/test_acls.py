@@ -6,6 +6,7 @@ or, for the ingress, 503 and /readyz) instead of retrying as for an outage."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from consumers.router.rules import example_rules, load_rules
 from tests.conftest import EXAMPLES, Server
 from tests.consumers.media.server import MediaServer, b64sha256
-from tests.security.acls import needed, topic_env
-from tests.security.cli import Verb, stopped_cleanly, uplink
+from tests.security.acls import WORKERS, granted, needed, topic_env
+from tests.security.cli import Verb, ended_after, serving, stopped_cleanly, until_ready, uplink
 from tests.security.test_listeners import records_of
 from tests.servers.secured import Acl, SecuredBroker
 from uplink.broker import free_port
@@ -31,6 +32,28 @@ def component_env(secured: SecuredBroker, principal: str, root: str) -> dict[str
     return {**secured.sasl_env("SCRAM-SHA-512", user=principal), **topic_env(root)}
 
 
+def worker_env(secured: SecuredBroker, worker: str, root: str) -> dict[str, str]:
+    """A worker under its principal, in a group of the test's own (``needed(groups=root)``):
+    the broker's ACLs on a group name outlive a test."""
+    return {**component_env(secured, worker, root), "UPLINK_GROUP_ID": f"{root}-{worker}"}
+
+
+def worker_argv(worker: str, tmp_path: Path, rules: Path) -> tuple[str, ...]:
+    if worker == "archive":
+        return ("archive", "--archive-dir", str(tmp_path / "archive"), "--flush-interval", "0.5")
+    if worker == "media":
+        return ("media", "--media-dir", str(tmp_path / "media"))
+    return ("router", "--rules", str(rules))
+
+
+def one_refusal(stderr: str) -> str:
+    """The one line the CLI said as it exited 78, with no traceback before it."""
+    said = [line for line in stderr.splitlines() if line.startswith("uplink: ")]
+    assert len(said) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return said[0]
+
+
 def rules_for(root: str, tmp_path: Path) -> tuple[Path, list[str]]:
     rules = tmp_path / "rules.toml"
     rules.write_text(
@@ -40,17 +63,6 @@ def rules_for(root: str, tmp_path: Path) -> tuple[Path, list[str]]:
         .replace("http://127.0.0.1:9001/hooks/whatsapp", "http://127.0.0.1:9/unused")
     )
     return rules, sorted(load_rules(rules, {}).topics)
-
-
-async def until_ready(client: httpx.AsyncClient, url: str) -> None:
-    async with asyncio.timeout(180):
-        while True:
-            try:
-                if (await client.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 async def committed(secured: SecuredBroker, group: str, topic: str) -> int:
@@ -73,7 +85,13 @@ async def test_the_pipeline_runs_on_exactly_the_documented_acls(
     root = f"acl{uuid.uuid4().hex[:6]}"
     rules, outputs = rules_for(root, tmp_path)
     acls = needed(root, outputs)
-    await secured.grant(acl for each in acls.values() for acl in each)
+    async with granted(secured, (acl for each in acls.values() for acl in each)):
+        await _pipeline(secured, serve, tmp_path, root, rules)
+
+
+async def _pipeline(
+    secured: SecuredBroker, serve: Server, tmp_path: Path, root: str, rules: Path
+) -> None:
     media = MediaServer(files={"photo.jpg": b"\xff\xd8 a photo " * 100})
     base = await serve(media.app())
     push = orjson.loads(EXAMPLES.joinpath("image.json").read_bytes())
@@ -121,31 +139,94 @@ async def test_the_ingress_without_its_write_acl_answers_503_and_says_why(
 ) -> None:
     root = f"acl{uuid.uuid4().hex[:6]}"
     acls = needed(root, [])
-    await secured.grant(acls["topics"] + acls["ingress"])
+    async with granted(secured, acls["topics"] + acls["ingress"]):
+        await _ingress_refused(secured, root)
+
+
+async def _ingress_refused(secured: SecuredBroker, root: str) -> None:
     env = {**component_env(secured, "ingress", root), "UPLINK_CREATE_TOPICS": "false"}
     assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
-    port = free_port()
-    ingress = await Verb(("ingress", "--port", str(port)), env).start()
-    try:
-        async with httpx.AsyncClient() as client:
-            url = f"http://127.0.0.1:{port}"
-            await until_ready(client, url)
-            body = EXAMPLES.joinpath("text.json").read_bytes()
-            assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
-            await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
-            async with asyncio.timeout(180):
-                while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
-            answer = await client.post(f"{url}/v1/uplink", content=body)
-            assert answer.status_code == 503
-            ready = await client.get(f"{url}/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["reason"] == "Kafka refused the authorization"
-            assert "topic" in ready.json()["refused"]
-            metrics = (await client.get(f"{url}/metrics")).text
-            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"}' in metrics
-            assert 'uplink_ingress_kafka_refusals_total{kind="authorization"} 0.0' not in metrics
-    finally:
-        run = await ingress.stop()
-    assert stopped_cleanly(ingress, run), (run.code, run.stderr[-2000:])
-    assert "Kafka refused access to a topic (SASL SCRAM-SHA-512 as 'ingress')" in run.stderr
+    body = EXAMPLES.joinpath("text.json").read_bytes()
+    async with serving(env) as ingress:
+        client, url = ingress.client, ingress.url
+        assert (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200
+        await secured.revoke([Acl("ingress", "write", "topic", f"{root}.messages.v1")])
+        async with asyncio.timeout(180):
+            while (await client.post(f"{url}/v1/uplink", content=body)).status_code == 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)  # the broker's ACL cache follows within moments
+        answer = await client.post(f"{url}/v1/uplink", content=body)
+        assert answer.status_code == 503
+        ready = await client.get(f"{url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "Kafka refused the authorization"
+        assert "topic" in ready.json()["refused"]
+        metrics = (await client.get(f"{url}/metrics")).text
+        assert 'uplink_ingress_kafka_refusals_total{kind="authorization"}' in metrics
+        assert 'uplink_ingress_kafka_refusals_total{kind="authorization"} 0.0' not in metrics
+    assert ingress.ended is not None
+    assert (
+        "Kafka refused access to a topic (SASL SCRAM-SHA-512 as 'ingress')" in ingress.ended.stderr
+    )
+
+
+def _removed(worker: str, resource: str, root: str) -> tuple[Acl, str, str]:
+    """The ACL a case removes, what the refusal calls it, and the name it must say."""
+    if resource == "group":
+        acl = Acl(worker, "read", "group", f"{root}-{worker}", "prefixed")
+        return acl, "a consumer group", f"{root}-{worker}"
+    return Acl(worker, "read", "topic", f"{root}.messages.v1"), "a topic", f"{root}.messages.v1"
+
+
+@pytest.mark.parametrize(
+    ("worker", "resource"),
+    [*((worker, "group") for worker in WORKERS), ("archive", "topic")],
+)
+async def test_a_worker_without_an_acl_it_needs_exits_78_within_30s_naming_it(
+    secured: SecuredBroker, tmp_path: Path, worker: str, resource: str
+) -> None:
+    root = f"acl{uuid.uuid4().hex[:6]}"
+    rules, outputs = rules_for(root, tmp_path)
+    acls = needed(root, outputs, groups=root)
+    removed, what, name = _removed(worker, resource, root)
+    assert removed in acls[worker]
+    kept = [acl for acl in acls[worker] if acl != removed]
+    async with granted(secured, [*acls["topics"], *kept]):
+        assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
+        started = time.monotonic()
+        run = await uplink(
+            worker_env(secured, worker, root), *worker_argv(worker, tmp_path, rules), timeout=120
+        )
+        took = time.monotonic() - started
+    assert run.code == 78, run.stderr[-3000:]
+    said = one_refusal(run.stderr)
+    assert said.startswith(
+        f"uplink: configuration refused: Kafka refused access to {what} "
+        f"(SASL SCRAM-SHA-512 as '{worker}'): "
+    ), said
+    assert name in said and f"check the principal's ACLs on {what[2:]}" in said, said
+    assert took < 30, f"exited after {took:.1f}s"
+
+
+@pytest.mark.parametrize(
+    ("worker", "resource"),
+    [("archive", "group"), ("archive", "topic"), ("media", "group"), ("router", "group")],
+)
+async def test_a_running_worker_whose_acl_is_removed_exits_78_naming_it(
+    secured: SecuredBroker, tmp_path: Path, worker: str, resource: str
+) -> None:
+    root = f"acl{uuid.uuid4().hex[:6]}"
+    rules, outputs = rules_for(root, tmp_path)
+    acls = needed(root, outputs, groups=root)
+    removed, what, name = _removed(worker, resource, root)
+    async with granted(secured, [*acls["topics"], *acls[worker]]):
+        assert (await uplink(component_env(secured, "topics", root), "topics")).code == 0
+        verb = await Verb(
+            worker_argv(worker, tmp_path, rules), worker_env(secured, worker, root)
+        ).start()
+        assigned = f"assigned [TopicPartition(topic='{root}.messages.v1'"
+        run, took = await ended_after(verb, assigned, lambda: secured.revoke([removed]))
+    assert run.code == 78, run.stderr[-3000:]
+    said = one_refusal(run.stderr)
+    assert f"Kafka refused access to {what} (SASL SCRAM-SHA-512 as '{worker}')" in said, said
+    assert name in said, said
+    assert took < 30, f"exited {took:.1f}s after the ACL was removed"

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.router.rules import example_rules
 from tests.conftest import EXAMPLES
-from tests.security.cli import Verb, namespace_env, stopped_cleanly, uplink
+from tests.security.cli import Verb, namespace_env, stopped_cleanly, until_ready, uplink
 from tests.servers.secured import FORGED, SHORT_LIFETIME, SHORT_LIVED, SecuredBroker
 from uplink.broker import free_port
 from uplink.exceptions import AuthenticationRefused
@@ -216,14 +216,7 @@ async def test_ingress_archive_and_router_on_a_listener_that_requires_client_cer
     ]
     try:
         async with httpx.AsyncClient() as client:
-            async with asyncio.timeout(180):
-                while True:
-                    try:
-                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
+            await until_ready(client, f"http://127.0.0.1:{port}")
             answer = await client.post(f"http://127.0.0.1:{port}/v1/uplink", content=BODY)
             assert answer.status_code == 200, answer.text
         # The router's copy of everything (the example rules' "analytics"), in a transaction.

@@ -6,6 +6,9 @@ Listeners, all on 127.0.0.1:
   ACLs and reading back what the components wrote;
 - ``SASL`` (SASL_SSL): PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (SCRAM users made at format time);
 - ``MTLS`` (SSL, ``ssl.client.auth=required``): the principal is the certificate's CN;
+- ``EXPIRING`` (SASL_SSL SCRAM): sessions that end after ``SESSION_LIFETIME`` seconds, so a
+  password changed on the broker (``set_password``) is asked for again within moments, as a
+  cluster that re-authenticates its clients does;
 - ``OAUTH`` (SASL_SSL OAUTHBEARER): Kafka's own OIDC validator against the JWKS of an
   ``IdentityProvider`` served on loopback; sessions end when their token expires
   (``connections.max.reauth.ms``), so clients must reconnect with a fresh token.
@@ -16,7 +19,9 @@ may do anything, every other has exactly the ACLs a test gives it (``acls``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 from tests.servers.identity import AUDIENCE, Client, IdentityProvider
 from tests.servers.pki import Authority, Issued
 from uplink.broker import BrokerSettings, LocalBroker, free_port
+from uplink.broker.local import fetch_jars
 from uplink.resources import BlockingResource
 
 ADMIN = "admin"  # the SASL super user (PLAIN and both SCRAMs)
@@ -36,6 +42,7 @@ OAUTH_CLIENT = "oauth-client"  # the OAuth super user's client id
 SHORT_LIVED = "oauth-short"  # its tokens expire after SHORT_LIFETIME seconds
 FORGED = "oauth-forged"  # its tokens are signed with a key the JWKS does not publish
 SHORT_LIFETIME = 6.0
+SESSION_LIFETIME = 5.0  # on the EXPIRING listener
 SUPER = (ADMIN, TLS_CLIENT, OAUTH_CLIENT, SHORT_LIVED)
 
 # Kafka's ACL enums (org.apache.kafka.common.acl, org.apache.kafka.common.resource).
@@ -97,6 +104,7 @@ class SecuredBroker(BlockingResource):
         )
         self.port = free_port()
         self.sasl_port, self.mtls_port, self.oauth_port = free_port(), free_port(), free_port()
+        self.expiring_port = free_port()
         self._broker: LocalBroker | None = None
 
     @property
@@ -111,13 +119,14 @@ class SecuredBroker(BlockingResource):
         listeners = (
             f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller},"
             f"SASL://127.0.0.1:{self.sasl_port},MTLS://127.0.0.1:{self.mtls_port},"
-            f"OAUTH://127.0.0.1:{self.oauth_port}"
+            f"OAUTH://127.0.0.1:{self.oauth_port},EXPIRING://127.0.0.1:{self.expiring_port}"
         )
         overrides = {
             "listeners": listeners,
             "advertised.listeners": listeners,
             "listener.security.protocol.map": (
-                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_SSL,MTLS:SSL,OAUTH:SASL_SSL"
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_SSL,MTLS:SSL,OAUTH:SASL_SSL,"
+                "EXPIRING:SASL_SSL"
             ),
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(self.server.pem),
@@ -131,6 +140,9 @@ class SecuredBroker(BlockingResource):
             ),
             "listener.name.sasl.scram-sha-256.sasl.jaas.config": scram,
             "listener.name.sasl.scram-sha-512.sasl.jaas.config": scram,
+            "listener.name.expiring.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.expiring.scram-sha-512.sasl.jaas.config": scram,
+            "listener.name.expiring.connections.max.reauth.ms": str(int(SESSION_LIFETIME * 1000)),
             "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
             "listener.name.oauth.oauthbearer.sasl.jaas.config": (
                 f"{oauth}.OAuthBearerLoginModule required ;"
@@ -202,6 +214,13 @@ class SecuredBroker(BlockingResource):
             "UPLINK_KAFKA_SSL_CAFILE": str(self.ca.cafile),
         }
 
+    def expiring_env(self, user: str) -> dict[str, str]:
+        """SCRAM-SHA-512 on the EXPIRING listener."""
+        return {
+            **self.sasl_env("SCRAM-SHA-512", user),
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.expiring_port}",
+        }
+
     def mtls_env(
         self, issued: Issued | None = None, key_password: str | None = None
     ) -> dict[str, str]:
@@ -228,6 +247,31 @@ class SecuredBroker(BlockingResource):
             "UPLINK_KAFKA_SASL_OAUTH_CLIENT_SECRET": self.identity.clients[client].secret,
             "UPLINK_KAFKA_SSL_CAFILE": str(self.ca.cafile),
         }
+
+    # --- users -------------------------------------------------------------------------------
+
+    async def set_password(self, user: str, password: str | None = None) -> str:
+        """Create the SCRAM-SHA-512 user or change its password, as ``kafka-configs.sh --alter
+        --add-config 'SCRAM-SHA-512=[password=...]' --entity-type users`` does; returns it."""
+        password = password or secrets.token_urlsafe(12)
+        assert self._broker is not None, "the broker is not started"
+        libs = fetch_jars(self._broker.settings.cache_dir, self._broker.settings.kafka_version)
+        command = await asyncio.create_subprocess_exec(
+            "java",
+            "-Xmx256m",
+            "-cp",
+            str(libs / "*"),
+            "kafka.admin.ConfigCommand",
+            *("--bootstrap-server", self.plaintext, "--alter", "--entity-type", "users"),
+            *("--entity-name", user, "--add-config", f"SCRAM-SHA-512=[password={password}]"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        said, _ = await command.communicate()
+        if command.returncode != 0:
+            raise RuntimeError(f"kafka-configs for {user} failed: {said.decode()[-2000:]}")
+        self.passwords[user] = password
+        return password
 
     # --- ACLs --------------------------------------------------------------------------------
 
