@@ -25,9 +25,9 @@ from aiokafka.errors import (
     KafkaError,
 )
 
-from uplink.kafka import KafkaClients
+from uplink.kafka import KafkaClients, stop_consumer
 from uplink.operate.records import last_header
-from uplink.operate.window import Record, stop_consumer
+from uplink.operate.window import Record
 
 log = logging.getLogger(__name__)
 

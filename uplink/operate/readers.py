@@ -22,8 +22,8 @@ from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotA
 from aiokafka.structs import OffsetAndMetadata
 
 from uplink.exceptions import KafkaUnavailable
-from uplink.kafka import KafkaClients
-from uplink.operate.window import Scan, TopicReader, stop_consumer
+from uplink.kafka import KafkaClients, stop_consumer
+from uplink.operate.window import Scan, TopicReader
 from uplink.resources import Resource
 
 FETCH_BYTES = 4 << 20  # a partition's share of one fetch

@@ -90,25 +90,6 @@ class Scan:
         return text
 
 
-async def stop_consumer(consumer: AIOKafkaConsumer, patience: float = 1.0) -> None:
-    """``consumer.stop()``, which cannot hang. aiokafka's fetch routine (0.14) cancels its
-    in-flight fetches after an assignment change inside ``suppress(CancelledError)``: a stop
-    that lands then has its cancellation swallowed, and ``stop()`` waits on the routine forever
-    (an assignment changed just before the stop). The routine
-    is cancelled again until the stop ends."""
-    stopping = asyncio.ensure_future(consumer.stop())
-    while True:
-        done, _ = await asyncio.wait({stopping}, timeout=patience)
-        if done:
-            stopping.result()
-            return
-        routine: asyncio.Task[None] | None = getattr(
-            getattr(consumer, "_fetcher", None), "_fetch_task", None
-        )
-        if routine is not None and not routine.done():
-            routine.cancel()
-
-
 class TopicReader:
     """Reads with one started consumer, without a group (nothing committed), lent by
     ``Readers`` (uplink/operate/readers.py) for one request or one command."""
