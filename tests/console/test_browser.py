@@ -17,7 +17,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,10 +27,6 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from consumers.archive.settings import ArchiveSettings
 from consumers.media.settings import MediaRetries, MediaSettings, MediaTimeouts
@@ -41,7 +36,7 @@ from ingress.app import create_app
 from tests.conftest import EXAMPLES, Server, wait_ready
 from tests.consumers.conftest import SettingsFactory
 from tests.consumers.media.server import MediaServer
-from tests.consumers.router.test_handler import SECRET
+from tests.consumers.router.test_handler import SECRET, Receiver
 from tests.uplink.operate.conftest import environ
 from uplink.cli import launcher, workers
 from uplink.cli.launcher import Assembly
@@ -83,35 +78,6 @@ def push(kind: str, message_id: str, **message: object) -> bytes:
     for name, value in message.items():
         body["message"][name] = value
     return orjson.dumps(body)
-
-
-@dataclass
-class Endpoint:
-    """The router's HTTP output: refuses (400, a bug on its side) the pushes in ``broken``."""
-
-    broken: set[str] = field(default_factory=set)
-    accepted: Counter[str] = field(default_factory=Counter)
-    tries: Counter[str] = field(default_factory=Counter)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def app(self) -> Starlette:
-        async def hook(request: Request) -> Response:
-            await request.body()
-            key = request.headers["idempotency-key"]
-            self.tries[key] += 1
-            self.changed.set()
-            if key in self.broken:
-                return Response(status_code=400)
-            self.accepted[key] += 1
-            return Response(status_code=204)
-
-        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 60) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @contextlib.asynccontextmanager
@@ -213,7 +179,8 @@ async def test_the_console_on_the_real_pipeline(
     media = make_worker_settings("media", commit_interval=0.2)
     archive = make_worker_settings("archive", commit_interval=0.2)
     topics = router.topics
-    endpoint = Endpoint(broken={"refused-1"})
+    # The router's HTTP output refuses (400, a bug on its side) the push "refused-1".
+    endpoint = Receiver(status=400, broken={"refused-1"})
     copies = topics.messages + ".all"  # the rule's output topic, which the trace shows
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(

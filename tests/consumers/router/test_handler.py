@@ -79,9 +79,11 @@ async def send_pushes(
 
 @dataclass
 class Receiver:
-    """An HTTP endpoint on loopback that fails its first ``failures`` requests per push."""
+    """An HTTP endpoint on loopback that fails its first ``failures`` requests per push, and
+    every request for the pushes in ``broken`` (keyed by idempotency key) while they are there."""
 
     failures: int = 0
+    broken: set[str] = field(default_factory=set)
     status: int = 503
     hang: bool = False  # failures hang until ``release`` is set instead of answering
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,7 +100,7 @@ class Receiver:
             self.requests.append((dict(request.headers), body))
             self.tries[key] += 1
             self.changed.set()
-            if self.tries[key] <= self.failures:
+            if self.tries[key] <= self.failures or key in self.broken:
                 if self.hang:
                     await self.release.wait()
                 return Response(status_code=self.status)
