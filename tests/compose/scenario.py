@@ -9,10 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.compose.load import Tally, client, retry, send, traffic
+from tests.compose.load import Client, Tally, retry, send, traffic
 from tests.compose.stack import LB, ROOT, Stack
 
 URL = f"{LB}/v1/uplink"
+# Pushes a second while a fault runs: steady load well below what the stack answers (about
+# 1,000 a second here), so that a fault of minutes sends tens of thousands, not hundreds.
+RATE = 200.0
 
 
 @dataclass
@@ -51,13 +54,13 @@ async def under_traffic(
     ``after`` more once it returned; then the provider's retries of what failed."""
     tally = Tally()
     stop = asyncio.Event()
-    async with client() as http:
+    async with Client(URL) as http:
         sending = asyncio.create_task(
-            send(http, URL, traffic(seed, stop, after_stop=after, limit=200_000), tally)
+            send(http, traffic(seed, stop, after_stop=after, limit=200_000), tally, rate=RATE)
         )
         await tally.after(after).wait()
         await fault(tally)
         stop.set()
         await sending
-        await retry(http, URL, tally)
+        await retry(http, tally)
     return tally

@@ -14,7 +14,7 @@ import pytest
 from docker.models.containers import Container
 
 from tests.compose.conftest import SINGLE
-from tests.compose.load import Tally, client, pushes, retry, send
+from tests.compose.load import Client, Tally, pushes, retry, send
 from tests.compose.scenario import URL, Ledger, under_traffic, verify
 from tests.compose.stack import Stack, scale
 
@@ -76,13 +76,13 @@ def test_an_ingress_killed_mid_traffic(stack: Stack, ledger: Ledger) -> None:
     victim = stack.running("ingress")[1]
 
     async def run() -> float:
-        async with client() as http:
-            sending = asyncio.create_task(send(http, URL, stream, tally))
+        async with Client(URL) as http:
+            sending = asyncio.create_task(send(http, stream, tally))
             await tally.after(5_000).wait()
             await asyncio.to_thread(crash, victim)
             killed_at = time.monotonic()
             await sending
-            await retry(http, URL, tally)
+            await retry(http, tally)
         return killed_at
 
     killed_at = asyncio.run(run())
