@@ -15,7 +15,6 @@ from aiokafka.errors import KafkaError, UnsupportedVersionError
 from ingress.accumulator import Accumulator
 from ingress.deadlines import DeadlineExceeded, Deadlines
 from ingress.exceptions import NotDurable, Overloaded, Refused, Unreachable
-from ingress.produce_request import lean_produce_requests
 from uplink._partition import partition
 from uplink.exceptions import AuthenticationRefused, KafkaRefused
 from uplink.kafka import KafkaClients, broker_answers
@@ -121,7 +120,6 @@ class DurableProducer(Resource):
         said = False
         while not self._closed:
             producer = self._new_producer(idempotent)
-            lean_produce_requests(producer)
             try:
                 if self._prepare is not None:
                     await self._prepare()
