@@ -4,7 +4,10 @@
         [--variant rust=.,GRANIAN_TASK_IMPL=rust] [--rounds 4] [--duration 8] [--connections 64]
 
 Each variant is a checkout (its ``.venv`` if it has one, else this one's) and optional
-environment settings for its server (granian reads its options from ``GRANIAN_*``). Every
+environment settings for its server (granian reads its options from ``GRANIAN_*``), or
+``raw:plain``, ``raw:suspend``, ``raw:batched``: a raw RSGI app in the ingress's place (reads
+the body and answers; after awaiting a future a loop callback resolves; after awaiting a future
+a 2 ms timer resolves with every other pending one, as a produce response does). Every
 variant runs as ``uplink ingress --server granian`` does (RSGI, uvloop, HTTP/1, one worker) on
 one broker; wrk sends the spec's 13 pushes in rotation. The figure is the server's CPU time
 over the pushes answered, steadier than pushes/s while others share the machine; each round
@@ -29,13 +32,71 @@ from bench.ingress_load import granian_cmd, lua_script, wait_http, wrk
 from bench.load import cpu_seconds
 from bench.results import ROOT, command, run_line, write_run
 
+# Raw RSGI apps served as if they were a checkout's ingress (ingress/rsgi.py:app_from_env).
+RAW_APPS = """
+import asyncio, os
+
+HEADERS = [("content-type", "application/json")]
+
+
+class Plain:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        proto.response_bytes(200, HEADERS, b'{"messageId":"x"}')
+
+
+class Suspend:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_soon(future.set_result, None)
+        await future
+        proto.response_bytes(200, HEADERS, b'{"messageId":"x"}')
+
+
+class Batched:
+    def __init__(self):
+        self.pending = []
+        self.loop = None
+
+    def flush(self):
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.set_result(None)
+        self.loop.call_later(0.002, self.flush)
+
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            self.loop.call_later(0.002, self.flush)
+        future = self.loop.create_future()
+        self.pending.append(future)
+        await future
+        proto.response_bytes(200, HEADERS, b'{"messageId":"x"}')
+
+
+def app_from_env():
+    return {"plain": Plain, "suspend": Suspend, "batched": Batched}[os.environ["RAW_APP"]]()
+"""
+
+
+def raw_tree(directory: Path) -> Path:
+    """A directory whose ``ingress.rsgi:app_from_env`` is one of RAW_APPS (``RAW_APP``)."""
+    (directory / "ingress").mkdir(parents=True, exist_ok=True)
+    (directory / "ingress" / "__init__.py").write_text("")
+    (directory / "ingress" / "rsgi.py").write_text(RAW_APPS)
+    return directory
+
 
 def variant(text: str) -> tuple[str, Path, dict[str, str]]:
     name, _, rest = text.partition("=")
     tree, *settings = rest.split(",")
     if not name or not tree:
         raise argparse.ArgumentTypeError(f"{text!r}: NAME=TREE[,KEY=VALUE...]")
-    return name, Path(tree).resolve(), dict(s.split("=", 1) for s in settings)
+    path = Path(tree) if tree.startswith("raw:") else Path(tree).resolve()
+    return name, path, dict(s.split("=", 1) for s in settings)
 
 
 def main() -> None:
@@ -55,8 +116,12 @@ def main() -> None:
         bootstrap = stack.enter_context(kafka_broker(os.environ, data_dir=Path(tmp) / "kafka"))
         script = lua_script(Path(tmp))
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        raw = raw_tree(Path(tmp) / "raw")
         try:
             for name, tree, settings in args.variant:
+                if not tree.is_absolute():  # raw:APP
+                    settings = {**settings, "RAW_APP": str(tree).removeprefix("raw:")}
+                    tree = raw
                 python = tree / ".venv" / "bin" / "python"
                 port = free_port()
                 process = subprocess.Popen(
@@ -103,7 +168,11 @@ def write(
 ) -> None:
     names = [name for name, _, _ in args.variant]
     described = {
-        name: f"{os.path.relpath(tree, ROOT) if tree.is_relative_to(ROOT) else tree}"
+        name: (
+            (os.path.relpath(tree, ROOT) if tree.is_relative_to(ROOT) else str(tree))
+            if tree.is_absolute()
+            else f"{tree} (a raw RSGI app, bench/push_cpu.py)"
+        )
         + "".join(f", {k}={v}" for k, v in settings.items())
         for name, tree, settings in args.variant
     }
