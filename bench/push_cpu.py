@@ -169,7 +169,7 @@ def write(
     names = [name for name, _, _ in args.variant]
     described = {
         name: (
-            (os.path.relpath(tree, ROOT) if tree.is_relative_to(ROOT) else str(tree))
+            ("this checkout" if tree == ROOT else str(tree))
             if tree.is_absolute()
             else f"{tree} (a raw RSGI app, bench/push_cpu.py)"
         )
