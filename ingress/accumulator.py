@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -51,12 +52,18 @@ Headers = list[tuple[str, bytes]]
 class Accumulator:
     """One producer's accumulator, appended to directly (module docstring)."""
 
-    def __init__(self, producer: AIOKafkaProducer, max_request_size: int) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        max_request_size: int,
+        acknowledged: Callable[[], object] = lambda: None,
+    ) -> None:
         self._accumulator: Any = producer._message_accumulator
         self._in_flight: set[int] = producer._sender._in_flight  # nodes with a request out
         self._cluster = producer.client.cluster
         self._loop = asyncio.get_running_loop()
         self._max_request_size = max_request_size
+        self._acknowledged = acknowledged  # told once a batch is written, before its futures
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # The futures of each batch this made, until the batch is settled or withdrawn.
         self._waiters: dict[Any, list[asyncio.Future[None]]] = {}
@@ -103,6 +110,8 @@ class Accumulator:
     def _settle(self, batch: Any, done: asyncio.Future[Any]) -> None:
         waiters = self._waiters.pop(batch, ())
         error = done.exception() if not done.cancelled() else KafkaError("batch cancelled")
+        if error is None:
+            self._acknowledged()
         for waiter in waiters:
             if waiter.done():  # failed by its deadline, or its push cancelled
                 continue

@@ -68,6 +68,9 @@ class DurableProducer(Resource):
         self._connecting: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._deadlines = Deadlines(timeout, expired=lambda _: self._withdraw_later())
+        # Partitions of each topic, by name: aiokafka's cluster copies the set on every ask.
+        # Emptied whenever new metadata arrives (a topic may have grown).
+        self._partition_counts: dict[str, int] = {}
         self._closed = False
         self._withdraw_soon = False
         self.withdrawn = 0  # records of refused sends dropped before they were ever sent
@@ -146,7 +149,11 @@ class DurableProducer(Resource):
             if self._closed:
                 await producer.stop()
                 return
-            self._accumulator = Accumulator(producer, self._clients.settings.max_request_size)
+            self._accumulator = Accumulator(
+                producer, self._clients.settings.max_request_size, acknowledged=self._acknowledged
+            )
+            self._partition_counts.clear()
+            producer.client.cluster.add_listener(lambda _: self._partition_counts.clear())
             self._producer = producer
             self.refused = None
             self.reachability.answered()  # starting fetched the cluster's metadata
@@ -186,8 +193,6 @@ class DurableProducer(Resource):
                 await delivery
             finally:
                 deadlines.discard(delivery)
-            reachability.answered()
-            self.refused = None  # a write went through: whatever was refused is not any more
         except (DeadlineExceeded, TimeoutError):
             raise NotDurable(f"no acknowledgement from Kafka within {self._timeout:g}s") from None
         except KafkaError as exc:
@@ -198,6 +203,12 @@ class DurableProducer(Resource):
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
+
+    def _acknowledged(self) -> None:
+        """A batch was written (once a batch, not a push): a broker answers, and whatever
+        was refused is not any more."""
+        self.reachability.answered()
+        self.refused = None
 
     def _refusal(self, refused: KafkaRefused) -> None:
         if self.refused is None or str(self.refused) != str(refused):
@@ -221,12 +232,17 @@ class DurableProducer(Resource):
     def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
         """The Java client's choice (murmur2 of the key modulo the partition count), in C;
         without a key, aiokafka's partitioner's. None: the topic's metadata is not known yet."""
+        if key is not None:
+            count = self._partition_counts.get(topic)
+            if count is not None:
+                return partition(key, count)
         partitions = producer.client.cluster.partitions_for_topic(topic)
         if not partitions:
             return None
         if key is None:
             available = producer.client.cluster.available_partitions_for_topic(topic)
             return int(producer._partitioner(None, list(partitions), list(available or ())))
+        self._partition_counts[topic] = len(partitions)
         return partition(key, len(partitions))
 
     async def check(self, timeout: float = 2.0) -> bool:
