@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.results import command, run_line, write_run
 
 if TYPE_CHECKING:
+    from ingress.producer import DurableProducer
     from uplink.settings import KafkaSettings
 
 VALUE = os.urandom(600)
@@ -194,7 +196,10 @@ async def confluent(bootstrap: str, topic: str, seconds: float, concurrency: int
         producer.flush(10)
 
 
-async def durable(kafka: KafkaSettings, topic: str, seconds: float, concurrency: int) -> Any:
+@contextlib.asynccontextmanager
+async def connected_durable(kafka: KafkaSettings) -> AsyncIterator[DurableProducer]:
+    """The ingress's producer as the benchmarks drive it (in-flight bound out of the way),
+    once it has connected: it connects in the background, and its first sends would be 503s."""
     from ingress.producer import DurableProducer
     from uplink.kafka import KafkaClients
 
@@ -208,6 +213,11 @@ async def durable(kafka: KafkaSettings, topic: str, seconds: float, concurrency:
         async with asyncio.timeout(60):
             while not producer.connected:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        yield producer
+
+
+async def durable(kafka: KafkaSettings, topic: str, seconds: float, concurrency: int) -> Any:
+    async with connected_durable(kafka) as producer:
 
         async def send(key: bytes) -> None:
             await producer.send(topic, VALUE, key=key)

@@ -53,6 +53,7 @@ from bench.ingress_load import (
     wrk,
 )
 from bench.load import cpu_seconds, server_stats
+from bench.produce_paths import connected_durable
 from bench.results import ROOT, command, run_line, write_run
 
 KEYS = [b"639518159038:%d" % (910000000000 + n) for n in range(50_000)]
@@ -115,9 +116,7 @@ async def closed_loop(send: Any, seconds: float, concurrency: int) -> float:
 async def produce_path(bootstrap: str, seconds: float, concurrency: int) -> dict[str, float]:
     from aiokafka import AIOKafkaProducer
 
-    from ingress.producer import DurableProducer
     from uplink._partition import partition
-    from uplink.kafka import KafkaClients
     from uplink.settings import KafkaSettings
 
     value = os.urandom(600)  # about a text push's record
@@ -160,16 +159,7 @@ async def produce_path(bootstrap: str, seconds: float, concurrency: int) -> dict
     finally:
         await producer.stop()
 
-    durable = DurableProducer(
-        KafkaClients(KafkaSettings(bootstrap_servers=bootstrap)),
-        timeout=5.0,
-        max_in_flight=10_000,
-        linger_ms=0,
-    )
-    async with durable:
-        async with asyncio.timeout(60):
-            while not durable.connected:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+    async with connected_durable(KafkaSettings(bootstrap_servers=bootstrap)) as durable:
 
         async def ingress_send(key: bytes) -> None:
             await durable.send(TOPIC, value, key=key)
