@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,17 @@ class Traffic:
                 self.changed.clear()
                 await self.changed.wait()
 
+    @contextlib.asynccontextmanager
+    async def running(self, pushers: int) -> AsyncIterator[None]:
+        """``pushers`` pushing while the block runs; stopped, and their last answers in, after
+        it, whatever it raised."""
+        tasks = [asyncio.create_task(self.pusher()) for _ in range(pushers)]
+        try:
+            yield
+        finally:
+            self.stop()
+            await asyncio.gather(*tasks)
+
     async def pusher(self) -> None:
         # A client per pusher, like independent provider connections: one shared pool would
         # queue requests client-side and blur what the server answered when.
@@ -101,8 +114,7 @@ async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
     async with httpx.AsyncClient(timeout=30) as client:
         await wait_ready(client, url)
         traffic = Traffic(url)
-        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
-        try:
+        async with traffic.running(pushers=16):
             await traffic.until("up", 200, 300)
             traffic.phase = "down"
             await asyncio.to_thread(own_broker.kill)
@@ -111,9 +123,6 @@ async def test_broker_killed_mid_traffic_loses_no_acknowledged_push(
             await asyncio.to_thread(own_broker.start)
             traffic.phase = "restarted"
             await traffic.until("restarted", 200, 300)
-        finally:
-            traffic.stop()
-            await asyncio.gather(*pushers)
         metrics = (await client.get(f"{url}/metrics")).text
 
     statuses = Counter((o.phase, o.status) for o in traffic.outcomes)

@@ -107,8 +107,7 @@ async def test_a_lost_broker_is_answered_at_once_and_its_refused_records_withdra
     async with httpx.AsyncClient(timeout=30) as client:
         await wait_ready(client, url)
         traffic = Traffic(url, pace=0.05)
-        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(16)]
-        try:
+        async with traffic.running(pushers=16):
             await traffic.until("up", 200, 200)
             traffic.phase = "down"
             before_outage = len(lines.records)
@@ -130,9 +129,6 @@ async def test_a_lost_broker_is_answered_at_once_and_its_refused_records_withdra
             traffic.phase = "restarted"
             await traffic.until("restarted", 200, 200)
             await lines.until("Kafka reachable again", 1)
-        finally:
-            traffic.stop()
-            await asyncio.gather(*pushers)
         final = samples((await client.get(f"{url}/metrics")).text)
 
     statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
@@ -197,17 +193,13 @@ async def test_a_broker_back_within_the_window_refuses_no_push(
     async with httpx.AsyncClient(timeout=30) as client:
         await wait_ready(client, url)
         traffic = Traffic(url)
-        pushers = [asyncio.create_task(traffic.pusher()) for _ in range(8)]
-        try:
+        async with traffic.running(pushers=8):
             await traffic.until("up", 200, 100)
             await asyncio.to_thread(own_broker.pause)
             await asyncio.sleep(1.5)  # the fault's length, not a wait for an event
             await asyncio.to_thread(own_broker.resume)
             traffic.phase = "resumed"
             await traffic.until("resumed", 200, 100)
-        finally:
-            traffic.stop()
-            await asyncio.gather(*pushers)
     statuses = Counter((o.phase, o.status) for o in traffic.outcomes)
     assert {o.status for o in traffic.outcomes} == {200}, statuses
     # The pushes in flight when it hung waited for it, and got in.
