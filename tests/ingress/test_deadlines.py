@@ -24,7 +24,8 @@ async def test_a_future_past_its_deadline_fails_within_a_tick_and_it_is_told() -
             await future
     finally:
         deadlines.stop()
-    assert 0.2 <= loop.time() - started < 0.2 + 0.02 + 0.1  # one tick, plus scheduling slack
+    # One tick, plus slack for a loaded machine: far short of never.
+    assert 0.2 <= loop.time() - started < 0.2 + 0.02 + 0.25
     assert told == [1]
 
 

@@ -135,8 +135,11 @@ async def test_a_lost_broker_is_answered_at_once_and_its_refused_records_withdra
     assert set(o.status for o in traffic.outcomes) <= {200, 503}, statuses
     outage = [o for o in traffic.outcomes if o.phase == "outage"]
     assert outage and all(o.status == 503 and o.retry_after == "5" for o in outage), statuses
-    slowest = max(o.seconds for o in outage)
-    assert slowest < 0.5, slowest
+    # At once: none waited out a produce timeout, as a push the producer still tried would.
+    # The bound is the timeout, not a latency target, so a loaded machine's pause does not fail it.
+    seconds = sorted(o.seconds for o in outage)
+    assert seconds[len(seconds) // 2] < PRODUCE_TIMEOUT / 4, seconds
+    assert seconds[-1] < PRODUCE_TIMEOUT, seconds
 
     # Memory: the buffer did not grow while the outage went on, the refused records that
     # were never sent are gone, and only those were written after the broker came back.
