@@ -215,7 +215,12 @@ def uvicorn_cmd(
 
 
 def granian_cmd(
-    target: str, port: int, factory: bool, workers: int, python: str = sys.executable
+    target: str,
+    port: int,
+    factory: bool,
+    workers: int,
+    python: str = sys.executable,
+    loop: str = "uvloop",
 ) -> list[str]:
     """granian on its RSGI interface, as `uplink ingress --server granian` runs it."""
     cmd = [
@@ -229,7 +234,7 @@ def granian_cmd(
         "--port",
         str(port),
         "--loop",
-        "uvloop",
+        loop,
         "--http",
         "1",
         "--no-ws",

@@ -131,6 +131,8 @@ def main() -> None:
                         True,
                         1,
                         str(python) if python.exists() else sys.executable,
+                        # the command line's loop wins over granian's env: passed on
+                        settings.get("GRANIAN_LOOP", "uvloop"),
                     ),
                     env={
                         **os.environ,
