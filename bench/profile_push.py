@@ -33,7 +33,6 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -244,11 +243,12 @@ def main() -> None:
     load_before = os.getloadavg()
 
     from uplink.broker import kafka_broker
+    from uplink.settings import KafkaSettings
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         bootstrap = stack.enter_context(kafka_broker(os.environ, data_dir=tmp / "kafka"))
-        create_topic(bootstrap, TOPIC)
+        create_topic(KafkaSettings(bootstrap_servers=bootstrap), TOPIC)
         steps = stages(args.seconds / 4)
         print(steps, flush=True)
         produce = asyncio.run(produce_path(bootstrap, args.seconds, args.concurrency))
@@ -367,4 +367,4 @@ def write(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
