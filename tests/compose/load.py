@@ -96,6 +96,9 @@ class Client:
         self.target = parts.path or "/"
         self.timeout = timeout
         self._idle: list[_Connection] = []
+        # Every connection open, idle or in use: a post cancelled mid-request (its scenario
+        # ended, a task group failed) leaves its connection to be closed at exit, not to the GC.
+        self._open: set[_Connection] = set()
 
     async def post(self, body: bytes) -> int | None:
         """The answer's status, or None where none came (refused, reset, timed out)."""
@@ -103,27 +106,37 @@ class Client:
         try:
             if connection is None:
                 connection = await _Connection.open(self.host, self.port)
+                self._open.add(connection)
             async with asyncio.timeout(self.timeout):
                 status = await connection.post(self.host, self.target, body)
         except (OSError, TimeoutError, h11.ProtocolError):
             if connection is not None:
-                connection.close()
+                self._close(connection)
             return None
+        except BaseException:  # cancelled: the connection is mid-request, of no further use
+            if connection is not None:
+                self._close(connection)
+            raise
         if connection.reusable():
             self._idle.append(connection)
         else:
-            connection.close()
+            self._close(connection)
         return status
+
+    def _close(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        connection.close()
 
     async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        while self._idle:
-            self._idle.pop().close()
+        self._idle.clear()
+        while self._open:
+            self._close(self._open.pop())
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a set: by identity
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter

@@ -42,7 +42,11 @@ def crash(container: Container) -> None:
     what `restart: unless-stopped` is for. Pid -1 is every process but PID 1 (the init, which
     then exits as its child did) and the caller.
     """
-    container.exec_run(["sh", "-c", "kill -s KILL -- -1"], detach=True)
+    # Not exec_run: it inspects the exec session after starting it, and the engine drops the
+    # session with the container it just killed ("no such exec session", a 500).
+    api = container.client.api
+    session = api.exec_create(container.id, ["sh", "-c", "kill -s KILL -- -1"])
+    api.exec_start(session["Id"], detach=True)
 
 
 def await_restarted(container: Container, timeout: float = 180) -> None:
