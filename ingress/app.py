@@ -92,6 +92,7 @@ def create_app(settings: IngressSettings, *, clients: KafkaClients | None = None
         in_flight=lambda: producer.in_flight,
         buffered=lambda: producer.buffered,
         withdrawn=lambda: producer.withdrawn,
+        renewals=lambda: producer.renewals,
         reachable=lambda: producer.reachability.reachable,
         refusals=lambda: producer.refusals,
     )

@@ -31,6 +31,7 @@ class IngressMetrics:
         *,
         buffered: Callable[[], float] = lambda: 0,
         withdrawn: Callable[[], float] = lambda: 0,
+        renewals: Callable[[], float] = lambda: 0,
         reachable: Callable[[], bool] = lambda: True,
         refusals: Callable[[], Counter[str]] = Counter,
     ) -> None:
@@ -43,6 +44,7 @@ class IngressMetrics:
         self._in_flight = in_flight
         self._buffered = buffered
         self._withdrawn = withdrawn
+        self._renewals = renewals
         self._reachable = reachable
         self._refusals = refusals
         self.registry = CollectorRegistry(auto_describe=False)
@@ -100,6 +102,11 @@ class IngressMetrics:
             "uplink_ingress_withdrawn_records",
             "Records of pushes answered 503 withdrawn from the producer's buffer, never sent",
             value=self._withdrawn(),
+        )
+        yield CounterMetricFamily(
+            "uplink_ingress_producer_renewals",
+            "Producers replaced after Kafka refused their sequence numbers (their pushes got 503)",
+            value=self._renewals(),
         )
         yield suppressed_family()
         yield _by_label(

@@ -10,7 +10,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnsupportedVersionError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    UnsupportedVersionError,
+)
 
 from ingress.accumulator import Accumulator
 from ingress.deadlines import DeadlineExceeded, Deadlines
@@ -25,6 +33,19 @@ from uplink.resources import Resource
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+
+# The idempotent producer's state refused for good: once a partition's sequence has a gap (a
+# batch lost across a broker's restart), the broker refuses every later batch of it, and
+# aiokafka, unlike the Java client, never takes a new producer id. Seen in tests/compose: every
+# push answered 503 for as long as the ingress ran. A new producer (new id, sequences from 0) is
+# the way back (``DurableProducer._renew``).
+SEQUENCE_REFUSED = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+)
 
 
 class DurableProducer(Resource):
@@ -42,6 +63,10 @@ class DurableProducer(Resource):
 
     Kafka refusing our credentials or an ACL is told apart from an outage: ``refused`` holds
     the refusal (for /readyz) until a broker accepts us again, and ``refusals`` counts them.
+
+    A broker refusing the producer's sequence numbers (``SEQUENCE_REFUSED``) retires that
+    producer and connects a new one: the pushes of its batches are answered 503 (the provider
+    retries them), and ``renewals`` counts it.
     """
 
     def __init__(
@@ -76,6 +101,8 @@ class DurableProducer(Resource):
         self.withdrawn = 0  # records of refused sends dropped before they were ever sent
         self.refused: KafkaRefused | None = None
         self.refusals: Counter[str] = Counter()  # by kind: authentication, authorization
+        self.renewals = 0  # producers retired for a refused sequence, and replaced
+        self._retiring: set[asyncio.Task[None]] = set()
         self._diagnosis = Diagnosis(clients.settings)  # why no broker answers, when refused
         self.reachability = Reachability(
             self.check, after=unreachable_after, remind_every=remind_every, summary=summary
@@ -99,6 +126,25 @@ class DurableProducer(Resource):
             return
         self._deadlines.start()
         await self.reachability.start()
+        self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
+        self._connecting.add_done_callback(_log_crash)
+
+    def _renew(self, producer: AIOKafkaProducer, exc: KafkaError) -> None:
+        """Retire ``producer`` (its sequence refused) and connect a new one. Once a producer:
+        every push of its refused batches comes here."""
+        if producer is not self._producer or self._closed:
+            return
+        self.renewals += 1
+        log.error(
+            "Kafka refused the producer's sequence numbers (%r): a new producer replaces it; "
+            "the pushes it held are answered 503",
+            exc,
+        )
+        self._producer = self._accumulator = None
+        retiring = asyncio.create_task(self._flush_and_close(producer), name="kafka-retire")
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+        retiring.add_done_callback(_log_crash)
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -164,8 +210,9 @@ class DurableProducer(Resource):
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
         """Return once the record is durable; raise NotDurable (or Overloaded) otherwise."""
-        producer = self._producer
-        if producer is None:
+        # Both taken now: a renewal may replace them while this send awaits.
+        producer, accumulator = self._producer, self._accumulator
+        if producer is None or accumulator is None:
             raise NotDurable("not connected to Kafka yet")
         reachability = self.reachability
         if isinstance(self.refused, AuthenticationRefused):
@@ -185,8 +232,7 @@ class DurableProducer(Resource):
                     await producer.partitions_for(topic)
                 partition = self._partition(producer, topic, key)
                 assert partition is not None
-            assert self._accumulator is not None
-            delivery = self._accumulator.append(topic, partition, key, value, headers or [])
+            delivery = accumulator.append(topic, partition, key, value, headers or [])
             deadlines = self._deadlines
             deadlines.add(delivery)
             try:
@@ -200,6 +246,8 @@ class DurableProducer(Resource):
             if refused is not None:
                 self._refusal(refused)
                 raise Refused(str(refused)) from exc
+            if isinstance(exc, SEQUENCE_REFUSED):
+                self._renew(producer, exc)
             raise NotDurable(f"Kafka refused the record: {exc!r}") from exc
         finally:
             self._in_flight -= 1
@@ -271,6 +319,7 @@ class DurableProducer(Resource):
         try:
             if producer is not None:
                 await self._flush_and_close(producer)
+            await asyncio.gather(*self._retiring)
         finally:
             self._deadlines.stop()  # last: sends still in flight keep their deadline
 

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import docker
 import pytest
@@ -81,6 +82,9 @@ def brought_up(stack: Stack, counts: dict[str, int]) -> Iterator[Stack]:
         stack.up(*scale(counts))
         yield stack
     finally:
+        # What each container said, for the failure a scenario may have left to explain.
+        kept = stack.keep_logs(Path(tempfile.gettempdir()) / "uplink-compose-logs")
+        print(f"compose: the containers' logs of {stack.project} are in {kept}")
         # The scenarios are over: no graceful stop to wait for.
         stack.down("-v", "--timeout", "1")
         left = stack.containers()

@@ -101,6 +101,16 @@ class Stack:
             found, key=lambda c: int(c.labels.get("com.docker.compose.container-number", 0))
         )
 
+    def keep_logs(self, under: Path) -> Path:
+        """Every container's log, timestamped, into ``under/<project>/<container>.log``."""
+        directory = under / self.project
+        directory.mkdir(parents=True, exist_ok=True)
+        for container in self.containers():
+            (directory / f"{container.name}.log").write_bytes(
+                container.logs(timestamps=True, stdout=True, stderr=True)
+            )
+        return directory
+
     def running(self, service: str) -> list[Container]:
         return [c for c in self.containers(service) if c.status == "running"]
 

@@ -1,4 +1,5 @@
-"""The ingress's producer on the session's broker: where its records land."""
+"""The ingress's producer on the session's broker: where its records land, and how it comes back
+when the broker refuses its sequence numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import asyncio
 import uuid
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import NewPartitions, NewTopic
 
+from ingress.exceptions import NotDurable
 from ingress.producer import DurableProducer
 from tests.conftest import Reader
 from uplink._partition import partition
@@ -46,3 +49,38 @@ async def test_a_grown_topic_takes_keys_by_its_new_partition_count(
         await admin.close()
     records = {r.value: r.partition for r in await read_records(topic, count=2)}
     assert records == {b"before": 0, b"after": partition(key, 3)}
+
+
+async def test_a_refused_sequence_retires_the_producer_and_a_new_one_takes_over(
+    kafka_bootstrap: str, read_records: Reader
+) -> None:
+    """A gap in a partition's sequence (as a batch lost across a broker's restart leaves it):
+    the broker refuses that batch and every later one of the producer, for real. The push gets
+    503, and the next ones are written by a new producer."""
+    clients = KafkaClients(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    topic = f"test.sequence.{uuid.uuid4().hex[:10]}"
+    admin = clients.admin()
+    await admin.start()
+    producer = DurableProducer(clients, timeout=10, max_in_flight=16, linger_ms=0)
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        await producer.start()
+        async with asyncio.timeout(30):
+            assert producer._connecting is not None
+            await producer._connecting
+            await producer.send(topic, b"before", key=b"k")
+            first = producer._producer
+            assert first is not None and first._txn_manager is not None
+            # The fault: five sequence numbers the broker never saw.
+            first._txn_manager.increment_sequence_number(TopicPartition(topic, 0), 5)
+            with pytest.raises(NotDurable, match="OutOfOrderSequenceNumber"):
+                await producer.send(topic, b"refused", key=b"k")
+            assert producer.renewals == 1
+            await producer._connecting  # the new one's, done once it is connected
+        assert producer._producer is not first
+        await producer.send(topic, b"after", key=b"k")
+        assert producer.renewals == 1
+    finally:
+        await producer.stop()
+        await admin.close()
+    assert [r.value for r in await read_records(topic, count=2)] == [b"before", b"after"]
