@@ -28,7 +28,8 @@ drained has none, so dropping it leaves no gap the broker would refuse
 place and is written when the broker answers.
 
 This reads aiokafka's private structures (``MessageAccumulator._batches``, ``_waiter_future``,
-``_pending_batches``, a batch's ``_builder``, the sender's ``_in_flight``);
+``_pending_batches``, ``_batch_ttl``, a batch's ``_builder``, the sender's ``_in_flight``, the
+producer's ``_txn_manager``);
 tests/ingress/test_outage.py and the ingress's other tests check them against the installed
 release on a real broker.
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +65,13 @@ class Accumulator:
         self._cluster = producer.client.cluster
         self._loop = asyncio.get_running_loop()
         self._max_request_size = max_request_size
+        # aiokafka fails a batch that outlived its TTL while its partition has no leader (a
+        # broker's controlled shutdown, the only replica), and gives it its sequence numbers
+        # first: the idempotent producer's sequence then has a gap the broker refuses for good.
+        # Our batches never expire: a push's deadline answers it, and a refused batch never
+        # drained is withdrawn (``withdraw_refused``), without a sequence number.
+        idempotent = producer._txn_manager is not None
+        self._ttl: float = math.inf if idempotent else self._accumulator._batch_ttl
         self._acknowledged = acknowledged  # told once a batch is written, before its futures
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # The futures of each batch this made, until the batch is settled or withdrawn.
@@ -93,7 +102,7 @@ class Accumulator:
             if size > self._max_request_size:
                 raise MessageSizeTooLargeError(f"a record of {size} bytes")
             batch = MessageBatch(
-                tp, accumulator.create_builder(), accumulator._batch_ttl, accumulator._linger_time
+                tp, accumulator.create_builder(), self._ttl, accumulator._linger_time
             )
             accumulator._batches[tp].append(batch)
             wake = accumulator._waiter_future

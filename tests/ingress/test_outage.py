@@ -208,3 +208,36 @@ async def test_a_broker_back_within_the_window_refuses_no_push(
     # The pushes in flight when it hung waited for it, and got in.
     longest = max(o.seconds for o in traffic.outcomes)
     assert longest >= 1.0, longest
+
+
+async def test_a_broker_restarted_under_traffic_takes_the_same_producer_again(
+    tmp_path: Path, serve: Server, topics: Topics, own_broker: LocalBroker, lines: Lines
+) -> None:
+    """A controlled shutdown of the only broker leaves every partition without a leader while
+    pushes keep coming: batches outlive aiokafka's TTL there. None of them may cost the
+    producer a sequence number (ingress/accumulator.py): after the restart the same producer
+    writes again, not one refused by the broker and replaced."""
+    ingress = IngressSettings(
+        kafka=KafkaSettings(
+            bootstrap_servers=own_broker.bootstrap_servers, unreachable_after=UNREACHABLE_AFTER
+        ),
+        topics=topics,
+        produce_timeout=PRODUCE_TIMEOUT,  # aiokafka's batch TTL: the request timeout, as long
+    )
+    url = await serve(create_app(ingress))
+    async with httpx.AsyncClient(timeout=30) as client:
+        await wait_ready(client, url)
+        traffic = Traffic(url, pace=0.05)
+        async with traffic.running(pushers=8):
+            await traffic.until("up", 200, 100)
+            traffic.phase = "down"
+            await asyncio.to_thread(own_broker.stop)
+            await lines.until("Kafka unreachable", 1)
+            # Longer than the TTL with pushes arriving: batches expired while leaderless.
+            await traffic.until("down", 503, traffic.count("down", 503) + 20)
+            await asyncio.to_thread(own_broker.start)
+            traffic.phase = "restarted"
+            await traffic.until("restarted", 200, 200)
+        final = samples((await client.get(f"{url}/metrics")).text)
+    assert final[("uplink_ingress_producer_renewals_total", ())] == 0
+    assert not lines.matching("refused the producer's sequence numbers")
