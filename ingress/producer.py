@@ -126,6 +126,9 @@ class DurableProducer(Resource):
             return
         self._deadlines.start()
         await self.reachability.start()
+        self._start_connecting()
+
+    def _start_connecting(self) -> None:
         self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
         self._connecting.add_done_callback(_log_crash)
 
@@ -145,8 +148,7 @@ class DurableProducer(Resource):
         self._retiring.add(retiring)
         retiring.add_done_callback(self._retiring.discard)
         retiring.add_done_callback(_log_crash)
-        self._connecting = asyncio.create_task(self._connect(), name="kafka-connect")
-        self._connecting.add_done_callback(_log_crash)
+        self._start_connecting()
 
     def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
         return self._clients.producer(
