@@ -23,9 +23,9 @@ import httpx
 import orjson
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from consumers.archive.settings import ArchiveSettings
@@ -116,8 +116,10 @@ async def page(
                 try:
                     if await asyncio.to_thread(ready):
                         return
-                except StaleElementReferenceException:
-                    pass  # the page refreshed itself while being read: read it again
+                except WebDriverException as error:
+                    if not replaced(error):
+                        raise
+                    # the page refreshed itself while being read: read it again
                 await asyncio.sleep(0.5)  # the console's sample interval in this test
     except TimeoutError:
         shown = await asyncio.to_thread(lambda: browser.find_element(By.TAG_NAME, "main").text)
@@ -152,13 +154,37 @@ async def rows(browser: webdriver.Chrome, css: str, attribute: str) -> dict[str,
     return await asyncio.to_thread(cells, browser, css, attribute)
 
 
+def replaced(error: WebDriverException) -> bool:
+    """Whether ``error``, asked about a node, means its page has been replaced.
+
+    chromedriver says "stale" or, while the new document is being attached, that the node
+    "does not belong to the document".
+    """
+    return isinstance(error, StaleElementReferenceException) or (
+        "does not belong to the document" in str(error.msg)
+    )
+
+
+def gone(element: WebElement) -> Callable[[webdriver.Chrome], bool]:
+    def check(_: webdriver.Chrome) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException as error:
+            if replaced(error):
+                return True
+            raise
+        return False
+
+    return check
+
+
 async def submit(browser: webdriver.Chrome, button: str, title: str) -> None:
     """Click a form's ``button`` and wait for the page it leads to (titled ``title``...)."""
 
     def arrived() -> None:
         old = browser.find_element(By.TAG_NAME, "html")
         browser.find_element(By.CSS_SELECTOR, button).click()
-        WebDriverWait(browser, 60).until(staleness_of(old))
+        WebDriverWait(browser, 60).until(gone(old))
         WebDriverWait(browser, 60).until(lambda driver: driver.title.startswith(title))
 
     await asyncio.to_thread(arrived)
