@@ -57,10 +57,13 @@ async def test_records_are_confluent_framed_with_the_registered_id(
     assert {key: record["raw"] for key, record in decoded.items()} == expected
     assert reader.heads(values).ids == [reader.decode(value)["messageId"] for value in values]
 
-    # The Kafka ecosystem's reader: confluent-kafka's deserializer, through the registry.
+    # The Kafka ecosystem's reader: confluent-kafka's deserializer, through the registry, told
+    # the subject naming the ingress registers under (TOPIC: "<topic>-value"). Its default,
+    # ASSOCIATED, first asks an associations API Apicurio does not have, and Apicurio leaves
+    # about 1 in 100 requests to a path it has no route for unanswered (5 of 400 by curl).
     def deserialized() -> list[dict[str, object]]:
-        with SchemaRegistryClient({"url": schema_registry}) as client:
-            deserializer = AvroDeserializer(client)
+        with SchemaRegistryClient({"url": schema_registry, "timeout": 30}) as client:
+            deserializer = AvroDeserializer(client, conf={"subject.name.strategy.type": "TOPIC"})
             context = SerializationContext(topic, MessageField.VALUE)
             return [deserializer(value, context) for value in values]
 
