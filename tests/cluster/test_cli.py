@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from uplink.broker.cluster import describe
+from tests.cluster.load import until
+from uplink.broker.cluster import describe, fully_replicated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -69,6 +70,9 @@ async def test_uplink_broker_nodes_3_serves_a_replicated_cluster_and_stops_on_si
             await admin.create_topics([NewTopic("replicated", 3, 3)])
         finally:
             await admin.close()
+        # create_topics answers once the controller has the topic; the node describe asks may
+        # not have its partitions yet.
+        await until(lambda: fully_replicated(bootstrap, ["replicated"]), "the topic replicated", 60)
         states = (await describe(bootstrap, ["replicated"]))["replicated"]
         assert [sorted(state.replicas) for state in states] == [[1, 2, 3]] * 3
 

@@ -1,15 +1,24 @@
 """The local cluster's layout, without starting it: each node's ports, data directory and
-configuration, the static quorum they share, and one cluster id across restarts."""
+configuration, the static quorum they share, and one cluster id across restarts. And the
+replication check the cluster tests wait on, against the session's broker."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from uplink.broker.cluster import ClusterSettings, LocalCluster, existing_cluster_id
+from tests.cluster.load import until
+from uplink.broker.cluster import (
+    ClusterSettings,
+    LocalCluster,
+    existing_cluster_id,
+    fully_replicated,
+)
 from uplink.broker.local import LocalBroker
 from uplink.exceptions import BrokerError
+from uplink.settings import Topics
 
 
 def test_nodes_take_consecutive_ports_and_share_one_quorum(tmp_path: Path) -> None:
@@ -71,3 +80,21 @@ def test_settings_refuse_what_cannot_be_a_cluster() -> None:
         ClusterSettings(nodes=0)
     with pytest.raises(BrokerError):
         ClusterSettings(nodes=3, ports=((1, 2),))
+
+
+@pytest.mark.anyio
+async def test_a_topic_is_fully_replicated_only_once_known_with_every_replica_in_sync(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    name = topics.messages
+    # Unknown: the node answers the topic with no partitions, which is not "all in sync".
+    assert not await fully_replicated(kafka_bootstrap, [name], replicas=1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 2, 1)])
+    finally:
+        await admin.close()
+    await until(lambda: fully_replicated(kafka_bootstrap, [name], replicas=1), name, 30)
+    # One broker can never have two replicas in sync.
+    assert not await fully_replicated(kafka_bootstrap, [name], replicas=2)

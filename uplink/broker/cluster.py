@@ -264,15 +264,18 @@ async def leaders(bootstrap_servers: str, topic: str) -> dict[int, int]:
 async def fully_replicated(
     bootstrap_servers: str, topics: Sequence[str], replicas: int = 3
 ) -> bool:
-    """Whether every partition of ``topics`` has a leader and all ``replicas`` in sync."""
+    """Whether every partition of ``topics`` has a leader and all ``replicas`` in sync.
+
+    A topic the node asked does not know yet, or knows without its partitions (a topic just
+    created, whose metadata has not reached every node), is not."""
     try:
         states = await describe(bootstrap_servers, topics)
     except (KafkaError, TimeoutError):
         return False
     return all(
-        state.leader >= 0 and len(state.isr) >= replicas
+        bool(states.get(topic))
+        and all(state.leader >= 0 and len(state.isr) >= replicas for state in states[topic])
         for topic in topics
-        for state in states.get(topic, [PartitionState(-1, -1, (), ())])
     )
 
 
