@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.cluster.load import until
 from uplink.broker.cluster import (
@@ -18,7 +17,8 @@ from uplink.broker.cluster import (
 )
 from uplink.broker.local import LocalBroker
 from uplink.exceptions import BrokerError
-from uplink.settings import Topics
+from uplink.settings import KafkaSettings, Topics
+from uplink.topics import ensure_topics
 
 
 def test_nodes_take_consecutive_ports_and_share_one_quorum(tmp_path: Path) -> None:
@@ -89,12 +89,7 @@ async def test_a_topic_is_fully_replicated_only_once_known_with_every_replica_in
     name = topics.messages
     # Unknown: the node answers the topic with no partitions, which is not "all in sync".
     assert not await fully_replicated(kafka_bootstrap, [name], replicas=1)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1)])
-    finally:
-        await admin.close()
+    await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), topics)
     await until(lambda: fully_replicated(kafka_bootstrap, [name], replicas=1), name, 30)
     # One broker can never have two replicas in sync.
     assert not await fully_replicated(kafka_bootstrap, [name], replicas=2)
