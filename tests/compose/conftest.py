@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.compose.runs import PREFIX, alive, run_name, run_of
 from tests.compose.stack import PROJECT_LABEL, ROOT, Stack, scale
 
 # docker-compose.yml scaled as issue 22's scenarios run it.
@@ -40,37 +41,47 @@ def docker_host() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def run_name() -> str:
+def run() -> str:
     """A prefix for this session's compose projects: scripts/test's run, or this process's."""
-    return os.environ.get("UPLINK_TEST_RUN") or f"uplink-test-{os.getpid()}"
+    return os.environ.get("UPLINK_TEST_RUN") or run_name()
 
 
-def projects_of(docker_host: str, run_name: str) -> set[str]:
-    """The compose projects of this run that still have a container, running or not."""
+def projects_of(docker_host: str, prefix: str) -> set[str]:
+    """The compose projects named ``prefix…`` that still have a container, running or not."""
     client = docker.DockerClient(base_url=docker_host, version="1.41", timeout=120)
     try:
         found = client.containers.list(all=True, filters={"label": PROJECT_LABEL})
         return {
-            c.labels[PROJECT_LABEL]
-            for c in found
-            if c.labels[PROJECT_LABEL].startswith(f"{run_name}-")
+            c.labels[PROJECT_LABEL] for c in found if c.labels[PROJECT_LABEL].startswith(prefix)
         }
     finally:
         client.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind(docker_host: str, run_name: str) -> Iterator[None]:
-    """After the session, no container of its stacks, even where a teardown itself failed:
-    what is left is taken down, and the session fails saying so."""
-    yield
-    left = projects_of(docker_host, run_name)
-    for project in left:
-        stack = Stack(project=project, docker_host=docker_host)
+def take_down(docker_host: str, projects: set[str]) -> None:
+    """Each project down with its volumes (as the three-broker profile: its files name every
+    service either stack has)."""
+    for project in sorted(projects):
+        stack = Stack(project=project, docker_host=docker_host, cluster=True)
         try:
             stack.down("-v", "--timeout", "1")
         finally:
             stack.close()
+
+
+@pytest.fixture(scope="session")
+def nothing_left_behind(docker_host: str, run: str) -> Iterator[None]:
+    """Before the session's first stack, the stacks of runs that died without taking theirs
+    down (a killed session leaves them up on the engine, holding the host ports); after the
+    session, no container of its own stacks, even where a teardown itself failed: what is left
+    is taken down, and the session fails saying so."""
+    dead = {p for p in projects_of(docker_host, PREFIX) if not alive(run_of(p))}
+    if dead:
+        print(f"compose: taking down the stacks of runs that are gone: {sorted(dead)}")
+        take_down(docker_host, dead)
+    yield
+    left = projects_of(docker_host, f"{run}-")
+    take_down(docker_host, left)
     assert not left, f"compose projects left behind (now taken down): {sorted(left)}"
 
 
@@ -93,15 +104,15 @@ def brought_up(stack: Stack, counts: dict[str, int]) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def stack(docker_host: str, run_name: str) -> Iterator[Stack]:
+def stack(docker_host: str, run: str, nothing_left_behind: None) -> Iterator[Stack]:
     """docker-compose.yml, scaled as ``SINGLE``."""
-    with brought_up(Stack(project=f"{run_name}-single", docker_host=docker_host), SINGLE) as up:
+    with brought_up(Stack(project=f"{run}-single", docker_host=docker_host), SINGLE) as up:
         yield up
 
 
 @pytest.fixture(scope="module")
-def cluster(docker_host: str, run_name: str) -> Iterator[Stack]:
+def cluster(docker_host: str, run: str, nothing_left_behind: None) -> Iterator[Stack]:
     """docker-compose.yml with docker-compose.cluster.yml, scaled as ``CLUSTER``."""
-    project = f"{run_name}-cluster"
+    project = f"{run}-cluster"
     with brought_up(Stack(project=project, docker_host=docker_host, cluster=True), CLUSTER) as up:
         yield up
