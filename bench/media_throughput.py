@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import orjson
+from starlette.applications import Starlette
 
 from bench.pushes import EXAMPLES, fill
 from bench.results import command, run_line, write_run
@@ -53,9 +54,8 @@ def blob(n: int) -> bytes:
     return random.Random(n).randbytes(SIZE)
 
 
-def app(count: int) -> object:
+def app(count: int) -> Starlette:
     """The file server (run in its own process by ``--serve``)."""
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route

@@ -70,7 +70,7 @@ def aiokafka_send(producer: Any, topic: str, pure: bool) -> Send:
 
     def choose(key: bytes) -> int:
         if pure:
-            return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+            return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
         return partition(key, PARTITIONS)
 
     async def send(key: bytes) -> None:
@@ -88,7 +88,7 @@ def edge_batches(producer: Any, topic: str) -> Send:
     handing: set[asyncio.Task[None]] = set()
 
     def start(part: int) -> tuple[Any, list[asyncio.Future[None]]]:
-        batch = (producer.create_batch(), [])
+        batch: tuple[Any, list[asyncio.Future[None]]] = (producer.create_batch(), [])
         open_[part] = batch
         task = loop.create_task(hand_over(part, batch))
         handing.add(task)
@@ -279,6 +279,7 @@ async def measure(
                     kafka, "bench.paths", args.seconds, args.concurrency
                 )
             else:
+                assert not isinstance(build, str), build
                 producer = clients.producer()
                 await clients.start(producer)
                 try:
