@@ -15,6 +15,7 @@ PREFIX = "uplink-test-"
 _RUN = re.compile(rf"{PREFIX}(?:(?P<started>\d+)-)?(?P<pid>\d+)")
 # A process started this long after its run's name was made is another one with the pid reused.
 _SLACK = 5.0
+_PROC = Path("/proc")
 
 
 def run_name(pid: int | None = None, started: float | None = None) -> str:
@@ -29,29 +30,29 @@ def run_of(project: str) -> str:
     return project.rpartition("-")[0]
 
 
-def alive(run: str, proc: Path = Path("/proc")) -> bool:
+def alive(run: str) -> bool:
     """Is the process that named ``run`` still running? A name that is not a test run's is taken
     for alive: nothing of it is ours to remove."""
     match = _RUN.fullmatch(run)
     if match is None:
         return True
-    started = _process_started(int(match["pid"]), proc)
+    started = _process_started(int(match["pid"]))
     if started is None:
         return False
     return match["started"] is None or started <= int(match["started"]) + _SLACK
 
 
-def _process_started(pid: int, proc: Path) -> float | None:
+def _process_started(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or None when there is none."""
     try:
-        stat = (proc / str(pid) / "stat").read_text()
+        stat = (_PROC / str(pid) / "stat").read_text()
     except FileNotFoundError:
         return None
     # Field 22, counted after the command's closing parenthesis (the command may hold spaces).
     ticks = int(stat.rpartition(")")[2].split()[19])
     boot = next(
         int(line.split()[1])
-        for line in (proc / "stat").read_text().splitlines()
+        for line in (_PROC / "stat").read_text().splitlines()
         if line.startswith("btime ")
     )
     return boot + ticks / os.sysconf("SC_CLK_TCK")
